@@ -276,11 +276,13 @@ impl LimitSpec {
     /// cannot serve; a window longer than [`MAX_WINDOW`].
     pub fn build(&self) -> Result<Limit, LimitError> {
         let amount = NonZeroU64::new(self.amount).ok_or(LimitError::ZeroAmount)?;
-        let algorithm = self.algorithm.unwrap_or(if self.kind == LimitKind::Concurrency {
-            Algorithm::Concurrency
-        } else {
-            Algorithm::Gcra
-        });
+        let algorithm = self
+            .algorithm
+            .unwrap_or(if self.kind == LimitKind::Concurrency {
+                Algorithm::Concurrency
+            } else {
+                Algorithm::Gcra
+            });
         match (self.kind, algorithm) {
             (LimitKind::Concurrency, Algorithm::Concurrency) => {}
             (LimitKind::Concurrency, a) | (_, a @ Algorithm::Concurrency) => {
@@ -469,7 +471,11 @@ impl fmt::Display for Limit {
         if self.kind == LimitKind::Concurrency {
             return write!(f, "{} in flight", self.amount);
         }
-        write!(f, "{} {} per {} ({}", self.amount, self.kind, self.window, self.algorithm)?;
+        write!(
+            f,
+            "{} {} per {} ({}",
+            self.amount, self.kind, self.window, self.algorithm
+        )?;
         if self.algorithm == Algorithm::Gcra && self.burst != self.amount {
             write!(f, ", burst {}", self.burst)?;
         }
@@ -498,7 +504,11 @@ mod tests {
     fn invalid_specs_are_refused_with_the_field() {
         let base = LimitSpec::new(LimitKind::Tokens, 10, Window::MINUTE);
         assert_eq!(
-            LimitSpec { amount: 0, ..base.clone() }.build(),
+            LimitSpec {
+                amount: 0,
+                ..base.clone()
+            }
+            .build(),
             Err(LimitError::ZeroAmount)
         );
         assert_eq!(

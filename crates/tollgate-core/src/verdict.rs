@@ -46,7 +46,14 @@ pub struct Usage {
 
 /// `ceil(a / b)` saturated into a u64; `b` must not be zero.
 pub(crate) fn div_ceil_u64(a: u128, b: u128) -> u64 {
-    u64::try_from(a.checked_div(b).map_or(u128::MAX, |q| if q.saturating_mul(b) < a { q.saturating_add(1) } else { q })).unwrap_or(u64::MAX)
+    u64::try_from(a.checked_div(b).map_or(u128::MAX, |q| {
+        if q.saturating_mul(b) < a {
+            q.saturating_add(1)
+        } else {
+            q
+        }
+    }))
+    .unwrap_or(u64::MAX)
 }
 
 /// `floor(a / b)` saturated into a u64; `b` must not be zero.

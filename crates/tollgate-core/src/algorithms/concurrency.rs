@@ -128,9 +128,10 @@ mod tests {
         assert_eq!(v.retry_after_us, 24_000_000);
         assert!(c.release(1));
         assert!(!c.release(1));
-        assert!(c
-            .evaluate(&l, t0.saturating_add(Duration::from_secs(6)))
-            .admitted);
+        assert!(
+            c.evaluate(&l, t0.saturating_add(Duration::from_secs(6)))
+                .admitted
+        );
         assert!(c.renew(&l, t0.saturating_add(Duration::from_secs(30)), 2));
         assert_eq!(
             c.usage(&l, t0.saturating_add(Duration::from_secs(59))).used,

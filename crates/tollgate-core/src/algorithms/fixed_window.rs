@@ -125,9 +125,10 @@ mod tests {
         let v = s.evaluate(&l, t, 1);
         assert!(!v.admitted);
         assert_eq!(v.retry_after_us, 6_400_000_000);
-        assert!(!s
-            .evaluate(&l, Timestamp::from_micros(midnight.as_micros() - 1), 1)
-            .admitted);
+        assert!(
+            !s.evaluate(&l, Timestamp::from_micros(midnight.as_micros() - 1), 1)
+                .admitted
+        );
         assert!(s.evaluate(&l, midnight, 1000).admitted);
     }
 

@@ -30,10 +30,8 @@ impl Gcra {
         let step = u128::from(p.step);
         let scale = u128::from(p.scale);
         let capacity = limit.burst();
-        let current_remaining = div_floor_u64(
-            now_s.saturating_add(p.tolerance).saturating_sub(tat),
-            step,
-        );
+        let current_remaining =
+            div_floor_u64(now_s.saturating_add(p.tolerance).saturating_sub(tat), step);
         let current_reset = div_ceil_u64(tat.saturating_sub(now_s), scale);
         if cost > capacity {
             return Verdict::never_fits(capacity, current_remaining, current_reset);
@@ -98,7 +96,10 @@ impl Gcra {
     /// Microseconds until the bucket is full again; 0 means it is full and may be forgotten.
     pub fn ttl_us(&self, limit: &Limit, now: Timestamp) -> u64 {
         let now_s = now_scaled(limit, now);
-        div_ceil_u64(self.tat.saturating_sub(now_s), u128::from(limit.gcra().scale))
+        div_ceil_u64(
+            self.tat.saturating_sub(now_s),
+            u128::from(limit.gcra().scale),
+        )
     }
 }
 
@@ -132,7 +133,10 @@ mod tests {
         assert_eq!(v.retry_after_us, 1_000_000);
         let t = T0.saturating_add(Duration::from_micros(999_999));
         assert!(!g.evaluate(&l, t, 1).admitted);
-        assert!(g.evaluate(&l, T0.saturating_add(Duration::from_secs(1)), 1).admitted);
+        assert!(
+            g.evaluate(&l, T0.saturating_add(Duration::from_secs(1)), 1)
+                .admitted
+        );
     }
 
     #[test]
@@ -184,9 +188,13 @@ mod tests {
 
     #[test]
     fn extreme_values_do_not_panic() {
-        let l = LimitSpec::new(LimitKind::Tokens, u64::MAX, Window::Length(crate::MAX_WINDOW))
-            .build()
-            .unwrap();
+        let l = LimitSpec::new(
+            LimitKind::Tokens,
+            u64::MAX,
+            Window::Length(crate::MAX_WINDOW),
+        )
+        .build()
+        .unwrap();
         let mut g = Gcra::default();
         let end = Timestamp::from_micros(u64::MAX);
         for now in [Timestamp::EPOCH, T0, end] {

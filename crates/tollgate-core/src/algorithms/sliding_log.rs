@@ -122,8 +122,14 @@ impl SlidingLog {
 
     /// Takes `cost` back from the spend made at `spent_at`, if it still counts.
     pub fn refund(&mut self, limit: &Limit, now: Timestamp, spent_at: Timestamp, cost: u64) {
-        self.prune(limit, now.as_micros());
+        let now = now.as_micros();
+        self.prune(limit, now);
         let at = spent_at.as_micros();
+        // A spend that has left the window no longer counts: there is nothing to give back (and
+        // the fallback below must not take it from a later, still counting spend).
+        if Self::expires(limit, at) <= now {
+            return;
+        }
         let i = self.entries.partition_point(|(t, _)| *t < at);
         // A spend filed under a later instant (time went backwards) is refunded from there.
         let i = match self.entries.get(i) {
@@ -190,9 +196,10 @@ mod tests {
         assert_eq!(v.retry_after_us, (3600 + 10 - 100) * 1_000_000);
         let at = t.saturating_add(Duration::from_micros(v.retry_after_us));
         assert!(s.evaluate(&l, at, 2).admitted);
-        assert!(!s
-            .evaluate(&l, Timestamp::from_micros(at.as_micros() - 1), 2)
-            .admitted);
+        assert!(
+            !s.evaluate(&l, Timestamp::from_micros(at.as_micros() - 1), 2)
+                .admitted
+        );
     }
 
     #[test]

@@ -147,7 +147,10 @@ impl SlidingWindow {
     }
 
     fn slot_of(&mut self, limit: &Limit, t: Timestamp) -> Option<&mut u64> {
-        let idx = t.as_micros().checked_div(limit.window_micros()).unwrap_or(0);
+        let idx = t
+            .as_micros()
+            .checked_div(limit.window_micros())
+            .unwrap_or(0);
         if idx == self.window {
             Some(&mut self.curr)
         } else if idx.saturating_add(1) == self.window {

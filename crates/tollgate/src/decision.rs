@@ -1,0 +1,196 @@
+//! Decisions: the answer to one call, with the status of every limit that applied.
+
+use std::fmt;
+use std::time::Duration;
+
+use smallvec::SmallVec;
+use tollgate_core::{LimitKind, Window};
+
+/// The status of one limit in a decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitStatus {
+    /// The rule the limit belongs to.
+    pub rule: &'static str,
+    /// The limit's stable label within the rule.
+    pub label: &'static str,
+    /// What the limit counts.
+    pub kind: LimitKind,
+    /// The amount per window (for concurrency, the slots).
+    pub amount: u64,
+    /// The most that can be spent at once (the burst for GCRA).
+    pub capacity: u64,
+    /// The window.
+    pub window: Window,
+    /// Whether the limit is a budget of a day or more.
+    pub quota: bool,
+    /// Whether this limit admitted the call.
+    pub admitted: bool,
+    /// Units left after this decision.
+    pub remaining: u64,
+    /// Time until the limit is fully available again.
+    pub reset_after: Duration,
+    /// Time until this limit would admit the same call (zero if it admits it now).
+    pub retry_after: Duration,
+}
+
+/// How a decision came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Every applicable limit admitted the call; it has been spent from all of them.
+    Allowed,
+    /// At least one limit denied the call; nothing was spent. Retry after `retry_after`.
+    Denied,
+    /// The cost exceeds what a limit can ever hold: waiting will never help.
+    TooLarge,
+    /// The in-memory store is at its bucket cap and cannot track a new bucket.
+    StoreFull,
+}
+
+/// Why a call was denied. Each reason has a stable code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DenyReason {
+    /// A requests limit (per second, minute or hour).
+    Requests,
+    /// A tokens limit (total, input or output).
+    Tokens,
+    /// No concurrency slot is free.
+    Concurrency,
+    /// A budget of a day or more is spent.
+    Quota,
+    /// The cost can never fit.
+    TooLarge,
+    /// The store cannot track more buckets.
+    StoreFull,
+}
+
+impl DenyReason {
+    /// The stable machine-readable code: `requests`, `tokens`, `concurrency`, `quota`,
+    /// `too_large` or `store_full`.
+    pub const fn code(self) -> &'static str {
+        match self {
+            DenyReason::Requests => "requests",
+            DenyReason::Tokens => "tokens",
+            DenyReason::Concurrency => "concurrency",
+            DenyReason::Quota => "quota",
+            DenyReason::TooLarge => "too_large",
+            DenyReason::StoreFull => "store_full",
+        }
+    }
+
+    /// The numeric error code in the `E44xx` family gateways already use: `E4404` requests
+    /// per window, `E4405` tokens per window, `E4406` concurrency, `E4407` quota, `E4413` too
+    /// large, `E4400` anything else.
+    pub const fn error_code(self) -> &'static str {
+        match self {
+            DenyReason::Requests => "E4404",
+            DenyReason::Tokens => "E4405",
+            DenyReason::Concurrency => "E4406",
+            DenyReason::Quota => "E4407",
+            DenyReason::TooLarge => "E4413",
+            DenyReason::StoreFull => "E4400",
+        }
+    }
+
+    /// The reason a denial by `status` has.
+    pub fn of(status: &LimitStatus) -> DenyReason {
+        match status.kind {
+            LimitKind::Concurrency => DenyReason::Concurrency,
+            _ if status.quota => DenyReason::Quota,
+            LimitKind::Requests => DenyReason::Requests,
+            LimitKind::Tokens | LimitKind::InputTokens | LimitKind::OutputTokens => {
+                DenyReason::Tokens
+            }
+        }
+    }
+}
+
+impl fmt::Display for DenyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// The answer to one call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub(crate) outcome: Outcome,
+    pub(crate) statuses: SmallVec<[LimitStatus; 3]>,
+    pub(crate) denied_by: Option<usize>,
+    pub(crate) retry_after: Duration,
+}
+
+impl Decision {
+    /// A decision with no applicable limit: allowed.
+    pub(crate) fn unlimited() -> Self {
+        Decision {
+            outcome: Outcome::Allowed,
+            statuses: SmallVec::new(),
+            denied_by: None,
+            retry_after: Duration::ZERO,
+        }
+    }
+
+    /// Whether the call may go ahead.
+    pub fn is_allowed(&self) -> bool {
+        self.outcome == Outcome::Allowed
+    }
+
+    /// How the decision came out.
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+
+    /// The status of every limit that applied, in policy order.
+    pub fn statuses(&self) -> &[LimitStatus] {
+        &self.statuses
+    }
+
+    /// The limit that denied the call: for a denial, the one that frees up last.
+    pub fn denied_by(&self) -> Option<&LimitStatus> {
+        self.denied_by.and_then(|i| self.statuses.get(i))
+    }
+
+    /// For a denial: the earliest time after which the same call would be admitted if nothing
+    /// else happened. `None` when allowed, and when the call can never be admitted.
+    pub fn retry_after(&self) -> Option<Duration> {
+        (self.outcome == Outcome::Denied).then_some(self.retry_after)
+    }
+
+    /// Why the call was denied.
+    pub fn reason(&self) -> Option<DenyReason> {
+        match self.outcome {
+            Outcome::Allowed => None,
+            Outcome::TooLarge => Some(DenyReason::TooLarge),
+            Outcome::StoreFull => Some(DenyReason::StoreFull),
+            Outcome::Denied => self.denied_by().map(DenyReason::of),
+        }
+    }
+
+    /// The most constrained status of `kind`: the one with the least remaining.
+    pub fn tightest(&self, kind: LimitKind) -> Option<&LimitStatus> {
+        self.statuses
+            .iter()
+            .filter(|s| s.kind == kind)
+            .min_by_key(|s| (s.remaining, std::cmp::Reverse(s.reset_after)))
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.outcome, self.denied_by()) {
+            (Outcome::Allowed, _) => f.write_str("allowed"),
+            (Outcome::Denied, Some(s)) => write!(
+                f,
+                "denied by rule {:?} ({} {} per {}): retry after {:?}",
+                s.rule, s.amount, s.kind, s.window, self.retry_after
+            ),
+            (Outcome::TooLarge, Some(s)) => write!(
+                f,
+                "cost exceeds what rule {:?} ({} {}) can ever admit",
+                s.rule, s.capacity, s.kind
+            ),
+            (Outcome::StoreFull, _) => f.write_str("denied: the store is at its bucket cap"),
+            (_, None) => f.write_str("denied"),
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Bucket names and the hashing that turns them into compact keys.
+//!
+//! A bucket is one limit of one rule for one partition (the values of the attributes the rule
+//! selects with `*`). Stores name buckets as they like through [`Store::bucket_key`]; this
+//! module provides the inputs and a keyed 128-bit hash, so that an attacker choosing attribute
+//! values cannot make two partitions collide without knowing the process's random key.
+//!
+//! [`Store::bucket_key`]: crate::store::Store::bucket_key
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::OnceLock;
+
+use siphasher::sip128::{Hasher128, SipHasher13};
+
+/// Everything a store may use to name one bucket.
+#[derive(Clone, Copy, Debug)]
+pub struct BucketName<'a> {
+    /// The rule's name.
+    pub rule: &'static str,
+    /// A process-stable id of the rule's name.
+    pub rule_id: u32,
+    /// The limit's stable label within the rule (changes exactly when the limit changes).
+    pub limit: &'static str,
+    /// The values of the rule's partition attributes, in the rule's order.
+    pub partition: &'a [&'a str],
+    /// A keyed 128-bit hash of the rule and the partition values.
+    pub partition_hash: u128,
+    /// A keyed 128-bit hash of the rule and the limit label.
+    pub limit_salt: u128,
+}
+
+fn keys() -> (u64, u64) {
+    static KEYS: OnceLock<(u64, u64)> = OnceLock::new();
+    *KEYS.get_or_init(|| {
+        // std's RandomState is seeded from the OS once per process: a random SipHash key.
+        let s = std::collections::hash_map::RandomState::new();
+        let mut a = s.build_hasher();
+        a.write_u8(1);
+        let mut b = s.build_hasher();
+        b.write_u8(2);
+        (a.finish(), b.finish())
+    })
+}
+
+fn hasher() -> SipHasher13 {
+    let (k0, k1) = keys();
+    SipHasher13::new_with_keys(k0, k1)
+}
+
+/// The keyed hash of a rule's partition values. Lengths are hashed too, so `("ab","c")` and
+/// `("a","bc")` differ.
+pub fn partition_hash(rule_id: u32, values: &[&str]) -> u128 {
+    let mut h = hasher();
+    h.write_u32(rule_id);
+    for v in values {
+        h.write_usize(v.len());
+        h.write(v.as_bytes());
+    }
+    h.finish128().as_u128()
+}
+
+/// The keyed hash of a rule's limit label.
+pub(crate) fn salt_of(rule: &str, label: &str) -> u128 {
+    let mut h = hasher();
+    h.write_usize(rule.len());
+    h.write(rule.as_bytes());
+    h.write(label.as_bytes());
+    h.finish128().as_u128()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_cannot_be_shifted_between_attributes() {
+        assert_ne!(
+            partition_hash(1, &["ab", "c"]),
+            partition_hash(1, &["a", "bc"])
+        );
+        assert_ne!(partition_hash(1, &["a"]), partition_hash(2, &["a"]));
+        assert_eq!(
+            partition_hash(1, &["a", "b"]),
+            partition_hash(1, &["a", "b"])
+        );
+    }
+}

@@ -1,0 +1,452 @@
+//! The limiter: resolves a subject against the policy and asks the store for a decision.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use smallvec::SmallVec;
+use tollgate_core::{Clock, LeaseId, LimitKind, Verdict};
+
+use crate::cost::Cost;
+use crate::decision::{Decision, LimitStatus, Outcome};
+use crate::error::Error;
+use crate::key::{partition_hash, BucketName};
+use crate::permit::{Permit, Reservation};
+use crate::policy::{default_policy, Policy};
+use crate::stats::{Stats, StatsSnapshot};
+use crate::store::memory::MemoryStore;
+use crate::store::{Mode, Op, Settlement, Store};
+use crate::subject::Subject;
+use crate::wait::WaitQueues;
+
+/// Decides admission for calls. Cheap to clone: clones share the policy, the store and the
+/// waiters.
+///
+/// ```
+/// use tollgate::{Cost, Limiter, Subject};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tollgate::Error> {
+/// // The built-in policy: 60 requests and 100,000 tokens per minute per tenant and provider.
+/// let limiter = Limiter::new();
+/// let who = Subject::new().tenant("acme").provider("openai");
+/// let decision = limiter.check(&who, Cost::tokens(1_500)).await?;
+/// assert!(decision.is_allowed());
+/// # Ok(()) }
+/// ```
+pub struct Limiter<S: Store = MemoryStore> {
+    pub(crate) inner: Arc<Inner<S>>,
+}
+
+impl<S: Store> Clone for Limiter<S> {
+    fn clone(&self) -> Self {
+        Limiter {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S: Store + std::fmt::Debug> std::fmt::Debug for Limiter<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("store", &self.inner.store)
+            .field("rules", &self.inner.policy.load().rules().len())
+            .finish()
+    }
+}
+
+pub(crate) struct Inner<S: Store> {
+    pub(crate) store: S,
+    policy: ArcSwap<Policy>,
+    pub(crate) waiters: WaitQueues<S::Key>,
+    /// Woken whenever capacity is given back (a slot released, tokens refunded), so that
+    /// waiters re-check before their timer.
+    pub(crate) released: tokio::sync::Notify,
+    stats: Stats,
+}
+
+/// One planned operation and what the decision reports about it.
+#[derive(Clone)]
+pub(crate) struct Planned<K> {
+    pub(crate) op: Op<K>,
+    pub(crate) rule: &'static str,
+    pub(crate) label: &'static str,
+    pub(crate) kind: LimitKind,
+}
+
+pub(crate) type Plan<K> = SmallVec<[Planned<K>; 3]>;
+
+impl Limiter<MemoryStore> {
+    /// A limiter with the built-in default policy, an in-memory store and the system clock.
+    pub fn new() -> Self {
+        Limiter::with_store(default_policy(), MemoryStore::new())
+    }
+
+    /// A limiter with `policy` and an in-memory store reading `clock`.
+    pub fn with_clock(policy: Policy, clock: impl Clock + 'static) -> Self {
+        Limiter::with_store(policy, MemoryStore::with_clock(clock))
+    }
+
+    /// A limiter with `policy` and an in-memory store with the system clock.
+    pub fn with_policy(policy: Policy) -> Self {
+        Limiter::with_store(policy, MemoryStore::new())
+    }
+}
+
+impl Default for Limiter<MemoryStore> {
+    fn default() -> Self {
+        Limiter::new()
+    }
+}
+
+/// How much of one limit is in use, from [`Limiter::usage`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitUsage {
+    /// The rule.
+    pub rule: &'static str,
+    /// The limit's label within the rule.
+    pub label: &'static str,
+    /// What the limit counts.
+    pub kind: LimitKind,
+    /// The amount per window.
+    pub amount: u64,
+    /// The window.
+    pub window: tollgate_core::Window,
+    /// Units spent and not yet refilled (above `capacity` while in debt).
+    pub used: u64,
+    /// The most the bucket holds.
+    pub capacity: u64,
+    /// Units that could be spent now.
+    pub available: u64,
+    /// Time until the bucket is fully available again.
+    pub reset_after: Duration,
+}
+
+impl<S: Store> Limiter<S> {
+    /// A limiter with `policy` over `store`.
+    pub fn with_store(policy: Policy, store: S) -> Self {
+        Limiter {
+            inner: Arc::new(Inner {
+                store,
+                policy: ArcSwap::from_pointee(policy),
+                waiters: WaitQueues::new(),
+                released: tokio::sync::Notify::new(),
+                stats: Stats::new(),
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// The current policy.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.inner.policy.load_full()
+    }
+
+    /// Replaces the policy atomically. Buckets of limits that did not change keep their
+    /// state; buckets of changed limits start full.
+    pub fn set_policy(&self, policy: Policy) {
+        self.inner.policy.store(Arc::new(policy));
+    }
+
+    /// Resolves `subject` into one operation per applicable limit. Concurrency limits take a
+    /// slot when `take_slots`, and are only checked otherwise.
+    pub(crate) fn plan(
+        &self,
+        subject: &Subject<'_>,
+        cost: &Cost,
+        take_slots: bool,
+    ) -> Plan<S::Key> {
+        let policy = self.inner.policy.load();
+        let mut plan = Plan::new();
+        for rule in policy.rules() {
+            if !rule.matches(subject) {
+                continue;
+            }
+            let values: SmallVec<[&str; 4]> = rule
+                .partition
+                .iter()
+                .map(|a| subject.get(a).unwrap_or_default())
+                .collect();
+            let ph = partition_hash(rule.id, &values);
+            for rl in &rule.limits_for(subject).limits {
+                let name = BucketName {
+                    rule: rule.name,
+                    rule_id: rule.id,
+                    limit: rl.label,
+                    partition: &values,
+                    partition_hash: ph,
+                    limit_salt: rl.salt,
+                };
+                let kind = rl.limit.kind();
+                let cost = match kind {
+                    LimitKind::Concurrency => u64::from(take_slots),
+                    k => cost.of(k),
+                };
+                plan.push(Planned {
+                    op: Op {
+                        key: self.inner.store.bucket_key(&name),
+                        limit: rl.limit,
+                        cost,
+                    },
+                    rule: rule.name,
+                    label: rl.label,
+                    kind,
+                });
+            }
+        }
+        plan
+    }
+
+    /// Admits the call and spends `cost` from every applicable limit, or denies it and spends
+    /// nothing. Concurrency limits are checked (a slot must be free) but no slot is held: use
+    /// [`reserve`](Self::reserve) for calls that stay in flight.
+    ///
+    /// # Errors
+    /// Only if the store fails; a denial is an `Ok` decision.
+    pub async fn check(&self, subject: &Subject<'_>, cost: Cost) -> Result<Decision, Error> {
+        let plan = self.plan(subject, &cost, false);
+        self.decide(&plan, Mode::Spend, 0).await.map(|(d, _)| d)
+    }
+
+    /// The decision [`check`](Self::check) would make, spending nothing.
+    ///
+    /// # Errors
+    /// Only if the store fails.
+    pub async fn peek(&self, subject: &Subject<'_>, cost: Cost) -> Result<Decision, Error> {
+        let plan = self.plan(subject, &cost, false);
+        self.decide(&plan, Mode::Peek, 0).await.map(|(d, _)| d)
+    }
+
+    /// Reserves `estimate` and a concurrency slot. The permit settles against the actual
+    /// cost with [`Permit::commit`], refunds with [`Permit::cancel`], and releases its slot
+    /// when dropped.
+    ///
+    /// # Errors
+    /// Only if the store fails; a denial is [`Reservation::Denied`].
+    pub async fn reserve(
+        &self,
+        subject: &Subject<'_>,
+        estimate: Cost,
+    ) -> Result<Reservation<S>, Error> {
+        let plan = self.plan(subject, &estimate, true);
+        self.reserve_planned(plan).await
+    }
+
+    pub(crate) async fn reserve_planned(
+        &self,
+        plan: Plan<S::Key>,
+    ) -> Result<Reservation<S>, Error> {
+        let lease = crate::permit::new_lease_id();
+        let (decision, now) = self.decide(&plan, Mode::Spend, lease).await?;
+        if !decision.is_allowed() {
+            return Ok(Reservation::Denied(decision));
+        }
+        Ok(Reservation::Granted(Permit::new(
+            self.clone(),
+            decision,
+            plan,
+            lease,
+            now,
+        )))
+    }
+
+    pub(crate) async fn decide(
+        &self,
+        plan: &Plan<S::Key>,
+        mode: Mode,
+        lease: LeaseId,
+    ) -> Result<(Decision, tollgate_core::Timestamp), Error> {
+        if plan.is_empty() {
+            let d = Decision::unlimited();
+            self.inner.stats.record(&d, None);
+            return Ok((d, tollgate_core::Timestamp::EPOCH));
+        }
+        let started = Instant::now();
+        let ops: SmallVec<[Op<S::Key>; 3]> = plan.iter().map(|p| p.op.clone()).collect();
+        let outcome = match self.inner.store.decide(&ops, mode, lease).await {
+            Ok(o) => o,
+            Err(e) => {
+                metrics::counter!("tollgate_store_errors_total").increment(1);
+                return Err(e.into());
+            }
+        };
+        let decision = build_decision(plan, &outcome.verdicts, outcome.store_full, outcome.spent);
+        if mode == Mode::Spend {
+            self.inner.stats.record(&decision, Some(started.elapsed()));
+        }
+        Ok((decision, outcome.now))
+    }
+
+    /// For every applicable limit: used, capacity, available and time to reset. Spends
+    /// nothing.
+    ///
+    /// # Errors
+    /// Only if the store fails.
+    pub async fn usage(&self, subject: &Subject<'_>) -> Result<Vec<LimitUsage>, Error> {
+        let plan = self.plan(subject, &Cost::requests(0), false);
+        let ops: Vec<Op<S::Key>> = plan.iter().map(|p| p.op.clone()).collect();
+        let (_, usage) = self.inner.store.usage(&ops).await?;
+        Ok(plan
+            .iter()
+            .zip(usage)
+            .map(|(p, u)| LimitUsage {
+                rule: p.rule,
+                label: p.label,
+                kind: p.kind,
+                amount: p.op.limit.amount(),
+                window: p.op.limit.window(),
+                used: u.used,
+                capacity: u.capacity,
+                available: u.available,
+                reset_after: Duration::from_micros(u.reset_after_us),
+            })
+            .collect())
+    }
+
+    /// Forgets the buckets of every limit that applies to `subject`: they are full again.
+    ///
+    /// # Errors
+    /// Only if the store fails.
+    pub async fn reset(&self, subject: &Subject<'_>) -> Result<(), Error> {
+        let keys: Vec<S::Key> = self
+            .plan(subject, &Cost::requests(0), false)
+            .into_iter()
+            .map(|p| p.op.key)
+            .collect();
+        self.inner.store.reset(&keys).await?;
+        self.inner.released.notify_waiters();
+        Ok(())
+    }
+
+    /// Forgets every bucket of the rule called `rule`, for every partition. Returns how many
+    /// buckets were forgotten, where the store can tell.
+    ///
+    /// # Errors
+    /// [`Error::UnknownRule`] if the policy has no such rule; or a store failure.
+    pub async fn reset_rule(&self, rule: &str) -> Result<u64, Error> {
+        let (name, id) = {
+            let policy = self.inner.policy.load();
+            let r = policy
+                .rule(rule)
+                .ok_or_else(|| Error::UnknownRule(rule.to_owned()))?;
+            (r.name, r.id)
+        };
+        let n = self.inner.store.reset_rule(name, id).await?;
+        self.inner.released.notify_waiters();
+        Ok(n)
+    }
+
+    /// Counts of decisions so far and, where the store can tell, active buckets per rule.
+    /// Needs no metrics exporter.
+    pub fn stats(&self) -> StatsSnapshot {
+        let policy = self.inner.policy.load();
+        let buckets = self.inner.store.active_buckets().map(|counts| {
+            counts
+                .into_iter()
+                .map(|(id, n)| {
+                    let name = policy
+                        .rules()
+                        .iter()
+                        .find(|r| r.id == id)
+                        .map_or("(removed rule)", |r| r.name);
+                    (name, n)
+                })
+                .collect()
+        });
+        self.inner.stats.snapshot(buckets)
+    }
+
+    /// Applies settlements and wakes waiters that may now fit.
+    pub(crate) async fn settle(&self, items: &[Settlement<S::Key>]) -> Result<usize, Error> {
+        let n = self.inner.store.settle(items).await?;
+        self.inner.released.notify_waiters();
+        Ok(n)
+    }
+
+    /// Applies settlements without an async context (from `Drop`).
+    pub(crate) fn settle_detached(&self, items: Vec<Settlement<S::Key>>) {
+        if let Some(r) = self.inner.store.settle_now(&items) {
+            if r.is_err() {
+                metrics::counter!("tollgate_store_errors_total").increment(1);
+            }
+            self.inner.released.notify_waiters();
+            return;
+        }
+        let limiter = self.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(async move {
+                    if limiter.settle(&items).await.is_err() {
+                        metrics::counter!("tollgate_store_errors_total").increment(1);
+                    }
+                });
+            }
+            Err(_) => {
+                if futures_lite_block_on(limiter.settle(&items)).is_err() {
+                    metrics::counter!("tollgate_store_errors_total").increment(1);
+                }
+            }
+        }
+    }
+}
+
+/// Runs a future to completion on this thread (for a store's release outside any runtime).
+fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+    futures::executor::block_on(f)
+}
+
+/// Turns the store's verdicts into a decision.
+pub(crate) fn build_decision<K>(
+    plan: &Plan<K>,
+    verdicts: &[Verdict],
+    store_full: bool,
+    spent: bool,
+) -> Decision {
+    let statuses: SmallVec<[LimitStatus; 3]> = plan
+        .iter()
+        .zip(verdicts)
+        .map(|(p, v)| LimitStatus {
+            rule: p.rule,
+            label: p.label,
+            kind: p.kind,
+            amount: p.op.limit.amount(),
+            capacity: v.capacity,
+            window: p.op.limit.window(),
+            quota: p.op.limit.is_quota(),
+            admitted: v.admitted,
+            remaining: v.remaining,
+            reset_after: Duration::from_micros(v.reset_after_us),
+            retry_after: Duration::from_micros(v.retry_after_us),
+        })
+        .collect();
+    let mut denied_by = None;
+    let mut retry_after = Duration::ZERO;
+    let outcome = if store_full && !spent {
+        Outcome::StoreFull
+    } else if verdicts.iter().all(|v| v.admitted) {
+        Outcome::Allowed
+    } else if let Some(i) = verdicts.iter().position(|v| v.never_fits) {
+        denied_by = Some(i);
+        Outcome::TooLarge
+    } else {
+        // Every limit frees up monotonically, so the call fits once the slowest one does.
+        for (i, v) in verdicts.iter().enumerate() {
+            if !v.admitted
+                && (denied_by.is_none() || Duration::from_micros(v.retry_after_us) > retry_after)
+            {
+                denied_by = Some(i);
+                retry_after = Duration::from_micros(v.retry_after_us);
+            }
+        }
+        Outcome::Denied
+    };
+    Decision {
+        outcome,
+        statuses,
+        denied_by,
+        retry_after,
+    }
+}

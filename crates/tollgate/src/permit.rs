@@ -1,0 +1,270 @@
+//! Permits: granted reservations that settle against actual usage and release their
+//! concurrency slot when dropped.
+
+use std::cell::Cell;
+use std::hash::{BuildHasher, Hasher};
+
+use smallvec::SmallVec;
+use tollgate_core::{LeaseId, LimitKind, Timestamp};
+
+use crate::cost::Cost;
+use crate::decision::Decision;
+use crate::error::Error;
+use crate::limiter::{Limiter, Plan};
+use crate::store::memory::MemoryStore;
+use crate::store::{Settlement, Store};
+
+/// The answer to [`Limiter::reserve`]: a permit, or the denial.
+#[derive(Debug)]
+pub enum Reservation<S: Store = MemoryStore> {
+    /// The call may go ahead; settle the permit when it finishes.
+    Granted(Permit<S>),
+    /// The call may not go ahead; nothing was spent.
+    Denied(Decision),
+}
+
+impl<S: Store> Reservation<S> {
+    /// The permit, if granted.
+    pub fn granted(self) -> Option<Permit<S>> {
+        match self {
+            Reservation::Granted(p) => Some(p),
+            Reservation::Denied(_) => None,
+        }
+    }
+
+    /// The decision either way.
+    pub fn decision(&self) -> &Decision {
+        match self {
+            Reservation::Granted(p) => p.decision(),
+            Reservation::Denied(d) => d,
+        }
+    }
+
+    /// The permit, or the denial as an error value.
+    ///
+    /// # Errors
+    /// The denying decision.
+    pub fn into_result(self) -> Result<Permit<S>, Decision> {
+        match self {
+            Reservation::Granted(p) => Ok(p),
+            Reservation::Denied(d) => Err(d),
+        }
+    }
+}
+
+struct Held<K> {
+    key: K,
+    limit: tollgate_core::Limit,
+    kind: LimitKind,
+    spent: u64,
+}
+
+/// A granted reservation. It holds the concurrency slots of the call and the estimated cost
+/// spent at admission.
+///
+/// - [`commit`](Self::commit) settles against the actual cost: the difference is refunded, or
+///   charged (a charge never fails; the bucket goes into debt and later calls wait longer).
+/// - [`cancel`](Self::cancel) refunds everything.
+/// - Dropping the permit releases its slots and keeps the estimate spent.
+///
+/// Settlement happens once: later calls to `commit` or `cancel` do nothing.
+pub struct Permit<S: Store = MemoryStore> {
+    limiter: Limiter<S>,
+    decision: Decision,
+    held: SmallVec<[Held<S::Key>; 3]>,
+    lease: LeaseId,
+    spent_at: Timestamp,
+    settled: bool,
+}
+
+impl<S: Store> std::fmt::Debug for Permit<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit")
+            .field("decision", &self.decision)
+            .field("lease", &self.lease)
+            .field("spent_at", &self.spent_at)
+            .field("settled", &self.settled)
+            .finish()
+    }
+}
+
+/// A random lease id from a per-thread generator (unique across processes with
+/// overwhelming probability, without a shared counter).
+pub(crate) fn new_lease_id() -> LeaseId {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u8(0);
+            h.finish() | 1
+        });
+    }
+    STATE.with(|s| {
+        // xorshift64*
+        let mut x = s.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        s.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    })
+}
+
+impl<S: Store> Permit<S> {
+    pub(crate) fn new(
+        limiter: Limiter<S>,
+        decision: Decision,
+        plan: Plan<S::Key>,
+        lease: LeaseId,
+        spent_at: Timestamp,
+    ) -> Self {
+        let held = plan
+            .into_iter()
+            .map(|p| Held {
+                key: p.op.key,
+                limit: p.op.limit,
+                kind: p.kind,
+                spent: p.op.cost,
+            })
+            .collect();
+        Permit {
+            limiter,
+            decision,
+            held,
+            lease,
+            spent_at,
+            settled: false,
+        }
+    }
+
+    /// The decision that granted the permit.
+    pub fn decision(&self) -> &Decision {
+        &self.decision
+    }
+
+    /// The lease id of the permit's concurrency slots.
+    pub fn lease(&self) -> LeaseId {
+        self.lease
+    }
+
+    /// When the reservation was spent, by the store's clock.
+    pub fn spent_at(&self) -> Timestamp {
+        self.spent_at
+    }
+
+    /// Whether the permit has been settled.
+    pub fn is_settled(&self) -> bool {
+        self.settled
+    }
+
+    fn releases(&self) -> Vec<Settlement<S::Key>> {
+        self.held
+            .iter()
+            .filter(|h| h.kind == LimitKind::Concurrency)
+            .map(|h| Settlement::Release {
+                key: h.key.clone(),
+                limit: h.limit,
+                lease: self.lease,
+            })
+            .collect()
+    }
+
+    /// Settles against the actual cost and releases the concurrency slots. Idempotent.
+    ///
+    /// # Errors
+    /// If the store fails; the permit then still counts as settled (its slots expire with
+    /// their lease), so a retry cannot charge twice.
+    pub async fn commit(&mut self, actual: Cost) -> Result<(), Error> {
+        if std::mem::replace(&mut self.settled, true) {
+            return Ok(());
+        }
+        let mut items = self.releases();
+        for h in self
+            .held
+            .iter()
+            .filter(|h| h.kind != LimitKind::Concurrency)
+        {
+            let actual = actual.of(h.kind);
+            if actual < h.spent {
+                items.push(Settlement::Refund {
+                    key: h.key.clone(),
+                    limit: h.limit,
+                    spent_at: self.spent_at,
+                    cost: h.spent.saturating_sub(actual),
+                });
+            } else if actual > h.spent {
+                items.push(Settlement::Charge {
+                    key: h.key.clone(),
+                    limit: h.limit,
+                    spent_at: self.spent_at,
+                    cost: actual.saturating_sub(h.spent),
+                });
+            }
+        }
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.limiter.settle(&items).await.map(drop)
+    }
+
+    /// Refunds everything the reservation spent and releases its slots. Idempotent.
+    ///
+    /// # Errors
+    /// If the store fails (the permit still counts as settled).
+    pub async fn cancel(&mut self) -> Result<(), Error> {
+        if std::mem::replace(&mut self.settled, true) {
+            return Ok(());
+        }
+        let mut items = self.releases();
+        items.extend(
+            self.held
+                .iter()
+                .filter(|h| h.kind != LimitKind::Concurrency && h.spent > 0)
+                .map(|h| Settlement::Refund {
+                    key: h.key.clone(),
+                    limit: h.limit,
+                    spent_at: self.spent_at,
+                    cost: h.spent,
+                }),
+        );
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.limiter.settle(&items).await.map(drop)
+    }
+
+    /// Extends the concurrency leases to a full lease from now, for calls that run longer
+    /// than a lease (long streams). Returns whether every slot was still held.
+    ///
+    /// # Errors
+    /// If the store fails.
+    pub async fn renew(&self) -> Result<bool, Error> {
+        let items: Vec<Settlement<S::Key>> = self
+            .held
+            .iter()
+            .filter(|h| h.kind == LimitKind::Concurrency)
+            .map(|h| Settlement::Renew {
+                key: h.key.clone(),
+                limit: h.limit,
+                lease: self.lease,
+            })
+            .collect();
+        if items.is_empty() || self.settled {
+            return Ok(!self.settled);
+        }
+        let found = self.limiter.inner.store.settle(&items).await?;
+        Ok(found == items.len())
+    }
+}
+
+impl<S: Store> Drop for Permit<S> {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        let items = self.releases();
+        if !items.is_empty() {
+            self.limiter.settle_detached(items);
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! Rules: a selector over subject attributes and the limits that apply to what it selects.
+
+use std::collections::HashSet;
+
+use tollgate_core::{Limit, LimitKind, LimitSpec};
+
+use super::intern::intern;
+use super::selector::{Matcher, Selectors};
+use crate::error::PolicyError;
+use crate::key::salt_of;
+use crate::subject::{Attr, Subject};
+
+/// One limit of a rule, with the names stores use for its bucket.
+#[derive(Clone, Debug)]
+pub struct RuleLimit {
+    pub(crate) limit: Limit,
+    /// Names the limit within its rule, stable across policy reloads while the limit is
+    /// unchanged (so its bucket keeps its state).
+    pub(crate) label: &'static str,
+    pub(crate) salt: u128,
+}
+
+impl RuleLimit {
+    /// The limit.
+    pub fn limit(&self) -> &Limit {
+        &self.limit
+    }
+    /// The stable name of the limit within its rule.
+    pub fn label(&self) -> &'static str {
+        self.label
+    }
+}
+
+/// The limits that apply together: a rule's defaults, or one override's.
+#[derive(Clone, Debug)]
+pub struct LimitSet {
+    pub(crate) name: &'static str,
+    pub(crate) limits: Vec<RuleLimit>,
+}
+
+impl LimitSet {
+    /// The set's name: `default`, or the override's selectors such as `tenant=premium`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+    /// The limits.
+    pub fn limits(&self) -> &[RuleLimit] {
+        &self.limits
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Override {
+    pub(crate) when: Selectors,
+    pub(crate) set: LimitSet,
+}
+
+/// A validated rule. Build one with [`Rule::builder`].
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub(crate) name: &'static str,
+    pub(crate) id: u32,
+    pub(crate) selectors: Selectors,
+    pub(crate) partition: Vec<Attr>,
+    pub(crate) default: LimitSet,
+    /// Most specific first; ties keep declaration order.
+    pub(crate) overrides: Vec<Override>,
+}
+
+impl Rule {
+    /// Starts a rule called `name`.
+    pub fn builder(name: impl Into<String>) -> RuleBuilder {
+        RuleBuilder {
+            name: name.into(),
+            selectors: Vec::new(),
+            limits: Vec::new(),
+            overrides: Vec::new(),
+        }
+    }
+
+    /// The rule's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The attributes the rule partitions by (selected with `*`).
+    pub fn partition(&self) -> &[Attr] {
+        &self.partition
+    }
+
+    /// Whether the rule applies to `subject`.
+    pub fn matches(&self, subject: &Subject<'_>) -> bool {
+        self.selectors.matches(subject)
+    }
+
+    /// The limit set for `subject`: the most specific matching override, or the defaults.
+    pub fn limits_for(&self, subject: &Subject<'_>) -> &LimitSet {
+        self.overrides
+            .iter()
+            .find(|o| o.when.matches(subject))
+            .map_or(&self.default, |o| &o.set)
+    }
+
+    /// Every limit set of the rule: the defaults, then the overrides.
+    pub fn limit_sets(&self) -> impl Iterator<Item = &LimitSet> {
+        std::iter::once(&self.default).chain(self.overrides.iter().map(|o| &o.set))
+    }
+}
+
+/// Builds a [`Rule`]; [`RuleBuilder::build`] validates it.
+#[derive(Clone, Debug)]
+pub struct RuleBuilder {
+    name: String,
+    selectors: Vec<(String, String)>,
+    limits: Vec<LimitSpec>,
+    /// `(field name, selectors, limits)`: the field is `overrides[i]` or `tiers.<name>`.
+    overrides: Vec<RawOverride>,
+}
+
+/// An override as given to the builder: `(field name, selectors, limits)`.
+type RawOverride = (String, Vec<(String, String)>, Vec<LimitSpec>);
+
+impl RuleBuilder {
+    /// Selects subjects whose `attr` matches `value`: `"*"` for each distinct value (one bucket
+    /// per value), a glob such as `"gpt-4*"`, or an exact value.
+    pub fn when(mut self, attr: impl Into<String>, value: impl Into<String>) -> Self {
+        self.selectors.push((attr.into(), value.into()));
+        self
+    }
+
+    /// One bucket per distinct value of `attr` (same as `when(attr, "*")`).
+    pub fn per(self, attr: impl Into<String>) -> Self {
+        self.when(attr, "*")
+    }
+
+    /// Adds a limit to the defaults.
+    pub fn limit(mut self, spec: LimitSpec) -> Self {
+        self.limits.push(spec);
+        self
+    }
+
+    /// Replaces the defaults for subjects that match every `(attr, value)` pair: a premium
+    /// tenant gets its own limits. The most specific matching override wins.
+    pub fn override_when<A: Into<String>, V: Into<String>>(
+        mut self,
+        when: impl IntoIterator<Item = (A, V)>,
+        limits: impl IntoIterator<Item = LimitSpec>,
+    ) -> Self {
+        let when = when
+            .into_iter()
+            .map(|(a, v)| (a.into(), v.into()))
+            .collect();
+        let n = self
+            .overrides
+            .iter()
+            .filter(|(f, _, _)| f.starts_with("overrides["))
+            .count();
+        self.overrides.push((
+            format!("overrides[{n}]"),
+            when,
+            limits.into_iter().collect(),
+        ));
+        self
+    }
+
+    /// The limits for subjects whose `tier` attribute is `tier` (an override on `tier`).
+    pub fn tier(
+        mut self,
+        tier: impl Into<String>,
+        limits: impl IntoIterator<Item = LimitSpec>,
+    ) -> Self {
+        let tier = tier.into();
+        self.overrides.push((
+            format!("tiers.{tier}"),
+            vec![("tier".to_owned(), tier)],
+            limits.into_iter().collect(),
+        ));
+        self
+    }
+
+    /// Validates the rule.
+    ///
+    /// # Errors
+    /// A [`PolicyError`] naming the rule and the field: an empty name, a bad selector, no
+    /// limits, an invalid limit, a duplicate limit, or an override on a partition attribute
+    /// with `*`.
+    pub fn build(self) -> Result<Rule, PolicyError> {
+        let rule_name = self.name.trim().to_owned();
+        let err = |field: String, message: String| PolicyError::new(&rule_name, field, message);
+        if rule_name.is_empty() {
+            return Err(err("name".into(), "must not be empty".into()));
+        }
+        if rule_name.len() > 128 || rule_name.contains(['{', '}', ':']) {
+            return Err(err(
+                "name".into(),
+                "must be at most 128 bytes, without '{', '}' or ':'".into(),
+            ));
+        }
+        let selectors = parse_selectors(&self.selectors, "match", &err)?;
+        let partition = selectors
+            .0
+            .iter()
+            .filter(|(_, m)| matches!(m, Matcher::Each))
+            .map(|(a, _)| a.clone())
+            .collect();
+        let (name, id) = intern(&rule_name);
+        let default = build_set(name, "default", &self.limits, "limits", &err)?;
+        let mut overrides = Vec::with_capacity(self.overrides.len());
+        let mut seen = HashSet::new();
+        for (field, when, limits) in &self.overrides {
+            let when = parse_selectors(when, &format!("{field}.match"), &err)?;
+            if when.0.is_empty() {
+                return Err(err(
+                    format!("{field}.match"),
+                    "must name at least one attribute".into(),
+                ));
+            }
+            if when.0.iter().any(|(_, m)| matches!(m, Matcher::Each)) {
+                return Err(err(
+                    format!("{field}.match"),
+                    "an override selects values; \"*\" belongs in the rule's match".into(),
+                ));
+            }
+            let set_name = when.describe();
+            if !seen.insert(set_name.clone()) {
+                return Err(err(
+                    format!("{field}.match"),
+                    format!("duplicates an earlier override ({set_name})"),
+                ));
+            }
+            let set = build_set(name, &set_name, limits, &format!("{field}.limits"), &err)?;
+            overrides.push(Override { when, set });
+        }
+        // Most specific first; the sort is stable, so ties keep declaration order.
+        overrides.sort_by_key(|o| std::cmp::Reverse(o.when.specificity()));
+        Ok(Rule {
+            name,
+            id,
+            selectors,
+            partition,
+            default,
+            overrides,
+        })
+    }
+}
+
+fn parse_selectors(
+    raw: &[(String, String)],
+    field: &str,
+    err: &impl Fn(String, String) -> PolicyError,
+) -> Result<Selectors, PolicyError> {
+    let mut out: Vec<(Attr, Matcher)> = Vec::with_capacity(raw.len());
+    for (attr, value) in raw {
+        let attr_name = attr.trim();
+        if attr_name.is_empty() || attr_name.len() > 64 {
+            return Err(err(
+                field.to_owned(),
+                format!("{attr:?} is not an attribute name (1 to 64 bytes)"),
+            ));
+        }
+        let attr = Attr::named(attr_name);
+        if out.iter().any(|(a, _)| *a == attr) {
+            return Err(err(format!("{field}.{attr}"), "is selected twice".into()));
+        }
+        let m = Matcher::parse(value).map_err(|m| err(format!("{field}.{attr}"), m))?;
+        out.push((attr, m));
+    }
+    Ok(Selectors(out))
+}
+
+fn build_set(
+    rule: &'static str,
+    set_name: &str,
+    specs: &[LimitSpec],
+    field: &str,
+    err: &impl Fn(String, String) -> PolicyError,
+) -> Result<LimitSet, PolicyError> {
+    if specs.is_empty() {
+        return Err(err(field.to_owned(), "needs at least one limit".into()));
+    }
+    let mut limits: Vec<RuleLimit> = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
+        let limit = spec
+            .build()
+            .map_err(|e| err(format!("{field}[{i}].{}", e.field()), e.to_string()))?;
+        if let Some(j) = limits.iter().position(|l| l.limit == limit) {
+            return Err(err(
+                format!("{field}[{i}]"),
+                format!("duplicates {field}[{j}]"),
+            ));
+        }
+        let label = limit_label(set_name, &limit);
+        let (label, _) = intern(&label);
+        limits.push(RuleLimit {
+            limit,
+            label,
+            salt: salt_of(rule, label),
+        });
+    }
+    let (name, _) = intern(set_name);
+    Ok(LimitSet { name, limits })
+}
+
+/// A stable, readable name for a limit within a rule: it changes exactly when the limit does.
+fn limit_label(set: &str, l: &Limit) -> String {
+    let mut s = format!(
+        "{set}/{}:{}/{}:{}",
+        l.kind(),
+        l.amount(),
+        l.window(),
+        l.algorithm()
+    );
+    if l.burst() != l.amount() {
+        s.push_str(&format!(":b{}", l.burst()));
+    }
+    if l.utc_offset().seconds() != 0 {
+        s.push_str(&format!(":{}", l.utc_offset()));
+    }
+    if l.kind() == LimitKind::Concurrency {
+        s = format!(
+            "{set}/concurrency:{}:lease{}us",
+            l.amount(),
+            l.lease_micros()
+        );
+    }
+    s
+}

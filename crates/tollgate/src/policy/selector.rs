@@ -1,0 +1,120 @@
+//! Selectors: how a rule or an override picks subjects by one attribute.
+
+use std::fmt;
+
+use globset::{GlobBuilder, GlobMatcher};
+
+use crate::subject::{Attr, Subject};
+
+/// How one attribute is matched.
+#[derive(Clone)]
+pub enum Matcher {
+    /// `"*"`: any value, and one bucket per distinct value (the rule partitions by it).
+    Each,
+    /// An exact value.
+    Exact(Box<str>),
+    /// A glob such as `gpt-4*`: matching values share one bucket.
+    Glob(Box<str>, GlobMatcher),
+}
+
+impl Matcher {
+    /// Reads a selector value: `*` partitions, a pattern with `*`, `?` or `[` is a glob,
+    /// anything else is exact.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        if value == "*" {
+            return Ok(Matcher::Each);
+        }
+        if value.contains(['*', '?', '[']) {
+            let glob = GlobBuilder::new(value)
+                .literal_separator(false)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| format!("{value:?} is not a valid glob: {}", e.kind()))?;
+            return Ok(Matcher::Glob(value.into(), glob.compile_matcher()));
+        }
+        Ok(Matcher::Exact(value.into()))
+    }
+
+    /// Whether `value` matches.
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Matcher::Each => true,
+            Matcher::Exact(v) => **v == *value,
+            Matcher::Glob(_, g) => g.is_match(value),
+        }
+    }
+
+    /// The text of the selector.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Matcher::Each => "*",
+            Matcher::Exact(v) | Matcher::Glob(v, _) => v,
+        }
+    }
+}
+
+impl fmt::Debug for Matcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl PartialEq for Matcher {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+/// A list of attribute matchers that must all match.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Selectors(pub(crate) Vec<(Attr, Matcher)>);
+
+impl Selectors {
+    /// Whether every matcher matches the subject (a missing attribute never matches).
+    pub fn matches(&self, subject: &Subject<'_>) -> bool {
+        self.0
+            .iter()
+            .all(|(attr, m)| subject.get(attr).is_some_and(|v| m.matches(v)))
+    }
+
+    /// How specific the selectors are: exact matches first, then globs.
+    pub fn specificity(&self) -> (usize, usize) {
+        let exact = self
+            .0
+            .iter()
+            .filter(|(_, m)| matches!(m, Matcher::Exact(_)))
+            .count();
+        let globs = self
+            .0
+            .iter()
+            .filter(|(_, m)| matches!(m, Matcher::Glob(..)))
+            .count();
+        (exact, globs)
+    }
+
+    /// A stable text form, `attr=value` joined by `,`, used to name limit sets.
+    pub fn describe(&self) -> String {
+        self.0
+            .iter()
+            .map(|(a, m)| format!("{a}={}", m.as_str()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_exact_and_each() {
+        let g = Matcher::parse("gpt-4*").unwrap();
+        assert!(g.matches("gpt-4o") && g.matches("gpt-4") && !g.matches("gpt-3.5"));
+        let g = Matcher::parse("models/*").unwrap();
+        assert!(g.matches("models/a/b"));
+        assert!(Matcher::parse("openai").unwrap().matches("openai"));
+        assert!(!Matcher::parse("openai").unwrap().matches("openai2"));
+        assert!(Matcher::parse("*").unwrap().matches("x"));
+        assert!(Matcher::parse("[").is_err());
+    }
+}

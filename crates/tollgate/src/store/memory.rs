@@ -1,0 +1,595 @@
+//! The in-memory store: sharded, lock-light, bounded.
+//!
+//! Buckets live in shards, each a small hash map behind its own mutex; all limits of one rule
+//! partition share a shard, so a typical decision takes one lock. A decision over several
+//! shards locks them in ascending order (no deadlock) and spends from all or none.
+//!
+//! Memory is bounded two ways. A bucket that has fully refilled equals no bucket at all: it is
+//! evicted by a sweep that runs whenever a shard has doubled since its last sweep (amortised
+//! O(1) per insert). And a cap on the number of buckets: when a new bucket would exceed it,
+//! the shard is swept, and if that frees nothing the decision follows [`AtCapacity`] and
+//! `tollgate_memory_store_full_total` counts it.
+//!
+//! GCRA buckets, the common case, cost 32 bytes of map entry (a 128-bit key and the
+//! theoretical arrival time split into whole microseconds and a remainder), so that the
+//! sweep can tell a full bucket without knowing its limit.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
+use smallvec::SmallVec;
+use tollgate_core::algorithms::gcra::Gcra;
+use tollgate_core::{
+    Algorithm, BucketState, Clock, LeaseId, Limit, SystemClock, Timestamp, Usage, Verdict,
+};
+
+use super::{Mode, Op, Settlement, Store, StoreOutcome};
+use crate::error::StoreError;
+use crate::key::BucketName;
+
+/// What the memory store does when a decision needs a new bucket and the cap is reached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AtCapacity {
+    /// Deny the call with [`Outcome::StoreFull`](crate::Outcome::StoreFull) (the default:
+    /// never admit what cannot be counted).
+    #[default]
+    Deny,
+    /// Admit the call without tracking the new bucket (fail open).
+    Admit,
+}
+
+/// The key of a bucket in the memory store: the rule id in the top 32 bits, then 96 bits of
+/// keyed hash. Its low 16 bits come from the partition alone, so every limit of one partition
+/// lands in the same shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MemoryKey(u128);
+
+impl MemoryKey {
+    fn rule_id(self) -> u32 {
+        u32::try_from(self.0 >> 96).unwrap_or(u32::MAX)
+    }
+}
+
+const MASK_96: u128 = (1u128 << 96) - 1;
+const PARTITION_BITS: u128 = 0xFFFF;
+
+/// Keys are already keyed hashes: hash them by taking bits that vary between limits.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        // Bits 16..80: below them sit the shard bits, above them the rule id.
+        self.0 = u64::try_from((v >> 16) & u128::from(u64::MAX)).unwrap_or(0);
+    }
+}
+
+type KeyMap<V> = HashMap<MemoryKey, V, BuildHasherDefault<KeyHasher>>;
+
+/// GCRA state as `tat = micros * scale + rem`: whole microseconds tell when it is full.
+#[derive(Clone, Copy, Debug)]
+struct GcraCell {
+    micros: u64,
+    rem: u64,
+}
+
+impl GcraCell {
+    fn to_state(self, limit: &Limit) -> Gcra {
+        let scale = u128::from(limit.gcra().scale);
+        Gcra {
+            tat: u128::from(self.micros)
+                .saturating_mul(scale)
+                .saturating_add(u128::from(self.rem)),
+        }
+    }
+
+    fn from_state(g: Gcra, limit: &Limit) -> Self {
+        let scale = u128::from(limit.gcra().scale.max(1));
+        let micros = g.tat.checked_div(scale).unwrap_or(0);
+        match u64::try_from(micros) {
+            Ok(m) => GcraCell {
+                micros: m,
+                rem: u64::try_from(g.tat.checked_rem(scale).unwrap_or(0)).unwrap_or(0),
+            },
+            Err(_) => GcraCell {
+                micros: u64::MAX,
+                rem: 0,
+            },
+        }
+    }
+
+    /// Full (equal to no bucket) at `now`: `tat <= now * scale` is implied by `micros < now`.
+    fn is_full(self, now: Timestamp) -> bool {
+        self.micros < now.as_micros()
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    gcra: KeyMap<GcraCell>,
+    /// Other algorithms, with the instant they become full again.
+    other: KeyMap<(BucketState, u64)>,
+    sweep_at: usize,
+}
+
+const MIN_SWEEP: usize = 64;
+
+impl Shard {
+    fn len(&self) -> usize {
+        self.gcra.len().saturating_add(self.other.len())
+    }
+
+    fn contains(&self, key: &MemoryKey, limit: &Limit) -> bool {
+        if limit.algorithm() == Algorithm::Gcra {
+            self.gcra.contains_key(key)
+        } else {
+            self.other.contains_key(key)
+        }
+    }
+
+    fn evaluate(&self, op: &Op<MemoryKey>, now: Timestamp) -> Verdict {
+        if op.limit.algorithm() == Algorithm::Gcra {
+            let g = self
+                .gcra
+                .get(&op.key)
+                .map(|c| c.to_state(&op.limit))
+                .unwrap_or_default();
+            return g.evaluate(&op.limit, now, op.cost);
+        }
+        match self.other.get(&op.key) {
+            Some((s, _)) => s.evaluate(&op.limit, now, op.cost),
+            None => BucketState::new(&op.limit).evaluate(&op.limit, now, op.cost),
+        }
+    }
+
+    /// Applies `f` to the bucket's state, creating it if needed and removing it if it ends up
+    /// full.
+    fn update(
+        &mut self,
+        key: MemoryKey,
+        limit: &Limit,
+        now: Timestamp,
+        f: impl FnOnce(&mut BucketState),
+    ) {
+        if limit.algorithm() == Algorithm::Gcra {
+            let mut state = BucketState::Gcra(
+                self.gcra
+                    .get(&key)
+                    .map(|c| c.to_state(limit))
+                    .unwrap_or_default(),
+            );
+            f(&mut state);
+            if let BucketState::Gcra(g) = state {
+                let cell = GcraCell::from_state(g, limit);
+                if g.ttl_us(limit, now) == 0 {
+                    self.gcra.remove(&key);
+                } else {
+                    self.gcra.insert(key, cell);
+                }
+            }
+            return;
+        }
+        let mut state = self
+            .other
+            .remove(&key)
+            .map(|(s, _)| s)
+            .unwrap_or_else(|| BucketState::new(limit));
+        f(&mut state);
+        let ttl = state.ttl_us(limit, now);
+        if ttl > 0 {
+            self.other
+                .insert(key, (state, now.as_micros().saturating_add(ttl)));
+        }
+    }
+
+    /// Drops every bucket that is full at `now`. Returns how many were dropped.
+    fn sweep(&mut self, now: Timestamp) -> usize {
+        let before = self.len();
+        self.gcra.retain(|_, c| !c.is_full(now));
+        let t = now.as_micros();
+        self.other.retain(|_, (_, full_at)| *full_at > t);
+        let after = self.len();
+        self.sweep_at = after.saturating_mul(2).max(MIN_SWEEP);
+        before.saturating_sub(after)
+    }
+
+    fn remove(&mut self, key: &MemoryKey) {
+        self.gcra.remove(key);
+        self.other.remove(key);
+    }
+}
+
+/// Padding that keeps each shard's lock on its own cache lines.
+#[repr(align(128))]
+#[derive(Default)]
+struct Padded<T>(T);
+
+/// Settings of a [`MemoryStore`].
+#[derive(Clone, Debug)]
+pub struct MemoryStoreBuilder {
+    clock: Arc<dyn Clock>,
+    shards: usize,
+    max_buckets: usize,
+    at_capacity: AtCapacity,
+}
+
+impl Default for MemoryStoreBuilder {
+    fn default() -> Self {
+        MemoryStoreBuilder {
+            clock: Arc::new(SystemClock::new()),
+            shards: 128,
+            max_buckets: 10_000_000,
+            at_capacity: AtCapacity::Deny,
+        }
+    }
+}
+
+impl MemoryStoreBuilder {
+    /// The clock (default: the system clock).
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// A shared clock.
+    pub fn shared_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The number of shards, rounded up to a power of two (default 128).
+    pub fn shards(mut self, n: usize) -> Self {
+        self.shards = n.clamp(1, 1 << 16).next_power_of_two();
+        self
+    }
+
+    /// The most buckets the store holds (default 10 million). The cap is split evenly
+    /// between shards, so a shard may fill before the total is reached.
+    pub fn max_buckets(mut self, n: usize) -> Self {
+        self.max_buckets = n.max(1);
+        self
+    }
+
+    /// What happens when a new bucket would exceed the cap (default: deny).
+    pub fn at_capacity(mut self, at: AtCapacity) -> Self {
+        self.at_capacity = at;
+        self
+    }
+
+    /// Builds the store.
+    pub fn build(self) -> MemoryStore {
+        let shards: Vec<Padded<Mutex<Shard>>> = (0..self.shards)
+            .map(|_| {
+                Padded(Mutex::new(Shard {
+                    sweep_at: MIN_SWEEP,
+                    ..Shard::default()
+                }))
+            })
+            .collect();
+        MemoryStore {
+            mask: self.shards.saturating_sub(1),
+            per_shard_cap: self.max_buckets.div_ceil(self.shards).max(1),
+            shards: shards.into_boxed_slice(),
+            clock: self.clock,
+            at_capacity: self.at_capacity,
+        }
+    }
+}
+
+/// The in-memory store. See the [module docs](self).
+pub struct MemoryStore {
+    shards: Box<[Padded<Mutex<Shard>>]>,
+    mask: usize,
+    clock: Arc<dyn Clock>,
+    per_shard_cap: usize,
+    at_capacity: AtCapacity,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("shards", &self.shards.len())
+            .field("per_shard_cap", &self.per_shard_cap)
+            .field("at_capacity", &self.at_capacity)
+            .field("clock", &self.clock)
+            .finish()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::builder().build()
+    }
+}
+
+impl MemoryStore {
+    /// A store with the system clock and default settings.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A store reading `clock`.
+    pub fn with_clock(clock: impl Clock + 'static) -> Self {
+        MemoryStore::builder().clock(clock).build()
+    }
+
+    /// Settings for a store.
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder::default()
+    }
+
+    /// The store's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// How many buckets the store holds now.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.0.lock().len())
+            .fold(0, usize::saturating_add)
+    }
+
+    /// Whether the store holds no bucket.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops every bucket that is full now, in every shard. Returns how many were dropped.
+    pub fn sweep(&self) -> usize {
+        let now = self.clock.now();
+        self.shards
+            .iter()
+            .map(|s| s.0.lock().sweep(now))
+            .fold(0, usize::saturating_add)
+    }
+
+    fn shard_index(&self, key: MemoryKey) -> usize {
+        usize::try_from(key.0 & PARTITION_BITS).unwrap_or(0) & self.mask
+    }
+
+    fn shard(&self, i: usize) -> &Mutex<Shard> {
+        // `i` comes from `shard_index`, which masks into range.
+        &self.shards[i & self.mask].0
+    }
+
+    /// Locks the shards of `keys`, in ascending order.
+    fn lock_all(&self, keys: impl Iterator<Item = MemoryKey>) -> Locked<'_> {
+        let mut idx: SmallVec<[usize; 4]> = keys.map(|k| self.shard_index(k)).collect();
+        idx.sort_unstable();
+        idx.dedup();
+        Locked {
+            guards: idx.into_iter().map(|i| (i, self.shard(i).lock())).collect(),
+        }
+    }
+
+    /// Evaluates and, if all admit and `mode` spends, spends: the synchronous core of
+    /// [`Store::decide`].
+    pub fn decide_now(&self, ops: &[Op<MemoryKey>], mode: Mode, lease: LeaseId) -> StoreOutcome {
+        let now = self.clock.now();
+        let mut locked = self.lock_all(ops.iter().map(|o| o.key));
+        let verdicts: SmallVec<[Verdict; 3]> = ops
+            .iter()
+            .map(|op| locked.shard(self.shard_index(op.key)).evaluate(op, now))
+            .collect();
+        let admitted = verdicts.iter().all(|v| v.admitted);
+        let mut outcome = StoreOutcome {
+            now,
+            verdicts,
+            spent: false,
+            store_full: false,
+        };
+        if !admitted || mode == Mode::Peek {
+            return outcome;
+        }
+        let fits = self.make_room(&mut locked, ops, now);
+        if !fits {
+            outcome.store_full = true;
+            metrics::counter!("tollgate_memory_store_full_total").increment(1);
+            if self.at_capacity == AtCapacity::Deny {
+                return outcome;
+            }
+        }
+        for op in ops {
+            let shard = locked.shard(self.shard_index(op.key));
+            if !fits && !shard.contains(&op.key, &op.limit) {
+                continue;
+            }
+            if op.limit.algorithm() == Algorithm::Concurrency && op.cost == 0 {
+                continue;
+            }
+            shard.update(op.key, &op.limit, now, |s| {
+                s.spend(&op.limit, now, op.cost, lease)
+            });
+        }
+        outcome.spent = true;
+        outcome
+    }
+
+    /// Ensures every shard can take the new buckets `ops` would create, sweeping if needed.
+    fn make_room(&self, locked: &mut Locked<'_>, ops: &[Op<MemoryKey>], now: Timestamp) -> bool {
+        let mut fits = true;
+        for (i, shard) in locked.guards.iter_mut() {
+            let new = ops
+                .iter()
+                .filter(|op| self.shard_index(op.key) == *i && !shard.contains(&op.key, &op.limit))
+                .count();
+            if new == 0 {
+                continue;
+            }
+            let wanted = shard.len().saturating_add(new);
+            if wanted > shard.sweep_at || wanted > self.per_shard_cap {
+                let evicted = shard.sweep(now);
+                if evicted > 0 {
+                    metrics::counter!("tollgate_memory_evicted_total")
+                        .increment(u64::try_from(evicted).unwrap_or(u64::MAX));
+                }
+            }
+            if shard.len().saturating_add(new) > self.per_shard_cap {
+                fits = false;
+            }
+        }
+        fits
+    }
+
+    fn settle_sync(&self, items: &[Settlement<MemoryKey>]) -> usize {
+        let now = self.clock.now();
+        let mut found = 0usize;
+        for item in items {
+            let (key, limit) = match item {
+                Settlement::Refund { key, limit, .. }
+                | Settlement::Charge { key, limit, .. }
+                | Settlement::Release { key, limit, .. }
+                | Settlement::Renew { key, limit, .. } => (*key, *limit),
+            };
+            let mut shard = self.shard(self.shard_index(key)).lock();
+            if !shard.contains(&key, &limit) && !matches!(item, Settlement::Charge { .. }) {
+                continue;
+            }
+            let mut hit = false;
+            shard.update(key, &limit, now, |s| match item {
+                Settlement::Refund { spent_at, cost, .. } => {
+                    s.refund(&limit, now, *spent_at, *cost)
+                }
+                Settlement::Charge { spent_at, cost, .. } => {
+                    s.charge(&limit, now, *spent_at, *cost)
+                }
+                Settlement::Release { lease, .. } => hit = s.release(*lease),
+                Settlement::Renew { lease, .. } => hit = s.renew(&limit, now, *lease),
+            });
+            if hit {
+                found = found.saturating_add(1);
+            }
+        }
+        found
+    }
+
+    fn usage_now(&self, ops: &[Op<MemoryKey>]) -> (Timestamp, Vec<Usage>) {
+        let now = self.clock.now();
+        let mut locked = self.lock_all(ops.iter().map(|o| o.key));
+        let usage = ops
+            .iter()
+            .map(|op| {
+                let shard = locked.shard(self.shard_index(op.key));
+                if op.limit.algorithm() == Algorithm::Gcra {
+                    let g = shard
+                        .gcra
+                        .get(&op.key)
+                        .map(|c| c.to_state(&op.limit))
+                        .unwrap_or_default();
+                    return g.usage(&op.limit, now);
+                }
+                match shard.other.get(&op.key) {
+                    Some((s, _)) => s.usage(&op.limit, now),
+                    None => BucketState::new(&op.limit).usage(&op.limit, now),
+                }
+            })
+            .collect();
+        (now, usage)
+    }
+}
+
+struct Locked<'a> {
+    guards: SmallVec<[(usize, MutexGuard<'a, Shard>); 4]>,
+}
+
+impl Locked<'_> {
+    fn shard(&mut self, i: usize) -> &mut Shard {
+        match self.guards.iter_mut().find(|(j, _)| *j == i) {
+            Some((_, g)) => g,
+            // Every op's shard was locked by `lock_all` from the same keys.
+            None => unreachable!("shard {i} was not locked"),
+        }
+    }
+}
+
+impl Store for MemoryStore {
+    type Key = MemoryKey;
+
+    fn bucket_key(&self, name: &BucketName<'_>) -> MemoryKey {
+        let mixed = (name.partition_hash & PARTITION_BITS)
+            | ((name.partition_hash ^ name.limit_salt) & MASK_96 & !PARTITION_BITS);
+        MemoryKey((u128::from(name.rule_id) << 96) | mixed)
+    }
+
+    async fn decide(
+        &self,
+        ops: &[Op<MemoryKey>],
+        mode: Mode,
+        lease: LeaseId,
+    ) -> Result<StoreOutcome, StoreError> {
+        Ok(self.decide_now(ops, mode, lease))
+    }
+
+    async fn settle(&self, items: &[Settlement<MemoryKey>]) -> Result<usize, StoreError> {
+        Ok(self.settle_sync(items))
+    }
+
+    fn settle_now(&self, items: &[Settlement<MemoryKey>]) -> Option<Result<usize, StoreError>> {
+        Some(Ok(self.settle_sync(items)))
+    }
+
+    async fn usage(&self, ops: &[Op<MemoryKey>]) -> Result<(Timestamp, Vec<Usage>), StoreError> {
+        Ok(self.usage_now(ops))
+    }
+
+    async fn reset(&self, keys: &[MemoryKey]) -> Result<(), StoreError> {
+        for key in keys {
+            self.shard(self.shard_index(*key)).lock().remove(key);
+        }
+        Ok(())
+    }
+
+    async fn reset_rule(&self, _rule: &'static str, rule_id: u32) -> Result<u64, StoreError> {
+        let mut removed = 0u64;
+        for s in self.shards.iter() {
+            let mut shard = s.0.lock();
+            let before = shard.len();
+            shard.gcra.retain(|k, _| k.rule_id() != rule_id);
+            shard.other.retain(|k, _| k.rule_id() != rule_id);
+            removed = removed.saturating_add(
+                u64::try_from(before.saturating_sub(shard.len())).unwrap_or(u64::MAX),
+            );
+        }
+        Ok(removed)
+    }
+
+    fn active_buckets(&self) -> Option<Vec<(u32, u64)>> {
+        let now = self.clock.now();
+        let mut counts: HashMap<u32, u64> = HashMap::new();
+        for s in self.shards.iter() {
+            let shard = s.0.lock();
+            let t = now.as_micros();
+            let live = shard
+                .gcra
+                .iter()
+                .filter(|(_, c)| !c.is_full(now))
+                .map(|(k, _)| k.rule_id())
+                .chain(
+                    shard
+                        .other
+                        .iter()
+                        .filter(|(_, (_, full_at))| *full_at > t)
+                        .map(|(k, _)| k.rule_id()),
+                );
+            for id in live {
+                let c = counts.entry(id).or_default();
+                *c = c.saturating_add(1);
+            }
+        }
+        let mut v: Vec<(u32, u64)> = counts.into_iter().collect();
+        v.sort_unstable();
+        Some(v)
+    }
+}

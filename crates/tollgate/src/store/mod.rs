@@ -1,0 +1,147 @@
+//! Stores keep buckets and apply one decision's operations atomically.
+//!
+//! The limiter resolves the policy into operations; a store evaluates them all at one instant
+//! of its own clock and spends from all of them or from none.
+
+pub mod memory;
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::hash::Hash;
+
+use smallvec::SmallVec;
+use tollgate_core::{LeaseId, Limit, Timestamp, Usage, Verdict};
+
+use crate::error::StoreError;
+use crate::key::BucketName;
+
+/// One limit to evaluate for one bucket.
+#[derive(Clone, Debug)]
+pub struct Op<K> {
+    /// The bucket.
+    pub key: K,
+    /// Its limit.
+    pub limit: Limit,
+    /// What to spend. For a concurrency limit: 1 takes a slot, 0 only checks one is free.
+    pub cost: u64,
+}
+
+/// Whether a decision spends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Spend from every bucket if all admit.
+    Spend,
+    /// Only evaluate.
+    Peek,
+}
+
+/// What a store answers for one decision.
+#[derive(Clone, Debug)]
+pub struct StoreOutcome {
+    /// The store's time at the decision.
+    pub now: Timestamp,
+    /// One verdict per operation, in order.
+    pub verdicts: SmallVec<[Verdict; 3]>,
+    /// Whether the cost was spent.
+    pub spent: bool,
+    /// The store could not track a new bucket because it is at its cap.
+    pub store_full: bool,
+}
+
+/// An adjustment to an earlier decision.
+#[derive(Clone, Debug)]
+pub enum Settlement<K> {
+    /// Give back `cost` of a spend made at `spent_at`.
+    Refund {
+        /// The bucket.
+        key: K,
+        /// Its limit.
+        limit: Limit,
+        /// When the spend was made.
+        spent_at: Timestamp,
+        /// How much to give back.
+        cost: u64,
+    },
+    /// Charge `cost` more for a spend made at `spent_at` (never refused; may cause debt).
+    Charge {
+        /// The bucket.
+        key: K,
+        /// Its limit.
+        limit: Limit,
+        /// When the spend was made.
+        spent_at: Timestamp,
+        /// How much more.
+        cost: u64,
+    },
+    /// Free a concurrency slot.
+    Release {
+        /// The bucket.
+        key: K,
+        /// Its limit.
+        limit: Limit,
+        /// The lease.
+        lease: LeaseId,
+    },
+    /// Extend a concurrency lease to a full lease from now.
+    Renew {
+        /// The bucket.
+        key: K,
+        /// Its limit.
+        limit: Limit,
+        /// The lease.
+        lease: LeaseId,
+    },
+}
+
+/// A place that keeps buckets.
+pub trait Store: Send + Sync + 'static {
+    /// How this store names a bucket.
+    type Key: Clone + Eq + Hash + Send + Sync + Debug + 'static;
+
+    /// The key of a bucket.
+    fn bucket_key(&self, name: &BucketName<'_>) -> Self::Key;
+
+    /// Evaluates every operation at one instant and, in [`Mode::Spend`], spends from all of
+    /// them if all admit (a concurrency operation with cost 1 takes a slot for `lease`).
+    fn decide(
+        &self,
+        ops: &[Op<Self::Key>],
+        mode: Mode,
+        lease: LeaseId,
+    ) -> impl Future<Output = Result<StoreOutcome, StoreError>> + Send;
+
+    /// Applies settlements. Returns how many releases and renewals found their lease.
+    fn settle(
+        &self,
+        items: &[Settlement<Self::Key>],
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// Applies settlements without waiting, if this store can (used when a permit is dropped
+    /// outside an async context). `None` means the store cannot.
+    fn settle_now(&self, items: &[Settlement<Self::Key>]) -> Option<Result<usize, StoreError>> {
+        let _ = items;
+        None
+    }
+
+    /// The usage of each bucket, spending nothing.
+    fn usage(
+        &self,
+        ops: &[Op<Self::Key>],
+    ) -> impl Future<Output = Result<(Timestamp, Vec<Usage>), StoreError>> + Send;
+
+    /// Forgets buckets: they are full again.
+    fn reset(&self, keys: &[Self::Key]) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Forgets every bucket of a rule. Returns how many were forgotten, if known.
+    fn reset_rule(
+        &self,
+        rule: &'static str,
+        rule_id: u32,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// How many buckets each rule (by id) holds, if the store can tell cheaply enough for a
+    /// stats snapshot.
+    fn active_buckets(&self) -> Option<Vec<(u32, u64)>> {
+        None
+    }
+}
