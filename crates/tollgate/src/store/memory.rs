@@ -108,9 +108,10 @@ impl GcraCell {
         }
     }
 
-    /// Full (equal to no bucket) at `now`: `tat <= now * scale` is implied by `micros < now`.
+    /// Full (equal to no bucket) at `now`: `tat <= now * scale`, with `0 <= rem < scale`.
     fn is_full(self, now: Timestamp) -> bool {
-        self.micros < now.as_micros()
+        let now = now.as_micros();
+        self.micros < now || (self.micros == now && self.rem == 0)
     }
 }
 
