@@ -50,6 +50,11 @@
 // Decisions and permits are returned by value on purpose: the hot path allocates nothing.
 #![allow(clippy::result_large_err, clippy::large_enum_variant)]
 
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
+
 mod blocking;
 mod clock;
 mod cost;
