@@ -175,6 +175,9 @@ impl Decision {
     }
 }
 
+/// A denial can travel as an error (`reservation.into_result()?`).
+impl std::error::Error for Decision {}
+
 impl fmt::Display for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.outcome, self.denied_by()) {

@@ -321,6 +321,26 @@ impl<S: Store> Limiter<S> {
         Ok(())
     }
 
+    /// Forgets the buckets of the rule called `rule` for `subject`'s partition only (other
+    /// rules, and other partitions of this rule, keep their state).
+    ///
+    /// # Errors
+    /// [`Error::UnknownRule`] if the policy has no such rule; or a store failure.
+    pub async fn reset_in(&self, rule: &str, subject: &Subject<'_>) -> Result<(), Error> {
+        if self.inner.policy.load().rule(rule).is_none() {
+            return Err(Error::UnknownRule(rule.to_owned()));
+        }
+        let keys: Vec<S::Key> = self
+            .plan(subject, &Cost::requests(0), false)
+            .into_iter()
+            .filter(|p| p.rule == rule)
+            .map(|p| p.op.key)
+            .collect();
+        self.inner.store.reset(&keys).await?;
+        self.inner.released.notify_waiters();
+        Ok(())
+    }
+
     /// Forgets every bucket of the rule called `rule`, for every partition. Returns how many
     /// buckets were forgotten, where the store can tell.
     ///

@@ -625,3 +625,65 @@ async fn quotas_have_their_own_reason() {
     assert_eq!(d.reason(), Some(DenyReason::Quota));
     assert_eq!(d.reason().unwrap().error_code(), "E4407");
 }
+
+#[tokio::test]
+async fn rules_change_at_run_time_and_resets_can_be_scoped() {
+    let per_user = Rule::builder("user").per("user").limit(LimitSpec::new(
+        LimitKind::Requests,
+        1,
+        Window::MINUTE,
+    ));
+    let per_model = Rule::builder("model").per("model").limit(LimitSpec::new(
+        LimitKind::Requests,
+        10,
+        Window::MINUTE,
+    ));
+    let (l, _) = limiter(vec![per_user, per_model]);
+    let alice = Subject::new().user("alice").model("m");
+    assert!(l.check(&alice, Cost::ONE).await.unwrap().is_allowed());
+    // Give alice more at run time, starting from the loaded rule.
+    let policy = l.policy();
+    let rule = policy
+        .rule("user")
+        .unwrap()
+        .to_builder()
+        .override_when(
+            [("user", "alice")],
+            [LimitSpec::new(LimitKind::Requests, 3, Window::MINUTE)],
+        )
+        .build()
+        .unwrap();
+    l.set_policy(policy.with_rule(rule));
+    assert!(l.check(&alice, Cost::ONE).await.unwrap().is_allowed());
+    assert_eq!(l.usage(&alice).await.unwrap()[1].used, 2);
+    l.reset_in("user", &alice).await.unwrap();
+    let u = l.usage(&alice).await.unwrap();
+    assert_eq!(
+        (u[0].used, u[1].used),
+        (0, 2),
+        "the shared model bucket keeps its state"
+    );
+    // A denial travels as an error.
+    let d = l
+        .check(&Subject::new().user("bob"), Cost::requests(5))
+        .await
+        .unwrap();
+    let e: Box<dyn std::error::Error> = Box::new(d);
+    assert!(e.to_string().contains("cost exceeds"), "{e}");
+}
+
+#[tokio::test]
+async fn a_rule_may_have_only_tiers() {
+    let (l, _) = limiter(vec![Rule::builder("tiers").per("tenant").tier(
+        "free",
+        [LimitSpec::new(LimitKind::Requests, 1, Window::MINUTE)],
+    )]);
+    let free = Subject::new().tenant("a").tier("free");
+    assert!(l.check(&free, Cost::ONE).await.unwrap().is_allowed());
+    assert!(!l.check(&free, Cost::ONE).await.unwrap().is_allowed());
+    let none = l
+        .check(&Subject::new().tenant("a"), Cost::ONE)
+        .await
+        .unwrap();
+    assert!(none.is_allowed() && none.statuses().is_empty());
+}

@@ -65,6 +65,8 @@ pub struct Rule {
     pub(crate) default: LimitSet,
     /// Most specific first; ties keep declaration order.
     pub(crate) overrides: Vec<Override>,
+    /// What the rule was built from, so it can be changed and rebuilt at run time.
+    source: RuleBuilder,
 }
 
 impl Rule {
@@ -99,6 +101,13 @@ impl Rule {
             .iter()
             .find(|o| o.when.matches(subject))
             .map_or(&self.default, |o| &o.set)
+    }
+
+    /// The builder this rule was built from: add an override or a limit and rebuild it, then
+    /// swap it in with [`Policy::with_rule`](crate::Policy::with_rule) and
+    /// [`Limiter::set_policy`](crate::Limiter::set_policy).
+    pub fn to_builder(&self) -> RuleBuilder {
+        self.source.clone()
     }
 
     /// Every limit set of the rule: the defaults, then the overrides.
@@ -182,9 +191,10 @@ impl RuleBuilder {
     ///
     /// # Errors
     /// A [`PolicyError`] naming the rule and the field: an empty name, a bad selector, no
-    /// limits, an invalid limit, a duplicate limit, or an override on a partition attribute
+    /// limits (a rule needs defaults, overrides or tiers), an invalid limit, a duplicate limit, or an override on a partition attribute
     /// with `*`.
     pub fn build(self) -> Result<Rule, PolicyError> {
+        let source = self.clone();
         let rule_name = self.name.trim().to_owned();
         let err = |field: String, message: String| PolicyError::new(&rule_name, field, message);
         if rule_name.is_empty() {
@@ -204,7 +214,17 @@ impl RuleBuilder {
             .map(|(a, _)| a.clone())
             .collect();
         let (name, id) = intern(&rule_name);
-        let default = build_set(name, "default", &self.limits, "limits", &err)?;
+        // A rule may have no default limits when it has overrides (tiers only): subjects that
+        // match no override are then not limited by it.
+        let default = if self.limits.is_empty() && !self.overrides.is_empty() {
+            let (set_name, _) = intern("default");
+            LimitSet {
+                name: set_name,
+                limits: Vec::new(),
+            }
+        } else {
+            build_set(name, "default", &self.limits, "limits", &err)?
+        };
         let mut overrides = Vec::with_capacity(self.overrides.len());
         let mut seen = HashSet::new();
         for (field, when, limits) in &self.overrides {
@@ -240,6 +260,7 @@ impl RuleBuilder {
             partition,
             default,
             overrides,
+            source,
         })
     }
 }
