@@ -1,0 +1,40 @@
+//! Test support for tollgate: private `redis-server` processes and Redis Clusters on loopback
+//! ports, to test the Redis store against real servers, including their failures.
+//!
+//! Every server is a child process of the test, on a free `127.0.0.1` port, in a fresh temporary
+//! directory, with persistence off (`--save "" --appendonly no`). It is killed and its directory
+//! removed when its handle is dropped. A test can kill, pause (`SIGSTOP`), resume and restart
+//! servers to exercise outages, stalls and lost script caches.
+//!
+//! ```
+//! use tollgate_test::RedisServer;
+//!
+//! let mut server = RedisServer::start()?;
+//! assert_eq!(server.cli(&["PING"])?.trim(), "PONG");
+//! server.cli(&["SET", "greeting", "hello"])?;
+//! assert_eq!(server.cli(&["GET", "greeting"])?.trim(), "hello");
+//!
+//! // A restart keeps the port and loses every key (nothing is persisted).
+//! let url = server.url();
+//! server.restart()?;
+//! assert_eq!(server.url(), url);
+//! assert_eq!(server.cli(&["DBSIZE"])?.trim(), "0");
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! [`RedisCluster::start`] runs a six-node cluster (three masters, three replicas) and returns only
+//! once it is fully healthy; [`RedisCluster::wait_healthy`] waits for the same again after a
+//! failover or a [`reshard`](RedisCluster::reshard).
+//!
+//! The binaries are `redis-server` and `redis-cli` from the `PATH`, or the paths in
+//! `TOLLGATE_REDIS_SERVER` and `TOLLGATE_REDIS_CLI`. Nothing here ever connects to a port it did
+//! not start a server on.
+
+mod cluster;
+mod resp;
+mod server;
+mod slot;
+
+pub use cluster::RedisCluster;
+pub use server::{free_port, RedisServer};
+pub use slot::key_slot;
