@@ -104,10 +104,10 @@ impl BucketState {
         }
     }
 
-    /// Frees a concurrency slot. Returns whether the lease was held.
-    pub fn release(&mut self, lease: LeaseId) -> bool {
+    /// Frees a concurrency slot. Returns whether the lease was still held at `now`.
+    pub fn release(&mut self, now: Timestamp, lease: LeaseId) -> bool {
         match self {
-            BucketState::Concurrency(s) => s.release(lease),
+            BucketState::Concurrency(s) => s.release(now, lease),
             _ => false,
         }
     }

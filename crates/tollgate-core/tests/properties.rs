@@ -1200,7 +1200,7 @@ proptest! {
                     let id = s % (next_id + 2);
                     let was_live = model.iter().any(|l| l.0 == id && l.1 > now);
                     let was_known = model.iter().any(|l| l.0 == id);
-                    let released = bucket.release(id);
+                    let released = bucket.release(ts(now), id);
                     if was_live {
                         prop_assert!(released, "live lease {} not released", id);
                     }
@@ -1319,7 +1319,7 @@ proptest! {
                 1 => bucket.charge(&limit, t, ts(other), cost),
                 2 => bucket.refund(&limit, t, ts(other), cost),
                 3 => {
-                    bucket.release(other);
+                    bucket.release(t, other);
                 }
                 4 => {
                     bucket.renew(&limit, t, other);

@@ -73,6 +73,9 @@ pub enum StoreError {
     /// The store answered something unexpected.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// The store cannot serve this limit or value (e.g. arithmetic beyond its exact range).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
 }
 
 impl StoreError {

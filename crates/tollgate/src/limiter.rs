@@ -208,7 +208,24 @@ impl<S: Store> Limiter<S> {
     /// Only if the store fails; a denial is an `Ok` decision.
     pub async fn check(&self, subject: &Subject<'_>, cost: Cost) -> Result<Decision, Error> {
         let plan = self.plan(subject, &cost, false);
-        self.decide(&plan, Mode::Spend, 0).await.map(|(d, _)| d)
+        self.decide(&plan, Mode::Spend, 0, None).await.map(|(d, _)| d)
+    }
+
+    /// [`check`](Self::check) made idempotent by `request_id`: a retry with the same id within
+    /// the store's idempotency window answers the first decision again and spends nothing.
+    ///
+    /// # Errors
+    /// Only if the store fails.
+    pub async fn check_idempotent(
+        &self,
+        subject: &Subject<'_>,
+        cost: Cost,
+        request_id: &str,
+    ) -> Result<Decision, Error> {
+        let plan = self.plan(subject, &cost, false);
+        self.decide(&plan, Mode::Spend, 0, Some(request_id))
+            .await
+            .map(|(d, _)| d)
     }
 
     /// The decision [`check`](Self::check) would make, spending nothing.
@@ -217,7 +234,7 @@ impl<S: Store> Limiter<S> {
     /// Only if the store fails.
     pub async fn peek(&self, subject: &Subject<'_>, cost: Cost) -> Result<Decision, Error> {
         let plan = self.plan(subject, &cost, false);
-        self.decide(&plan, Mode::Peek, 0).await.map(|(d, _)| d)
+        self.decide(&plan, Mode::Peek, 0, None).await.map(|(d, _)| d)
     }
 
     /// Reserves `estimate` and a concurrency slot. The permit settles against the actual
@@ -240,7 +257,7 @@ impl<S: Store> Limiter<S> {
         plan: Plan<S::Key>,
     ) -> Result<Reservation<S>, Error> {
         let lease = crate::permit::new_lease_id();
-        let (decision, now) = self.decide(&plan, Mode::Spend, lease).await?;
+        let (decision, now) = self.decide(&plan, Mode::Spend, lease, None).await?;
         if !decision.is_allowed() {
             return Ok(Reservation::Denied(decision));
         }
@@ -258,6 +275,7 @@ impl<S: Store> Limiter<S> {
         plan: &Plan<S::Key>,
         mode: Mode,
         lease: LeaseId,
+        request_id: Option<&str>,
     ) -> Result<(Decision, tollgate_core::Timestamp), Error> {
         if plan.is_empty() {
             let d = Decision::unlimited();
@@ -266,7 +284,7 @@ impl<S: Store> Limiter<S> {
         }
         let started = Instant::now();
         let ops: SmallVec<[Op<S::Key>; 3]> = plan.iter().map(|p| p.op.clone()).collect();
-        let outcome = match self.inner.store.decide(&ops, mode, lease).await {
+        let outcome = match self.inner.store.decide(&ops, mode, lease, request_id).await {
             Ok(o) => o,
             Err(e) => {
                 metrics::counter!("tollgate_store_errors_total").increment(1);

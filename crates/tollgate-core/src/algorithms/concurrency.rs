@@ -66,11 +66,13 @@ impl Concurrency {
             .push((lease, now.saturating_add(limit.lease_micros())));
     }
 
-    /// Frees the slot of `lease`. Returns whether it was held.
-    pub fn release(&mut self, lease: LeaseId) -> bool {
-        let before = self.leases.len();
-        self.leases.retain(|(id, _)| *id != lease);
-        self.leases.len() != before
+    /// Frees the slot of `lease` (and forgets expired leases). Returns whether the lease was
+    /// still held at `now`.
+    pub fn release(&mut self, now: Timestamp, lease: LeaseId) -> bool {
+        let now = now.as_micros();
+        let held = self.leases.iter().any(|(id, exp)| *id == lease && *exp > now);
+        self.leases.retain(|(id, exp)| *id != lease && *exp > now);
+        held
     }
 
     /// Extends `lease` to a full lease from `now`. Returns whether it was still held.
@@ -126,8 +128,9 @@ mod tests {
         let v = c.evaluate(&l, t0.saturating_add(Duration::from_secs(6)));
         assert!(!v.admitted);
         assert_eq!(v.retry_after_us, 24_000_000);
-        assert!(c.release(1));
-        assert!(!c.release(1));
+        let t6 = t0.saturating_add(Duration::from_secs(6));
+        assert!(c.release(t6, 1));
+        assert!(!c.release(t6, 1));
         assert!(
             c.evaluate(&l, t0.saturating_add(Duration::from_secs(6)))
                 .admitted

@@ -25,6 +25,7 @@ use tollgate_core::{
     Algorithm, BucketState, Clock, LeaseId, Limit, SystemClock, Timestamp, Usage, Verdict,
 };
 
+use super::idempotency::Seen;
 use super::{Mode, Op, Settlement, Store, StoreOutcome};
 use crate::error::StoreError;
 use crate::key::BucketName;
@@ -222,6 +223,7 @@ pub struct MemoryStoreBuilder {
     shards: usize,
     max_buckets: usize,
     at_capacity: AtCapacity,
+    idempotency_window: std::time::Duration,
 }
 
 impl Default for MemoryStoreBuilder {
@@ -231,6 +233,7 @@ impl Default for MemoryStoreBuilder {
             shards: 128,
             max_buckets: 10_000_000,
             at_capacity: AtCapacity::Deny,
+            idempotency_window: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -267,6 +270,12 @@ impl MemoryStoreBuilder {
         self
     }
 
+    /// How long a decision made with a request id is remembered (default 60 s).
+    pub fn idempotency_window(mut self, window: std::time::Duration) -> Self {
+        self.idempotency_window = window;
+        self
+    }
+
     /// Builds the store.
     pub fn build(self) -> MemoryStore {
         let shards: Vec<Padded<Mutex<Shard>>> = (0..self.shards)
@@ -283,6 +292,7 @@ impl MemoryStoreBuilder {
             shards: shards.into_boxed_slice(),
             clock: self.clock,
             at_capacity: self.at_capacity,
+            seen: Seen::new(self.idempotency_window),
         }
     }
 }
@@ -294,6 +304,7 @@ pub struct MemoryStore {
     clock: Arc<dyn Clock>,
     per_shard_cap: usize,
     at_capacity: AtCapacity,
+    seen: Seen,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -466,7 +477,7 @@ impl MemoryStore {
                 Settlement::Charge { spent_at, cost, .. } => {
                     s.charge(&limit, now, *spent_at, *cost)
                 }
-                Settlement::Release { lease, .. } => hit = s.release(*lease),
+                Settlement::Release { lease, .. } => hit = s.release(now, *lease),
                 Settlement::Renew { lease, .. } => hit = s.renew(&limit, now, *lease),
             });
             if hit {
@@ -529,8 +540,17 @@ impl Store for MemoryStore {
         ops: &[Op<MemoryKey>],
         mode: Mode,
         lease: LeaseId,
+        request_id: Option<&str>,
     ) -> Result<StoreOutcome, StoreError> {
-        Ok(self.decide_now(ops, mode, lease))
+        let Some(id) = request_id else {
+            return Ok(self.decide_now(ops, mode, lease));
+        };
+        if let Some(replay) = self.seen.get(id, self.clock.now()) {
+            return Ok(replay);
+        }
+        let outcome = self.decide_now(ops, mode, lease);
+        self.seen.remember(id, &outcome);
+        Ok(outcome)
     }
 
     async fn settle(&self, items: &[Settlement<MemoryKey>]) -> Result<usize, StoreError> {

@@ -3,7 +3,10 @@
 //! The limiter resolves the policy into operations; a store evaluates them all at one instant
 //! of its own clock and spends from all of them or from none.
 
+mod idempotency;
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -103,11 +106,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Evaluates every operation at one instant and, in [`Mode::Spend`], spends from all of
     /// them if all admit (a concurrency operation with cost 1 takes a slot for `lease`).
+    ///
+    /// With a `request_id` seen within the store's idempotency window, answers the first
+    /// decision again and spends nothing.
     fn decide(
         &self,
         ops: &[Op<Self::Key>],
         mode: Mode,
         lease: LeaseId,
+        request_id: Option<&str>,
     ) -> impl Future<Output = Result<StoreOutcome, StoreError>> + Send;
 
     /// Applies settlements. Returns how many releases and renewals found their lease.

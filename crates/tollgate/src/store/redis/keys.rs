@@ -1,0 +1,112 @@
+//! Redis key names: `<prefix>:{<partition>}:<rule>:<limit>`.
+//!
+//! The partition (the values of the rule's `*` attributes) is the hash tag, so all buckets of
+//! one rule partition share a slot. Values are percent-escaped so that no value can forge
+//! another key (`:`, `{`, `}`, `,`, `%`, `#`, glob characters and anything outside printable
+//! ASCII), and values over 256 bytes are replaced by `#` and a SHA-256 prefix.
+
+use sha2::{Digest, Sha256};
+use std::fmt::Write;
+
+/// Values longer than this are hashed.
+pub const MAX_VALUE_BYTES: usize = 256;
+
+/// Appends `value`, escaped, to `out`.
+pub(super) fn push_escaped(out: &mut String, value: &str) {
+    if value.len() > MAX_VALUE_BYTES {
+        let digest = Sha256::digest(value.as_bytes());
+        out.push('#');
+        out.push_str(&hex::encode(&digest[..16]));
+        return;
+    }
+    for b in value.bytes() {
+        let plain = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b'=' | b'@' | b'+');
+        if plain {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+/// The hash tag of a partition: its escaped values joined by `,` (`_` when the rule does not
+/// partition).
+pub(super) fn partition_tag(values: &[&str]) -> String {
+    if values.is_empty() {
+        return "_".to_owned();
+    }
+    let mut tag = String::with_capacity(values.iter().map(|v| v.len() + 1).sum());
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            tag.push(',');
+        }
+        push_escaped(&mut tag, v);
+    }
+    tag
+}
+
+/// The full key of one bucket.
+pub(super) fn bucket_key(prefix: &str, tag: &str, rule: &str, limit: &str) -> String {
+    let mut k = String::with_capacity(prefix.len() + tag.len() + rule.len() + limit.len() + 6);
+    k.push_str(prefix);
+    k.push_str(":{");
+    k.push_str(tag);
+    k.push_str("}:");
+    push_escaped(&mut k, rule);
+    k.push(':');
+    push_escaped(&mut k, limit);
+    k
+}
+
+/// The key of a request's idempotency record, in the slot of `tag`.
+pub(super) fn request_key(prefix: &str, tag: &str, request_id: &str) -> String {
+    let mut k = format!("{prefix}:{{{tag}}}:req:");
+    push_escaped(&mut k, request_id);
+    k
+}
+
+/// The cluster slot of a hash tag (CRC16/XMODEM modulo 16384, as Redis computes it).
+pub(super) fn slot_of(tag: &str) -> u16 {
+    crc16::State::<crc16::XMODEM>::calculate(tag.as_bytes()) % 16_384
+}
+
+/// A SCAN pattern matching every bucket of `rule` (glob characters escaped).
+pub(super) fn rule_pattern(prefix: &str, rule: &str) -> String {
+    let mut escaped = String::new();
+    push_escaped(&mut escaped, rule);
+    let mut p = String::new();
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    format!("{p}:{{*}}:{escaped}:*")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_cannot_forge_keys() {
+        let a = bucket_key("tg", &partition_tag(&["a}:x", "b"]), "r", "l");
+        let b = bucket_key("tg", &partition_tag(&["a", "}:x,b"]), "r", "l");
+        assert_ne!(a, b);
+        assert_eq!(a, "tg:{a%7D%3Ax,b}:r:l");
+        assert!(!partition_tag(&["{x}"]).contains(['{', '}']));
+        let long = "x".repeat(300);
+        let t = partition_tag(&[&long]);
+        assert!(t.starts_with('#') && t.len() == 33);
+        // A short value cannot spell the hash of a long one: '#' is escaped.
+        assert_ne!(partition_tag(&[&t]), t);
+    }
+
+    #[test]
+    fn slots_follow_redis() {
+        // Known values from the Redis cluster specification's CRC16 test vector.
+        assert_eq!(crc16::State::<crc16::XMODEM>::calculate(b"123456789"), 0x31C3);
+        assert_eq!(slot_of("_"), slot_of("_"));
+        assert!(slot_of("tenant-1") < 16_384);
+    }
+}

@@ -1,0 +1,699 @@
+//! The Redis store: shared state for a fleet, on one Redis server or a Redis Cluster.
+//!
+//! - One `EVALSHA` per decision (per slot, in a cluster). The scripts in `lua/` implement
+//!   tollgate-core's algorithms; they are sent once per server and re-sent with `EVAL` when a
+//!   server answers `NOSCRIPT` (a call answered `NOSCRIPT` did not run, so that is safe). A call
+//!   that timed out or whose outcome is unknown is never retried by this store.
+//! - Time is the Redis server's (`TIME` inside the script), so instances with skewed clocks
+//!   agree. Tests may set a time override; production never does.
+//! - Every key has a TTL: the time until its bucket is full again (a full bucket is deleted).
+//! - Keys are `<prefix>:{<partition>}:<rule>:<limit>`: one rule partition shares a slot.
+//! - In a cluster, the buckets of one decision that live in different slots are applied slot by
+//!   slot in ascending slot order; if a later slot denies, the earlier slots' spends are
+//!   refunded: never over-admission. Each cluster decision carries an internal request id, so
+//!   the cluster client's own retries (after a dropped connection) replay instead of spending
+//!   twice; MOVED and ASK redirections are followed by the client (the command did not run).
+
+mod keys;
+mod scripts;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{RedisError, Value};
+use tollgate_core::{Algorithm, Clock, LeaseId, Limit, Timestamp, Usage, Verdict, Window};
+
+use super::{Mode, Op, Settlement, Store, StoreOutcome};
+use crate::error::StoreError;
+use crate::key::BucketName;
+pub use keys::MAX_VALUE_BYTES;
+use scripts::Script;
+
+/// Integers that Lua's doubles hold exactly.
+const EXACT: u128 = 1 << 53;
+
+/// Settings of a [`RedisStore`].
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// The first segment of every key (default `tollgate`).
+    pub prefix: String,
+    /// How long connecting may take (default 1 s).
+    pub connect_timeout: Duration,
+    /// How long one command may take before it fails as a timeout (default 1 s).
+    pub response_timeout: Duration,
+    /// How long a decision made with a request id is remembered (default 60 s).
+    pub idempotency_window: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            prefix: "tollgate".to_owned(),
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(1),
+            idempotency_window: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    async fn query(&self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
+        match self {
+            Conn::Single(c) => cmd.query_async(&mut c.clone()).await,
+            Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+        }
+    }
+}
+
+/// The key of a bucket in Redis, with its cluster slot and hash tag.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RedisKey {
+    key: Arc<str>,
+    tag: Arc<str>,
+    slot: u16,
+}
+
+impl RedisKey {
+    /// The full key.
+    pub fn as_str(&self) -> &str {
+        &self.key
+    }
+    /// The cluster slot.
+    pub fn slot(&self) -> u16 {
+        self.slot
+    }
+}
+
+/// The Redis store. See the [module docs](self).
+pub struct RedisStore {
+    conn: Conn,
+    cluster: bool,
+    config: RedisConfig,
+    time: Option<Arc<dyn Clock>>,
+    target: String,
+    nodes: Vec<String>,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("target", &self.target)
+            .field("cluster", &self.cluster)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` with any password replaced by `***`, for logs and `Debug`.
+pub fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let Some(at) = rest.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &rest[..at];
+    let user = userinfo.split(':').next().unwrap_or_default();
+    let shown = if userinfo.contains(':') {
+        format!("{user}:***")
+    } else {
+        "***".to_owned()
+    };
+    format!("{}{shown}{}", &url[..scheme_end + 3], &rest[at..])
+}
+
+fn store_error(e: &RedisError, timeout: Duration) -> StoreError {
+    if e.is_timeout() {
+        StoreError::Timeout(timeout)
+    } else if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        match e.code() {
+            Some("CLUSTERDOWN" | "TRYAGAIN" | "MASTERDOWN" | "LOADING" | "READONLY") => {
+                StoreError::Unavailable(e.to_string())
+            }
+            _ => StoreError::Protocol(e.to_string()),
+        }
+    }
+}
+
+impl RedisStore {
+    /// Connects to one Redis server by URL (`redis://`, `rediss://`, credentials in the URL).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] if the server cannot be reached.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, RedisConfig::default()).await
+    }
+
+    /// Connects to one Redis server with settings.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] if the server cannot be reached.
+    pub async fn connect_with(url: &str, config: RedisConfig) -> Result<Self, StoreError> {
+        let target = redact(url);
+        let client = redis::Client::open(url)
+            .map_err(|e| StoreError::Unavailable(format!("{target}: {e}")))?;
+        let cm = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.response_timeout))
+            .set_number_of_retries(1);
+        let conn = client
+            .get_connection_manager_with_config(cm)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("{target}: {e}")))?;
+        Ok(RedisStore {
+            conn: Conn::Single(conn),
+            cluster: false,
+            config,
+            time: None,
+            nodes: vec![url.to_owned()],
+            target,
+        })
+    }
+
+    /// Connects to a Redis Cluster through its seed nodes.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] if no seed node can be reached.
+    pub async fn connect_cluster(nodes: &[String], config: RedisConfig) -> Result<Self, StoreError> {
+        let target = nodes.iter().map(|n| redact(n)).collect::<Vec<_>>().join(",");
+        let client = ClusterClient::builder(nodes.iter().map(String::as_str))
+            .connection_timeout(config.connect_timeout)
+            .response_timeout(config.response_timeout)
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("{target}: {e}")))?;
+        let conn = client
+            .get_async_connection()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("{target}: {e}")))?;
+        Ok(RedisStore {
+            conn: Conn::Cluster(conn),
+            cluster: true,
+            config,
+            time: None,
+            nodes: nodes.to_vec(),
+            target,
+        })
+    }
+
+    /// Uses `clock` instead of the server's `TIME`. For tests only: instances with different
+    /// clocks would disagree.
+    pub fn with_time_override(mut self, clock: impl Clock + 'static) -> Self {
+        self.time = Some(Arc::new(clock));
+        self
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    fn now_arg(&self) -> String {
+        self.time
+            .as_ref()
+            .map(|c| c.now().as_micros().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Runs `script` with EVALSHA, or EVAL if the server does not have it.
+    async fn eval(&self, script: &Script, keys: &[&str], args: &[String]) -> Result<Value, StoreError> {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&script.sha).arg(keys.len()).arg(keys).arg(args);
+        match self.conn.query(&cmd).await {
+            Ok(v) => Ok(v),
+            Err(e) if e.code() == Some("NOSCRIPT") => {
+                metrics::counter!("tollgate_redis_script_loads_total").increment(1);
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(&script.source).arg(keys.len()).arg(keys).arg(args);
+                self.conn
+                    .query(&cmd)
+                    .await
+                    .map_err(|e| store_error(&e, self.config.response_timeout))
+            }
+            Err(e) => Err(store_error(&e, self.config.response_timeout)),
+        }
+    }
+
+    /// Indices of `keys` grouped by slot, in ascending slot order (one group when standalone).
+    fn groups<'a>(&self, keys: impl Iterator<Item = &'a RedisKey>) -> Vec<(u16, Vec<usize>)> {
+        let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+        for (i, k) in keys.enumerate() {
+            let slot = if self.cluster { k.slot } else { 0 };
+            match groups.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, g)) => g.push(i),
+                None => groups.push((slot, vec![i])),
+            }
+        }
+        groups.sort_by_key(|(s, _)| *s);
+        groups
+    }
+
+    async fn decide_group(
+        &self,
+        ops: &[&Op<RedisKey>],
+        mode: Mode,
+        lease: LeaseId,
+        request: Option<&str>,
+    ) -> Result<(Timestamp, bool, Vec<Verdict>), StoreError> {
+        let mut keys: Vec<&str> = ops.iter().map(|o| o.key.as_str()).collect();
+        let req_key = request.map(|id| keys::request_key(&self.config.prefix, &ops[0].key.tag, id));
+        if let Some(k) = &req_key {
+            keys.push(k);
+        }
+        let mut args = Vec::with_capacity(6 + ops.len() * 5);
+        args.push(if mode == Mode::Spend { "spend" } else { "peek" }.to_owned());
+        args.push(lease.to_string());
+        args.push(self.now_arg());
+        args.push(request.unwrap_or_default().to_owned());
+        args.push(self.config.idempotency_window.as_millis().max(1).to_string());
+        args.push(ops.len().to_string());
+        for op in ops {
+            let (alg, p) = params(&op.limit)?;
+            args.push(alg.to_string());
+            args.extend(p.iter().map(i64::to_string));
+            args.push(op.cost.min(EXACT_U64).to_string());
+        }
+        let reply = ints(self.eval(&scripts::DECIDE, &keys, &args).await?)?;
+        let now = Timestamp::from_micros(nonneg(reply.first())?);
+        let spent = reply.get(1).copied() == Some(1);
+        let verdicts = reply
+            .get(2..)
+            .unwrap_or_default()
+            .chunks_exact(6)
+            .map(|c| Verdict {
+                admitted: c[0] == 1,
+                never_fits: c[1] == 1,
+                capacity: as_u64(c[2]),
+                remaining: as_u64(c[3]),
+                reset_after_us: as_u64(c[4]),
+                retry_after_us: as_u64(c[5]),
+            })
+            .collect::<Vec<_>>();
+        if verdicts.len() != ops.len() {
+            return Err(StoreError::Protocol(format!(
+                "decide.lua answered {} verdicts for {} buckets",
+                verdicts.len(),
+                ops.len()
+            )));
+        }
+        Ok((now, spent, verdicts))
+    }
+
+    async fn settle_group(
+        &self,
+        items: &[&Settlement<RedisKey>],
+        rolled_back: Option<(&str, &str)>,
+    ) -> Result<usize, StoreError> {
+        let mut keys: Vec<&str> = items.iter().map(|s| settlement_key(s).as_str()).collect();
+        let req_key = rolled_back.map(|(tag, id)| keys::request_key(&self.config.prefix, tag, id));
+        if let Some(k) = &req_key {
+            keys.push(k);
+        }
+        let mut args = Vec::with_capacity(3 + items.len() * 7);
+        args.push(self.now_arg());
+        args.push(items.len().to_string());
+        args.push(rolled_back.map(|(_, id)| id.to_owned()).unwrap_or_default());
+        for item in items {
+            let (kind, limit, at, value) = match item {
+                Settlement::Refund { limit, spent_at, cost, .. } => ("refund", limit, spent_at.as_micros(), cost.to_string()),
+                Settlement::Charge { limit, spent_at, cost, .. } => ("charge", limit, spent_at.as_micros(), cost.min(&EXACT_U64).to_string()),
+                Settlement::Release { limit, lease, .. } => ("release", limit, 0, lease.to_string()),
+                Settlement::Renew { limit, lease, .. } => ("renew", limit, 0, lease.to_string()),
+            };
+            let (alg, p) = params(limit)?;
+            args.push(kind.to_owned());
+            args.push(alg.to_string());
+            args.extend(p.iter().map(i64::to_string));
+            args.push(at.to_string());
+            args.push(value);
+        }
+        let v = self.eval(&scripts::SETTLE, &keys, &args).await?;
+        match v {
+            Value::Int(n) => Ok(usize::try_from(n).unwrap_or(0)),
+            other => Err(StoreError::Protocol(format!("settle.lua answered {other:?}"))),
+        }
+    }
+
+    /// Refunds what `ops` spent at `at` in one slot, and marks the request's record rolled back.
+    async fn roll_back(
+        &self,
+        ops: &[&Op<RedisKey>],
+        at: Timestamp,
+        lease: LeaseId,
+        request: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let items: Vec<Settlement<RedisKey>> = ops
+            .iter()
+            .filter_map(|op| {
+                if op.limit.algorithm() == Algorithm::Concurrency {
+                    (op.cost > 0).then(|| Settlement::Release { key: op.key.clone(), limit: op.limit, lease })
+                } else {
+                    (op.cost > 0).then(|| Settlement::Refund { key: op.key.clone(), limit: op.limit, spent_at: at, cost: op.cost })
+                }
+            })
+            .collect();
+        if items.is_empty() && request.is_none() {
+            return Ok(());
+        }
+        let refs: Vec<&Settlement<RedisKey>> = items.iter().collect();
+        let tag = ops.first().map(|o| o.key.tag.clone()).unwrap_or_else(|| Arc::from("_"));
+        self.settle_group(&refs, request.map(|id| (&*tag, id))).await?;
+        metrics::counter!("tollgate_redis_rollbacks_total").increment(1);
+        Ok(())
+    }
+
+    /// The addresses of the masters (the seed URL when standalone).
+    async fn masters(&self) -> Result<Vec<String>, StoreError> {
+        if !self.cluster {
+            return Ok(self.nodes.clone());
+        }
+        let v = self
+            .conn
+            .query(&redis::cmd("CLUSTER").arg("SLOTS").to_owned())
+            .await
+            .map_err(|e| store_error(&e, self.config.response_timeout))?;
+        let mut out = Vec::new();
+        if let Value::Array(ranges) = v {
+            for r in ranges {
+                if let Value::Array(parts) = r {
+                    if let Some(Value::Array(master)) = parts.get(2) {
+                        let host = match master.first() {
+                            Some(Value::BulkString(h)) => String::from_utf8_lossy(h).into_owned(),
+                            _ => continue,
+                        };
+                        let port = match master.get(1) {
+                            Some(Value::Int(p)) => *p,
+                            _ => continue,
+                        };
+                        let url = self.url_for(&host, port);
+                        if !out.contains(&url) {
+                            out.push(url);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A URL for a cluster node, with the seed URL's scheme and credentials.
+    fn url_for(&self, host: &str, port: i64) -> String {
+        let seed = self.nodes.first().map(String::as_str).unwrap_or("redis://");
+        let scheme_end = seed.find("://").map_or(0, |i| i + 3);
+        let rest = &seed[scheme_end..];
+        let creds = rest.rfind('@').map_or("", |at| &rest[..=at]);
+        format!("{}{creds}{host}:{port}/", &seed[..scheme_end])
+    }
+}
+
+const EXACT_U64: u64 = 1 << 53;
+
+fn nonneg(v: Option<&i64>) -> Result<u64, StoreError> {
+    v.and_then(|v| u64::try_from(*v).ok())
+        .ok_or_else(|| StoreError::Protocol("a script answered a negative or missing time".into()))
+}
+
+fn as_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn ints(v: Value) -> Result<Vec<i64>, StoreError> {
+    match v {
+        Value::Array(items) => items
+            .into_iter()
+            .map(|i| match i {
+                Value::Int(n) => Ok(n),
+                other => Err(StoreError::Protocol(format!("expected integers, got {other:?}"))),
+            })
+            .collect(),
+        other => Err(StoreError::Protocol(format!("expected an array, got {other:?}"))),
+    }
+}
+
+fn settlement_key(s: &Settlement<RedisKey>) -> &RedisKey {
+    match s {
+        Settlement::Refund { key, .. }
+        | Settlement::Charge { key, .. }
+        | Settlement::Release { key, .. }
+        | Settlement::Renew { key, .. } => key,
+    }
+}
+
+/// The algorithm code and parameters of `limit` for the scripts, refusing limits whose
+/// arithmetic would leave the range Lua's doubles hold exactly.
+fn params(limit: &Limit) -> Result<(u8, [i64; 3]), StoreError> {
+    let too_big = |what: &str| {
+        StoreError::Unsupported(format!(
+            "the limit {limit} needs {what} beyond 2^53, which the Redis scripts cannot compute exactly"
+        ))
+    };
+    let i = |v: u64| i64::try_from(v).map_err(|_| too_big("a parameter"));
+    let w = limit.window_micros();
+    let a = limit.amount();
+    match limit.algorithm() {
+        Algorithm::Gcra => {
+            let g = limit.gcra();
+            if g.tolerance.saturating_add(u128::from(g.step)) >= EXACT || u128::from(g.scale) >= EXACT {
+                return Err(too_big("burst x window"));
+            }
+            Ok((1, [i(g.scale)?, i(g.step)?, i(limit.burst())?]))
+        }
+        Algorithm::SlidingWindow => {
+            if u128::from(a).saturating_mul(u128::from(w)).saturating_mul(2) >= EXACT {
+                return Err(too_big("amount x window"));
+            }
+            Ok((2, [i(w)?, i(a)?, 0]))
+        }
+        Algorithm::SlidingLog => {
+            if u128::from(a) >= EXACT || u128::from(w) >= EXACT {
+                return Err(too_big("amount"));
+            }
+            Ok((3, [i(w)?, i(a)?, 0]))
+        }
+        Algorithm::FixedWindow => {
+            let wp = if limit.window() == Window::Month { 0 } else { w };
+            if u128::from(a) >= EXACT {
+                return Err(too_big("amount"));
+            }
+            Ok((4, [i(wp)?, i(a)?, i64::from(limit.utc_offset().seconds())]))
+        }
+        Algorithm::Concurrency => Ok((5, [i(a)?, i(limit.lease_micros())?, 0])),
+    }
+}
+
+/// A fresh id for a cluster decision, so the client's retries replay instead of spending twice.
+fn internal_request_id() -> String {
+    format!("i{:016x}", crate::permit::new_lease_id())
+}
+
+impl Store for RedisStore {
+    type Key = RedisKey;
+
+    fn bucket_key(&self, name: &BucketName<'_>) -> RedisKey {
+        let tag = keys::partition_tag(name.partition);
+        let key = keys::bucket_key(&self.config.prefix, &tag, name.rule, name.limit);
+        RedisKey {
+            key: key.into(),
+            slot: keys::slot_of(&tag),
+            tag: tag.into(),
+        }
+    }
+
+    async fn decide(
+        &self,
+        ops: &[Op<RedisKey>],
+        mode: Mode,
+        lease: LeaseId,
+        request_id: Option<&str>,
+    ) -> Result<StoreOutcome, StoreError> {
+        let internal;
+        let request = match request_id {
+            Some(id) => Some(id),
+            None if self.cluster && mode == Mode::Spend => {
+                internal = internal_request_id();
+                Some(internal.as_str())
+            }
+            None => None,
+        };
+        let groups = self.groups(ops.iter().map(|o| &o.key));
+        let mut verdicts: Vec<Option<Verdict>> = vec![None; ops.len()];
+        let mut now = None;
+        let mut spent_groups: Vec<(Vec<&Op<RedisKey>>, Timestamp)> = Vec::new();
+        let mut mode_now = mode;
+        let mut all = true;
+        for (_, idx) in &groups {
+            let group: Vec<&Op<RedisKey>> = idx.iter().filter_map(|&i| ops.get(i)).collect();
+            let result = self.decide_group(&group, mode_now, lease, request).await;
+            let (t, spent, vs) = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    // What earlier slots spent must not stay spent for a decision that failed.
+                    for (g, at) in &spent_groups {
+                        let _ = self.roll_back(g, *at, lease, request).await;
+                    }
+                    return Err(e);
+                }
+            };
+            now.get_or_insert(t);
+            if spent {
+                spent_groups.push((group, t));
+            }
+            if vs.iter().any(|v| !v.admitted) {
+                all = false;
+                // Later slots are only evaluated, so the decision reports every limit.
+                mode_now = Mode::Peek;
+            }
+            for (&i, v) in idx.iter().zip(vs) {
+                if let Some(slot) = verdicts.get_mut(i) {
+                    *slot = Some(v);
+                }
+            }
+        }
+        if !all {
+            for (g, at) in &spent_groups {
+                self.roll_back(g, *at, lease, request).await?;
+            }
+        }
+        Ok(StoreOutcome {
+            now: now.unwrap_or(Timestamp::EPOCH),
+            verdicts: verdicts.into_iter().map(Option::unwrap_or_default_verdict).collect(),
+            spent: all && mode == Mode::Spend && !spent_groups.is_empty(),
+            store_full: false,
+        })
+    }
+
+    async fn settle(&self, items: &[Settlement<RedisKey>]) -> Result<usize, StoreError> {
+        let groups = self.groups(items.iter().map(settlement_key));
+        let mut found = 0usize;
+        for (_, idx) in groups {
+            let group: Vec<&Settlement<RedisKey>> = idx.iter().filter_map(|&i| items.get(i)).collect();
+            found = found.saturating_add(self.settle_group(&group, None).await?);
+        }
+        Ok(found)
+    }
+
+    async fn usage(&self, ops: &[Op<RedisKey>]) -> Result<(Timestamp, Vec<Usage>), StoreError> {
+        let groups = self.groups(ops.iter().map(|o| &o.key));
+        let mut out: Vec<Usage> = vec![Usage::default(); ops.len()];
+        let mut now = None;
+        for (_, idx) in groups {
+            let keys: Vec<&str> = idx.iter().filter_map(|&i| ops.get(i)).map(|o| o.key.as_str()).collect();
+            let mut args = vec![self.now_arg(), idx.len().to_string()];
+            for &i in &idx {
+                let Some(op) = ops.get(i) else { continue };
+                let (alg, p) = params(&op.limit)?;
+                args.push(alg.to_string());
+                args.extend(p.iter().map(i64::to_string));
+            }
+            let reply = ints(self.eval(&scripts::USAGE, &keys, &args).await?)?;
+            now.get_or_insert(Timestamp::from_micros(nonneg(reply.first())?));
+            for (&i, c) in idx.iter().zip(reply.get(1..).unwrap_or_default().chunks_exact(4)) {
+                if let Some(u) = out.get_mut(i) {
+                    *u = Usage {
+                        used: as_u64(c[0]),
+                        capacity: as_u64(c[1]),
+                        available: as_u64(c[2]),
+                        reset_after_us: as_u64(c[3]),
+                    };
+                }
+            }
+        }
+        Ok((now.unwrap_or(Timestamp::EPOCH), out))
+    }
+
+    async fn reset(&self, keys: &[RedisKey]) -> Result<(), StoreError> {
+        for (_, idx) in self.groups(keys.iter()) {
+            let mut cmd = redis::cmd("DEL");
+            for &i in &idx {
+                if let Some(k) = keys.get(i) {
+                    cmd.arg(k.as_str());
+                }
+            }
+            self.conn
+                .query(&cmd)
+                .await
+                .map_err(|e| store_error(&e, self.config.response_timeout))?;
+        }
+        Ok(())
+    }
+
+    async fn reset_rule(&self, rule: &'static str, _rule_id: u32) -> Result<u64, StoreError> {
+        let pattern = keys::rule_pattern(&self.config.prefix, rule);
+        let mut removed = 0u64;
+        for url in self.masters().await? {
+            let client = redis::Client::open(url.as_str())
+                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", redact(&url))))?;
+            let mut conn = client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", redact(&url))))?;
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| store_error(&e, self.config.response_timeout))?;
+                for key in found {
+                    let n: u64 = redis::cmd("DEL")
+                        .arg(&key)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(|e| store_error(&e, self.config.response_timeout))?;
+                    removed = removed.saturating_add(n);
+                }
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+trait UnwrapVerdict {
+    fn unwrap_or_default_verdict(self) -> Verdict;
+}
+
+impl UnwrapVerdict for Option<Verdict> {
+    /// Every op is in exactly one group, so every verdict is set; a missing one denies.
+    fn unwrap_or_default_verdict(self) -> Verdict {
+        self.unwrap_or(Verdict {
+            admitted: false,
+            never_fits: false,
+            capacity: 0,
+            remaining: 0,
+            reset_after_us: 0,
+            retry_after_us: 0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("redis://user:secret@h:6379/0"), "redis://user:***@h:6379/0");
+        assert_eq!(redact("rediss://:secret@h:6380"), "rediss://:***@h:6380");
+        assert_eq!(redact("redis://h:6379"), "redis://h:6379");
+    }
+}
