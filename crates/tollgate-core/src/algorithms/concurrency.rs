@@ -70,7 +70,10 @@ impl Concurrency {
     /// still held at `now`.
     pub fn release(&mut self, now: Timestamp, lease: LeaseId) -> bool {
         let now = now.as_micros();
-        let held = self.leases.iter().any(|(id, exp)| *id == lease && *exp > now);
+        let held = self
+            .leases
+            .iter()
+            .any(|(id, exp)| *id == lease && *exp > now);
         self.leases.retain(|(id, exp)| *id != lease && *exp > now);
         held
     }

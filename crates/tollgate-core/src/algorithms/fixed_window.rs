@@ -63,6 +63,14 @@ impl FixedWindow {
     pub fn spend(&mut self, limit: &Limit, now: Timestamp, cost: u64) {
         *self = self.rolled(limit, now).0;
         self.used = self.used.saturating_add(cost);
+        self.forget_if_empty();
+    }
+
+    /// An empty bucket is stored as no state at all, exactly as stores forget it.
+    fn forget_if_empty(&mut self) {
+        if self.used == 0 {
+            *self = FixedWindow::default();
+        }
     }
 
     /// Adds `cost` if `spent_at` fell in the current window.
@@ -71,6 +79,7 @@ impl FixedWindow {
         if fixed_window(spent_at, limit.window(), limit.utc_offset()).0 == self.window {
             self.used = self.used.saturating_add(cost);
         }
+        self.forget_if_empty();
     }
 
     /// Takes `cost` back if `spent_at` fell in the current window.
@@ -79,6 +88,7 @@ impl FixedWindow {
         if fixed_window(spent_at, limit.window(), limit.utc_offset()).0 == self.window {
             self.used = self.used.saturating_sub(cost);
         }
+        self.forget_if_empty();
     }
 
     /// How much of the bucket is in use at `now`.

@@ -21,6 +21,16 @@ fn now_scaled(limit: &Limit, now: Timestamp) -> u128 {
     u128::from(now.as_micros()).saturating_mul(u128::from(limit.gcra().scale))
 }
 
+/// A bucket that is full at `now` is stored as no state at all (`tat = 0`), exactly as stores
+/// forget full buckets, so that an earlier `now` later on sees the same thing in every store.
+fn full_is_empty(tat: u128, now_s: u128) -> u128 {
+    if tat <= now_s {
+        0
+    } else {
+        tat
+    }
+}
+
 impl Gcra {
     /// The answer to spending `cost` at `now`, without spending it.
     pub fn evaluate(&self, limit: &Limit, now: Timestamp, cost: u64) -> Verdict {
@@ -67,17 +77,18 @@ impl Gcra {
     pub fn spend(&mut self, limit: &Limit, now: Timestamp, cost: u64) {
         let now_s = now_scaled(limit, now);
         let inc = u128::from(cost).saturating_mul(u128::from(limit.gcra().step));
-        self.tat = self.tat.max(now_s).saturating_add(inc);
+        self.tat = full_is_empty(self.tat.max(now_s).saturating_add(inc), now_s);
     }
 
     /// Gives back `cost` at `now`; the bucket never rises above full.
     pub fn refund(&mut self, limit: &Limit, now: Timestamp, cost: u64) {
         let now_s = now_scaled(limit, now);
         if self.tat <= now_s {
+            self.tat = 0;
             return;
         }
         let dec = u128::from(cost).saturating_mul(u128::from(limit.gcra().step));
-        self.tat = self.tat.saturating_sub(dec).max(now_s);
+        self.tat = full_is_empty(self.tat.saturating_sub(dec), now_s);
     }
 
     /// How much of the bucket is in use at `now`.

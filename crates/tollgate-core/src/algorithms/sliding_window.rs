@@ -128,6 +128,14 @@ impl SlidingWindow {
     pub fn spend(&mut self, limit: &Limit, now: Timestamp, cost: u64) {
         *self = self.rolled(limit, now);
         self.curr = self.curr.saturating_add(cost);
+        self.forget_if_empty();
+    }
+
+    /// An empty bucket is stored as no state at all, exactly as stores forget it.
+    fn forget_if_empty(&mut self) {
+        if self.prev == 0 && self.curr == 0 {
+            *self = SlidingWindow::default();
+        }
     }
 
     /// Adds `cost` to the window in which `spent_at` fell, if it still counts.
@@ -136,6 +144,7 @@ impl SlidingWindow {
         if let Some(slot) = self.slot_of(limit, spent_at) {
             *slot = slot.saturating_add(cost);
         }
+        self.forget_if_empty();
     }
 
     /// Takes `cost` back from the window in which `spent_at` fell, if it still counts.
@@ -144,6 +153,7 @@ impl SlidingWindow {
         if let Some(slot) = self.slot_of(limit, spent_at) {
             *slot = slot.saturating_sub(cost);
         }
+        self.forget_if_empty();
     }
 
     fn slot_of(&mut self, limit: &Limit, t: Timestamp) -> Option<&mut u64> {

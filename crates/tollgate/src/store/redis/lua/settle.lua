@@ -20,17 +20,20 @@ for i = 1, n do
   local p = { tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]) }
   local at = tonumber(ARGV[b + 5])
   local value = ARGV[b + 6]
-  local s = alg.load(KEYS[i], p, now)
-  if kind == 'release' then
-    if alg.release then found = found + alg.release(s, value) end
-  elseif kind == 'renew' then
-    if alg.renew then found = found + alg.renew(s, p, now, value) end
-  elseif kind == 'refund' then
-    alg.refund(s, p, now, at, tonumber(value))
-  else
-    alg.charge(s, p, now, at, tonumber(value))
+  -- Releases and renewals only concern concurrency buckets; other buckets are left untouched.
+  if (kind ~= 'release' and kind ~= 'renew') or alg.release then
+    local s = alg.load(KEYS[i], p, now)
+    if kind == 'release' then
+      found = found + alg.release(s, value)
+    elseif kind == 'renew' then
+      found = found + alg.renew(s, p, now, value)
+    elseif kind == 'refund' then
+      alg.refund(s, p, now, at, tonumber(value))
+    else
+      alg.charge(s, p, now, at, tonumber(value))
+    end
+    alg.save(KEYS[i], s, p, now)
   end
-  alg.save(KEYS[i], s, p, now)
 end
 
 if ARGV[3] ~= '' then
