@@ -31,6 +31,7 @@
 //! not start a server on.
 
 mod cluster;
+pub mod conformance;
 mod resp;
 mod server;
 mod slot;
