@@ -47,6 +47,9 @@ pub struct RedisConfig {
     pub response_timeout: Duration,
     /// How long a decision made with a request id is remembered (default 60 s).
     pub idempotency_window: Duration,
+    /// A PEM file of the certificate authority that signed the server's certificate, for
+    /// `rediss://` servers with a private CA (default: the system's roots).
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -56,6 +59,7 @@ impl Default for RedisConfig {
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(1),
             idempotency_window: Duration::from_secs(60),
+            tls_ca_file: None,
         }
     }
 }
@@ -133,6 +137,19 @@ pub fn redact(url: &str) -> String {
     format!("{}{shown}{}", &url[..scheme_end + 3], &rest[at..])
 }
 
+/// The private CA to trust, read from `config.tls_ca_file`.
+fn tls_certificates(config: &RedisConfig) -> Result<Option<redis::TlsCertificates>, StoreError> {
+    let Some(path) = &config.tls_ca_file else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(path)
+        .map_err(|e| StoreError::Unavailable(format!("reading {}: {e}", path.display())))?;
+    Ok(Some(redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    }))
+}
+
 fn store_error(e: &RedisError, timeout: Duration) -> StoreError {
     if e.is_timeout() {
         StoreError::Timeout(timeout)
@@ -163,8 +180,11 @@ impl RedisStore {
     /// [`StoreError::Unavailable`] if the server cannot be reached.
     pub async fn connect_with(url: &str, config: RedisConfig) -> Result<Self, StoreError> {
         let target = redact(url);
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError::Unavailable(format!("{target}: {e}")))?;
+        let client = match tls_certificates(&config)? {
+            Some(certs) => redis::Client::build_with_tls(url, certs),
+            None => redis::Client::open(url),
+        }
+        .map_err(|e| StoreError::Unavailable(format!("{target}: {e}")))?;
         let cm = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.response_timeout))
@@ -189,9 +209,13 @@ impl RedisStore {
     /// [`StoreError::Unavailable`] if no seed node can be reached.
     pub async fn connect_cluster(nodes: &[String], config: RedisConfig) -> Result<Self, StoreError> {
         let target = nodes.iter().map(|n| redact(n)).collect::<Vec<_>>().join(",");
-        let client = ClusterClient::builder(nodes.iter().map(String::as_str))
+        let mut builder = ClusterClient::builder(nodes.iter().map(String::as_str))
             .connection_timeout(config.connect_timeout)
-            .response_timeout(config.response_timeout)
+            .response_timeout(config.response_timeout);
+        if let Some(certs) = tls_certificates(&config)? {
+            builder = builder.certs(certs);
+        }
+        let client = builder
             .build()
             .map_err(|e| StoreError::Unavailable(format!("{target}: {e}")))?;
         let conn = client
