@@ -297,6 +297,15 @@ fn four_processes_admit_exactly_the_limit_twenty_times() {
             check_exact(&job, &tally, &rt);
         }
     }
+    // After all that load, a SCAN of the instance finds no key without a TTL.
+    let keys = server.cli(&["--scan", "--pattern", "exact*"]).unwrap();
+    let mut scanned = 0;
+    for key in keys.lines().filter(|k| !k.is_empty()) {
+        let ttl: i64 = server.cli(&["PTTL", key]).unwrap().trim().parse().unwrap();
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+        scanned += 1;
+    }
+    assert!(scanned >= 20, "the load left its buckets ({scanned} keys)");
 }
 
 #[test]

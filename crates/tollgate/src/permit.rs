@@ -75,6 +75,17 @@ pub struct Permit<S: Store = MemoryStore> {
     lease: LeaseId,
     spent_at: Timestamp,
     settled: bool,
+    /// Renews the leases while the call runs; aborted when the permit settles or drops.
+    renewer: Option<Renewer>,
+}
+
+/// Aborts the renewal task when dropped.
+struct Renewer(tokio::task::JoinHandle<()>);
+
+impl Drop for Renewer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl<S: Store> std::fmt::Debug for Permit<S> {
@@ -133,6 +144,7 @@ impl<S: Store> Permit<S> {
             lease,
             spent_at,
             settled: false,
+            renewer: None,
         }
     }
 
@@ -177,6 +189,7 @@ impl<S: Store> Permit<S> {
         if std::mem::replace(&mut self.settled, true) {
             return Ok(());
         }
+        self.renewer = None;
         let mut items = self.releases();
         for h in self
             .held
@@ -214,6 +227,7 @@ impl<S: Store> Permit<S> {
         if std::mem::replace(&mut self.settled, true) {
             return Ok(());
         }
+        self.renewer = None;
         let mut items = self.releases();
         items.extend(
             self.held
@@ -232,14 +246,32 @@ impl<S: Store> Permit<S> {
         self.limiter.settle(&items).await.map(drop)
     }
 
-    /// Extends the concurrency leases to a full lease from now, for calls that run longer
-    /// than a lease (long streams). Returns whether every slot was still held.
-    ///
-    /// # Errors
-    /// If the store fails.
-    pub async fn renew(&self) -> Result<bool, Error> {
-        let items: Vec<Settlement<S::Key>> = self
-            .held
+    /// Keeps the concurrency leases alive while the call runs: renews them every `every` on a
+    /// background task (a third of the lease is a good interval) until the permit is settled
+    /// or dropped. For calls that may outlive a lease, such as long streams. Needs a tokio
+    /// runtime; does nothing for a permit without concurrency limits.
+    pub fn keep_alive(&mut self, every: std::time::Duration) {
+        let items = self.renewals();
+        if items.is_empty() || self.settled {
+            return;
+        }
+        let limiter = self.limiter.clone();
+        let every = every.max(std::time::Duration::from_millis(1));
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                if limiter.inner.store.settle(&items).await.is_err() {
+                    metrics::counter!("tollgate_store_errors_total").increment(1);
+                }
+            }
+        });
+        self.renewer = Some(Renewer(task));
+    }
+
+    fn renewals(&self) -> Vec<Settlement<S::Key>> {
+        self.held
             .iter()
             .filter(|h| h.kind == LimitKind::Concurrency)
             .map(|h| Settlement::Renew {
@@ -247,7 +279,16 @@ impl<S: Store> Permit<S> {
                 limit: h.limit,
                 lease: self.lease,
             })
-            .collect();
+            .collect()
+    }
+
+    /// Extends the concurrency leases to a full lease from now, for calls that run longer
+    /// than a lease (long streams). Returns whether every slot was still held.
+    ///
+    /// # Errors
+    /// If the store fails.
+    pub async fn renew(&self) -> Result<bool, Error> {
+        let items = self.renewals();
         if items.is_empty() || self.settled {
             return Ok(!self.settled);
         }
@@ -258,6 +299,7 @@ impl<S: Store> Permit<S> {
 
 impl<S: Store> Drop for Permit<S> {
     fn drop(&mut self) {
+        self.renewer = None;
         if self.settled {
             return;
         }

@@ -190,3 +190,34 @@ fn the_blocking_facade_waits_on_its_own_runtime() {
     assert_eq!(denied.retry_after(), Some(Duration::from_secs(1)));
     assert_eq!(l.stats().allowed, 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_kept_alive_permit_outlives_its_lease() {
+    let l = limiter(
+        Rule::builder("slots")
+            .per("tenant")
+            .limit(LimitSpec::concurrency(1).lease(Duration::from_secs(30))),
+    );
+    let mut streaming = l.reserve(&t(), Cost::ONE).await.unwrap().granted().unwrap();
+    streaming.keep_alive(Duration::from_secs(10));
+    // A long stream: ten leases' worth of time.
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    assert!(
+        !l.check(&t(), Cost::ONE).await.unwrap().is_allowed(),
+        "still held after 300 s"
+    );
+    drop(streaming);
+    assert!(
+        l.check(&t(), Cost::ONE).await.unwrap().is_allowed(),
+        "released on drop"
+    );
+
+    // Without keep_alive the lease lapses.
+    let forgotten = l.reserve(&t(), Cost::ONE).await.unwrap().granted().unwrap();
+    std::mem::forget(forgotten);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(
+        l.check(&t(), Cost::ONE).await.unwrap().is_allowed(),
+        "an unrenewed lease expires"
+    );
+}
