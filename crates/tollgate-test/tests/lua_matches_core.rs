@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use tollgate::store::redis::{RedisConfig, RedisStore};
-use tollgate::store::{Mode, Op, Settlement, Store};
+use tollgate::store::{Mode, Op, Route, Settlement, Store};
 use tollgate::{Algorithm, LimitKind, LimitSpec, ManualClock, Timestamp, UtcOffset, Window};
 use tollgate_core::{BucketState, Limit};
 use tollgate_test::RedisServer;
@@ -130,7 +130,7 @@ proptest! {
                     Step::Spend(c) | Step::Peek(c) => {
                         let spend = matches!(s, Step::Spend(_));
                         let cost = if limit.algorithm() == Algorithm::Concurrency { u64::from(spend) } else { c };
-                        let op = Op { key: key.clone(), limit, cost };
+                        let op = Op { key: key.clone(), limit, cost, failure: Default::default() };
                         let mode = if spend { Mode::Spend } else { Mode::Peek };
                         if spend { lease += 1; }
                         let out = f.rt.block_on(f.store.decide(std::slice::from_ref(&op), mode, lease, None)).unwrap();
@@ -151,7 +151,7 @@ proptest! {
                             model.charge(&limit, now, last_spend, c);
                             Settlement::Charge { key: key.clone(), limit, spent_at: last_spend, cost: c }
                         };
-                        f.rt.block_on(f.store.settle(&[item])).unwrap();
+                        f.rt.block_on(f.store.settle(&[item], Route::PRIMARY)).unwrap();
                     }
                     Step::Release | Step::Renew => {
                         let (want, item) = if matches!(s, Step::Release) {
@@ -159,12 +159,12 @@ proptest! {
                         } else {
                             (model.renew(&limit, now, lease), Settlement::Renew { key: key.clone(), limit, lease })
                         };
-                        let found = f.rt.block_on(f.store.settle(&[item])).unwrap();
+                        let found = f.rt.block_on(f.store.settle(&[item], Route::PRIMARY)).unwrap();
                         prop_assert_eq!(found == 1, want && limit.algorithm() == Algorithm::Concurrency);
                     }
                 }
                 let now = f.clock.now_ts();
-                let (_, usage) = f.rt.block_on(f.store.usage(&[Op { key: key.clone(), limit, cost: 0 }])).unwrap();
+                let (_, usage) = f.rt.block_on(f.store.usage(&[Op { key: key.clone(), limit, cost: 0, failure: Default::default() }])).unwrap();
                 prop_assert_eq!(usage[0], model.usage(&limit, now), "usage of {:?} at {}", limit, now);
             }
             Ok(())

@@ -44,6 +44,9 @@ pub enum Outcome {
     TooLarge,
     /// The in-memory store is at its bucket cap and cannot track a new bucket.
     StoreFull,
+    /// The shared store is failing and a rule in `closed` failure mode applies: the call is
+    /// refused as unavailable, which is not a rate-limit denial.
+    Unavailable,
 }
 
 /// Why a call was denied. Each reason has a stable code.
@@ -61,11 +64,13 @@ pub enum DenyReason {
     TooLarge,
     /// The store cannot track more buckets.
     StoreFull,
+    /// The shared store is failing and the rule fails closed.
+    Unavailable,
 }
 
 impl DenyReason {
     /// The stable machine-readable code: `requests`, `tokens`, `concurrency`, `quota`,
-    /// `too_large` or `store_full`.
+    /// `too_large`, `store_full` or `unavailable`.
     pub const fn code(self) -> &'static str {
         match self {
             DenyReason::Requests => "requests",
@@ -74,12 +79,13 @@ impl DenyReason {
             DenyReason::Quota => "quota",
             DenyReason::TooLarge => "too_large",
             DenyReason::StoreFull => "store_full",
+            DenyReason::Unavailable => "unavailable",
         }
     }
 
     /// The numeric error code in the `E44xx` family gateways already use: `E4404` requests
     /// per window, `E4405` tokens per window, `E4406` concurrency, `E4407` quota, `E4413` too
-    /// large, `E4400` anything else.
+    /// large, `E4503` unavailable, `E4400` anything else.
     pub const fn error_code(self) -> &'static str {
         match self {
             DenyReason::Requests => "E4404",
@@ -88,6 +94,7 @@ impl DenyReason {
             DenyReason::Quota => "E4407",
             DenyReason::TooLarge => "E4413",
             DenyReason::StoreFull => "E4400",
+            DenyReason::Unavailable => "E4503",
         }
     }
 
@@ -117,6 +124,7 @@ pub struct Decision {
     pub(crate) statuses: SmallVec<[LimitStatus; 3]>,
     pub(crate) denied_by: Option<usize>,
     pub(crate) retry_after: Duration,
+    pub(crate) degraded: bool,
 }
 
 impl Decision {
@@ -127,7 +135,14 @@ impl Decision {
             statuses: SmallVec::new(),
             denied_by: None,
             retry_after: Duration::ZERO,
+            degraded: false,
         }
+    }
+
+    /// Whether the decision was made without the shared store: by the rules' failure modes
+    /// while it failed, or from a denial remembered locally.
+    pub fn is_degraded(&self) -> bool {
+        self.degraded
     }
 
     /// Whether the call may go ahead.
@@ -162,6 +177,7 @@ impl Decision {
             Outcome::Allowed => None,
             Outcome::TooLarge => Some(DenyReason::TooLarge),
             Outcome::StoreFull => Some(DenyReason::StoreFull),
+            Outcome::Unavailable => Some(DenyReason::Unavailable),
             Outcome::Denied => self.denied_by().map(DenyReason::of),
         }
     }
@@ -193,6 +209,7 @@ impl fmt::Display for Decision {
                 s.rule, s.capacity, s.kind
             ),
             (Outcome::StoreFull, _) => f.write_str("denied: the store is at its bucket cap"),
+            (Outcome::Unavailable, _) => f.write_str("denied: the rate limit store is unavailable"),
             (_, None) => f.write_str("denied"),
         }
     }

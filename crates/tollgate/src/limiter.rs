@@ -15,7 +15,7 @@ use crate::permit::{Permit, Reservation};
 use crate::policy::{default_policy, Policy};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::store::memory::MemoryStore;
-use crate::store::{Mode, Op, Settlement, Store};
+use crate::store::{Degraded, Mode, Op, Route, Settlement, Store};
 use crate::subject::Subject;
 use crate::wait::WaitQueues;
 
@@ -190,6 +190,7 @@ impl<S: Store> Limiter<S> {
                         key: self.inner.store.bucket_key(&name),
                         limit: rl.limit,
                         cost,
+                        failure: rule.failure_mode,
                     },
                     rule: rule.name,
                     label: rl.label,
@@ -208,7 +209,9 @@ impl<S: Store> Limiter<S> {
     /// Only if the store fails; a denial is an `Ok` decision.
     pub async fn check(&self, subject: &Subject<'_>, cost: Cost) -> Result<Decision, Error> {
         let plan = self.plan(subject, &cost, false);
-        self.decide(&plan, Mode::Spend, 0, None).await.map(|(d, _)| d)
+        self.decide(&plan, Mode::Spend, 0, None)
+            .await
+            .map(|(d, _, _)| d)
     }
 
     /// [`check`](Self::check) made idempotent by `request_id`: a retry with the same id within
@@ -225,7 +228,7 @@ impl<S: Store> Limiter<S> {
         let plan = self.plan(subject, &cost, false);
         self.decide(&plan, Mode::Spend, 0, Some(request_id))
             .await
-            .map(|(d, _)| d)
+            .map(|(d, _, _)| d)
     }
 
     /// The decision [`check`](Self::check) would make, spending nothing.
@@ -234,7 +237,9 @@ impl<S: Store> Limiter<S> {
     /// Only if the store fails.
     pub async fn peek(&self, subject: &Subject<'_>, cost: Cost) -> Result<Decision, Error> {
         let plan = self.plan(subject, &cost, false);
-        self.decide(&plan, Mode::Peek, 0, None).await.map(|(d, _)| d)
+        self.decide(&plan, Mode::Peek, 0, None)
+            .await
+            .map(|(d, _, _)| d)
     }
 
     /// Reserves `estimate` and a concurrency slot. The permit settles against the actual
@@ -257,7 +262,7 @@ impl<S: Store> Limiter<S> {
         plan: Plan<S::Key>,
     ) -> Result<Reservation<S>, Error> {
         let lease = crate::permit::new_lease_id();
-        let (decision, now) = self.decide(&plan, Mode::Spend, lease, None).await?;
+        let (decision, now, route) = self.decide(&plan, Mode::Spend, lease, None).await?;
         if !decision.is_allowed() {
             return Ok(Reservation::Denied(decision));
         }
@@ -267,6 +272,7 @@ impl<S: Store> Limiter<S> {
             plan,
             lease,
             now,
+            route,
         )))
     }
 
@@ -276,11 +282,11 @@ impl<S: Store> Limiter<S> {
         mode: Mode,
         lease: LeaseId,
         request_id: Option<&str>,
-    ) -> Result<(Decision, tollgate_core::Timestamp), Error> {
+    ) -> Result<(Decision, tollgate_core::Timestamp, Route), Error> {
         if plan.is_empty() {
             let d = Decision::unlimited();
             self.inner.stats.record(&d, None);
-            return Ok((d, tollgate_core::Timestamp::EPOCH));
+            return Ok((d, tollgate_core::Timestamp::EPOCH, Route::PRIMARY));
         }
         let started = Instant::now();
         let ops: SmallVec<[Op<S::Key>; 3]> = plan.iter().map(|p| p.op.clone()).collect();
@@ -291,11 +297,20 @@ impl<S: Store> Limiter<S> {
                 return Err(e.into());
             }
         };
-        let decision = build_decision(plan, &outcome.verdicts, outcome.store_full, outcome.spent);
+        let mut decision =
+            build_decision(plan, &outcome.verdicts, outcome.store_full, outcome.spent);
+        if let Some(how) = outcome.degraded {
+            decision.degraded = true;
+            if matches!(how, Degraded::FailureModes { unavailable: true }) {
+                decision.outcome = Outcome::Unavailable;
+                decision.denied_by = None;
+                decision.retry_after = Duration::ZERO;
+            }
+        }
         if mode == Mode::Spend {
             self.inner.stats.record(&decision, Some(started.elapsed()));
         }
-        Ok((decision, outcome.now))
+        Ok((decision, outcome.now, outcome.route))
     }
 
     /// For every applicable limit: used, capacity, available and time to reset. Spends
@@ -398,15 +413,19 @@ impl<S: Store> Limiter<S> {
     }
 
     /// Applies settlements and wakes waiters that may now fit.
-    pub(crate) async fn settle(&self, items: &[Settlement<S::Key>]) -> Result<usize, Error> {
-        let n = self.inner.store.settle(items).await?;
+    pub(crate) async fn settle(
+        &self,
+        items: &[Settlement<S::Key>],
+        route: Route,
+    ) -> Result<usize, Error> {
+        let n = self.inner.store.settle(items, route).await?;
         self.inner.released.notify_waiters();
         Ok(n)
     }
 
     /// Applies settlements without an async context (from `Drop`).
-    pub(crate) fn settle_detached(&self, items: Vec<Settlement<S::Key>>) {
-        if let Some(r) = self.inner.store.settle_now(&items) {
+    pub(crate) fn settle_detached(&self, items: Vec<Settlement<S::Key>>, route: Route) {
+        if let Some(r) = self.inner.store.settle_now(&items, route) {
             if r.is_err() {
                 metrics::counter!("tollgate_store_errors_total").increment(1);
             }
@@ -417,13 +436,13 @@ impl<S: Store> Limiter<S> {
         match tokio::runtime::Handle::try_current() {
             Ok(h) => {
                 h.spawn(async move {
-                    if limiter.settle(&items).await.is_err() {
+                    if limiter.settle(&items, route).await.is_err() {
                         metrics::counter!("tollgate_store_errors_total").increment(1);
                     }
                 });
             }
             Err(_) => {
-                if futures_lite_block_on(limiter.settle(&items)).is_err() {
+                if futures_lite_block_on(limiter.settle(&items, route)).is_err() {
                     metrics::counter!("tollgate_store_errors_total").increment(1);
                 }
             }
@@ -486,5 +505,6 @@ pub(crate) fn build_decision<K>(
         statuses,
         denied_by,
         retry_after,
+        degraded: false,
     }
 }

@@ -12,7 +12,7 @@ use crate::decision::Decision;
 use crate::error::Error;
 use crate::limiter::{Limiter, Plan};
 use crate::store::memory::MemoryStore;
-use crate::store::{Settlement, Store};
+use crate::store::{Route, Settlement, Store};
 
 /// The answer to [`Limiter::reserve`]: a permit, or the denial.
 #[derive(Debug)]
@@ -75,6 +75,7 @@ pub struct Permit<S: Store = MemoryStore> {
     lease: LeaseId,
     spent_at: Timestamp,
     settled: bool,
+    route: Route,
     /// Renews the leases while the call runs; aborted when the permit settles or drops.
     renewer: Option<Renewer>,
 }
@@ -127,6 +128,7 @@ impl<S: Store> Permit<S> {
         plan: Plan<S::Key>,
         lease: LeaseId,
         spent_at: Timestamp,
+        route: Route,
     ) -> Self {
         let held = plan
             .into_iter()
@@ -144,6 +146,7 @@ impl<S: Store> Permit<S> {
             lease,
             spent_at,
             settled: false,
+            route,
             renewer: None,
         }
     }
@@ -216,7 +219,7 @@ impl<S: Store> Permit<S> {
         if items.is_empty() {
             return Ok(());
         }
-        self.limiter.settle(&items).await.map(drop)
+        self.limiter.settle(&items, self.route).await.map(drop)
     }
 
     /// Refunds everything the reservation spent and releases its slots. Idempotent.
@@ -243,7 +246,7 @@ impl<S: Store> Permit<S> {
         if items.is_empty() {
             return Ok(());
         }
-        self.limiter.settle(&items).await.map(drop)
+        self.limiter.settle(&items, self.route).await.map(drop)
     }
 
     /// Keeps the concurrency leases alive while the call runs: renews them every `every` on a
@@ -256,13 +259,14 @@ impl<S: Store> Permit<S> {
             return;
         }
         let limiter = self.limiter.clone();
+        let route = self.route;
         let every = every.max(std::time::Duration::from_millis(1));
         let task = tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.tick().await;
             loop {
                 ticks.tick().await;
-                if limiter.inner.store.settle(&items).await.is_err() {
+                if limiter.inner.store.settle(&items, route).await.is_err() {
                     metrics::counter!("tollgate_store_errors_total").increment(1);
                 }
             }
@@ -292,7 +296,7 @@ impl<S: Store> Permit<S> {
         if items.is_empty() || self.settled {
             return Ok(!self.settled);
         }
-        let found = self.limiter.inner.store.settle(&items).await?;
+        let found = self.limiter.inner.store.settle(&items, self.route).await?;
         Ok(found == items.len())
     }
 }
@@ -306,7 +310,7 @@ impl<S: Store> Drop for Permit<S> {
         self.settled = true;
         let items = self.releases();
         if !items.is_empty() {
-            self.limiter.settle_detached(items);
+            self.limiter.settle_detached(items, self.route);
         }
     }
 }

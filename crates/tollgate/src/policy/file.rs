@@ -51,6 +51,8 @@ struct RawRule {
     overrides: Vec<Spanned<RawOverride>>,
     #[serde(default)]
     tiers: BTreeMap<String, Spanned<RawTier>>,
+    #[serde(default)]
+    failure_mode: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,6 +183,14 @@ fn to_builder(raw: RawRule, spans: &mut Spans) -> Result<super::RuleBuilder, Pol
     let rule_name = raw.name.get_ref().clone();
     spans.add("name", raw.name.span());
     let mut b = Rule::builder(raw.name.into_inner());
+    if let Some(mode) = &raw.failure_mode {
+        spans.add("failure_mode", mode.span());
+        b = b.failure_mode(
+            mode.get_ref()
+                .parse()
+                .map_err(|m: String| PolicyError::new(&rule_name, "failure_mode", m))?,
+        );
+    }
     if let Some(sel) = raw.selectors {
         spans.add("match", sel.span());
         for (attr, value) in sel.into_inner() {

@@ -65,6 +65,8 @@ pub struct Rule {
     pub(crate) default: LimitSet,
     /// Most specific first; ties keep declaration order.
     pub(crate) overrides: Vec<Override>,
+    /// What the rule's limits do while the shared store fails.
+    pub(crate) failure_mode: crate::store::FailureMode,
     /// What the rule was built from, so it can be changed and rebuilt at run time.
     source: RuleBuilder,
 }
@@ -77,12 +79,18 @@ impl Rule {
             selectors: Vec::new(),
             limits: Vec::new(),
             overrides: Vec::new(),
+            failure_mode: crate::store::FailureMode::Open,
         }
     }
 
     /// The rule's name.
     pub fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// What the rule's limits do while the shared store fails.
+    pub fn failure_mode(&self) -> crate::store::FailureMode {
+        self.failure_mode
     }
 
     /// The attributes the rule partitions by (selected with `*`).
@@ -124,6 +132,7 @@ pub struct RuleBuilder {
     limits: Vec<LimitSpec>,
     /// `(field name, selectors, limits)`: the field is `overrides[i]` or `tiers.<name>`.
     overrides: Vec<RawOverride>,
+    failure_mode: crate::store::FailureMode,
 }
 
 /// An override as given to the builder: `(field name, selectors, limits)`.
@@ -140,6 +149,13 @@ impl RuleBuilder {
     /// One bucket per distinct value of `attr` (same as `when(attr, "*")`).
     pub fn per(self, attr: impl Into<String>) -> Self {
         self.when(attr, "*")
+    }
+
+    /// What the rule's limits do while the shared store fails (default
+    /// [`FailureMode::Open`](crate::store::FailureMode::Open)).
+    pub fn failure_mode(mut self, mode: crate::store::FailureMode) -> Self {
+        self.failure_mode = mode;
+        self
     }
 
     /// Adds a limit to the defaults.
@@ -260,6 +276,7 @@ impl RuleBuilder {
             partition,
             default,
             overrides,
+            failure_mode: self.failure_mode,
             source,
         })
     }

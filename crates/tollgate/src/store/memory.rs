@@ -26,7 +26,7 @@ use tollgate_core::{
 };
 
 use super::idempotency::Seen;
-use super::{Mode, Op, Settlement, Store, StoreOutcome};
+use super::{Mode, Op, Route, Settlement, Store, StoreOutcome};
 use crate::error::StoreError;
 use crate::key::BucketName;
 
@@ -401,6 +401,8 @@ impl MemoryStore {
             verdicts,
             spent: false,
             store_full: false,
+            route: Route::PRIMARY,
+            degraded: None,
         };
         if !admitted || mode == Mode::Peek {
             return outcome;
@@ -455,7 +457,8 @@ impl MemoryStore {
         fits
     }
 
-    fn settle_sync(&self, items: &[Settlement<MemoryKey>]) -> usize {
+    /// Applies settlements now: the synchronous core of [`Store::settle`].
+    pub fn settle_sync(&self, items: &[Settlement<MemoryKey>]) -> usize {
         let now = self.clock.now();
         let mut found = 0usize;
         for item in items {
@@ -487,7 +490,8 @@ impl MemoryStore {
         found
     }
 
-    fn usage_now(&self, ops: &[Op<MemoryKey>]) -> (Timestamp, Vec<Usage>) {
+    /// The usage of each bucket now: the synchronous core of [`Store::usage`].
+    pub fn usage_now(&self, ops: &[Op<MemoryKey>]) -> (Timestamp, Vec<Usage>) {
         let now = self.clock.now();
         let mut locked = self.lock_all(ops.iter().map(|o| o.key));
         let usage = ops
@@ -553,11 +557,19 @@ impl Store for MemoryStore {
         Ok(outcome)
     }
 
-    async fn settle(&self, items: &[Settlement<MemoryKey>]) -> Result<usize, StoreError> {
+    async fn settle(
+        &self,
+        items: &[Settlement<MemoryKey>],
+        _route: Route,
+    ) -> Result<usize, StoreError> {
         Ok(self.settle_sync(items))
     }
 
-    fn settle_now(&self, items: &[Settlement<MemoryKey>]) -> Option<Result<usize, StoreError>> {
+    fn settle_now(
+        &self,
+        items: &[Settlement<MemoryKey>],
+        _route: Route,
+    ) -> Option<Result<usize, StoreError>> {
         Some(Ok(self.settle_sync(items)))
     }
 

@@ -3,6 +3,7 @@
 //! The limiter resolves the policy into operations; a store evaluates them all at one instant
 //! of its own clock and spends from all of them or from none.
 
+pub mod fallback;
 mod idempotency;
 pub mod memory;
 #[cfg(feature = "redis")]
@@ -27,6 +28,59 @@ pub struct Op<K> {
     pub limit: Limit,
     /// What to spend. For a concurrency limit: 1 takes a slot, 0 only checks one is free.
     pub cost: u64,
+    /// What the rule wants when the store behind a fallback is failing.
+    pub failure: FailureMode,
+}
+
+/// What a rule's limits do while the shared store is failing (see
+/// [`FallbackStore`](fallback::FallbackStore)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum FailureMode {
+    /// Admit, and count the decision as degraded (fail open).
+    #[default]
+    Open,
+    /// Deny with [`Outcome::Unavailable`](crate::Outcome::Unavailable), which is not a
+    /// rate-limit denial (fail closed).
+    Closed,
+    /// Enforce a local, in-memory share of the limit: the limit divided by the expected number
+    /// of instances.
+    Local,
+}
+
+impl FailureMode {
+    /// The name used in configuration: `open`, `closed` or `local`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FailureMode::Open => "open",
+            FailureMode::Closed => "closed",
+            FailureMode::Local => "local",
+        }
+    }
+}
+
+impl std::str::FromStr for FailureMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "open" => Ok(FailureMode::Open),
+            "closed" => Ok(FailureMode::Closed),
+            "local" => Ok(FailureMode::Local),
+            other => Err(format!(
+                "{other:?} is not a failure mode (open, closed, local)"
+            )),
+        }
+    }
+}
+
+/// Where a decision was applied, handed back with its settlements so that they reach the same
+/// place (a fallback store settles locally what it spent locally). Stores without a fallback
+/// use [`Route::PRIMARY`] only.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Route(pub u8);
+
+impl Route {
+    /// The store itself.
+    pub const PRIMARY: Route = Route(0);
 }
 
 /// Whether a decision spends.
@@ -49,6 +103,23 @@ pub struct StoreOutcome {
     pub spent: bool,
     /// The store could not track a new bucket because it is at its cap.
     pub store_full: bool,
+    /// Where the decision was applied.
+    pub route: Route,
+    /// Set when the decision was made without the shared store, and how.
+    pub degraded: Option<Degraded>,
+}
+
+/// How a degraded decision was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Degraded {
+    /// The shared store failed or its breaker is open; the rules' failure modes decided.
+    /// `unavailable` is set when a `closed` rule denied for that reason.
+    FailureModes {
+        /// A `closed` rule applied: the call is denied as unavailable.
+        unavailable: bool,
+    },
+    /// A denial remembered from the shared store answered without asking it again.
+    CachedDenial,
 }
 
 /// An adjustment to an earlier decision.
@@ -117,16 +188,22 @@ pub trait Store: Send + Sync + 'static {
         request_id: Option<&str>,
     ) -> impl Future<Output = Result<StoreOutcome, StoreError>> + Send;
 
-    /// Applies settlements. Returns how many releases and renewals found their lease.
+    /// Applies settlements of decisions applied at `route`. Returns how many releases and
+    /// renewals found their lease.
     fn settle(
         &self,
         items: &[Settlement<Self::Key>],
+        route: Route,
     ) -> impl Future<Output = Result<usize, StoreError>> + Send;
 
     /// Applies settlements without waiting, if this store can (used when a permit is dropped
     /// outside an async context). `None` means the store cannot.
-    fn settle_now(&self, items: &[Settlement<Self::Key>]) -> Option<Result<usize, StoreError>> {
-        let _ = items;
+    fn settle_now(
+        &self,
+        items: &[Settlement<Self::Key>],
+        route: Route,
+    ) -> Option<Result<usize, StoreError>> {
+        let _ = (items, route);
         None
     }
 

@@ -20,7 +20,8 @@ pub(super) fn push_escaped(out: &mut String, value: &str) {
         return;
     }
     for b in value.bytes() {
-        let plain = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b'=' | b'@' | b'+');
+        let plain = b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'.' | b'/' | b'=' | b'@' | b'+');
         if plain {
             out.push(char::from(b));
         } else {
@@ -105,7 +106,10 @@ mod tests {
     #[test]
     fn slots_follow_redis() {
         // Known values from the Redis cluster specification's CRC16 test vector.
-        assert_eq!(crc16::State::<crc16::XMODEM>::calculate(b"123456789"), 0x31C3);
+        assert_eq!(
+            crc16::State::<crc16::XMODEM>::calculate(b"123456789"),
+            0x31C3
+        );
         assert_eq!(slot_of("_"), slot_of("_"));
         assert!(slot_of("tenant-1") < 16_384);
     }

@@ -27,7 +27,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{RedisError, Value};
 use tollgate_core::{Algorithm, Clock, LeaseId, Limit, Timestamp, Usage, Verdict, Window};
 
-use super::{Mode, Op, Settlement, Store, StoreOutcome};
+use super::{Mode, Op, Route, Settlement, Store, StoreOutcome};
 use crate::error::StoreError;
 use crate::key::BucketName;
 pub use keys::MAX_VALUE_BYTES;
@@ -100,7 +100,8 @@ impl RedisKey {
 
 /// The Redis store. See the [module docs](self).
 pub struct RedisStore {
-    conn: Conn,
+    /// Empty until the first connection succeeds (see [`RedisStore::connect_lazy`]).
+    conn: Arc<arc_swap::ArcSwapOption<Conn>>,
     cluster: bool,
     config: RedisConfig,
     time: Option<Arc<dyn Clock>>,
@@ -194,7 +195,7 @@ impl RedisStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("{target}: {e}")))?;
         Ok(RedisStore {
-            conn: Conn::Single(conn),
+            conn: Arc::new(arc_swap::ArcSwapOption::from_pointee(Conn::Single(conn))),
             cluster: false,
             config,
             time: None,
@@ -207,8 +208,15 @@ impl RedisStore {
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] if no seed node can be reached.
-    pub async fn connect_cluster(nodes: &[String], config: RedisConfig) -> Result<Self, StoreError> {
-        let target = nodes.iter().map(|n| redact(n)).collect::<Vec<_>>().join(",");
+    pub async fn connect_cluster(
+        nodes: &[String],
+        config: RedisConfig,
+    ) -> Result<Self, StoreError> {
+        let target = nodes
+            .iter()
+            .map(|n| redact(n))
+            .collect::<Vec<_>>()
+            .join(",");
         let mut builder = ClusterClient::builder(nodes.iter().map(String::as_str))
             .connection_timeout(config.connect_timeout)
             .response_timeout(config.response_timeout);
@@ -223,13 +231,79 @@ impl RedisStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("{target}: {e}")))?;
         Ok(RedisStore {
-            conn: Conn::Cluster(conn),
+            conn: Arc::new(arc_swap::ArcSwapOption::from_pointee(Conn::Cluster(conn))),
             cluster: true,
             config,
             time: None,
             nodes: nodes.to_vec(),
             target,
         })
+    }
+
+    /// A store that connects in the background: it answers at once, failing every call with
+    /// [`StoreError::Unavailable`] until Redis (or, with `cluster`, a seed node of the cluster)
+    /// answers, retrying with backoff. So a service starts while Redis is down, and a
+    /// [`FallbackStore`](super::fallback::FallbackStore) in front of it serves the rules' failure
+    /// modes until then. Needs a tokio runtime.
+    pub fn connect_lazy(nodes: &[String], cluster: bool, config: RedisConfig) -> Self {
+        let target = nodes
+            .iter()
+            .map(|n| redact(n))
+            .collect::<Vec<_>>()
+            .join(",");
+        let conn = Arc::new(arc_swap::ArcSwapOption::empty());
+        let slot = Arc::clone(&conn);
+        let (seeds, cfg) = (nodes.to_vec(), config.clone());
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                let attempt = if cluster {
+                    RedisStore::connect_cluster(&seeds, cfg.clone()).await
+                } else {
+                    match seeds.first() {
+                        Some(url) => RedisStore::connect_with(url, cfg.clone()).await,
+                        None => return,
+                    }
+                };
+                match attempt {
+                    Ok(store) => {
+                        slot.store(store.conn.load_full());
+                        tracing::info!("tollgate: connected to Redis");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "tollgate: Redis not reachable yet");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                }
+            }
+        });
+        RedisStore {
+            conn,
+            cluster,
+            config,
+            time: None,
+            nodes: nodes.to_vec(),
+            target,
+        }
+    }
+
+    /// Whether a connection has been made.
+    pub fn is_connected(&self) -> bool {
+        self.conn.load().is_some()
+    }
+
+    async fn query(&self, cmd: &redis::Cmd) -> Result<Value, StoreError> {
+        let Some(conn) = self.conn.load_full() else {
+            return Err(StoreError::Unavailable(format!(
+                "{}: not connected yet",
+                self.target
+            )));
+        };
+        conn.query(cmd)
+            .await
+            .map_err(|e| store_error(&e, self.config.response_timeout))
     }
 
     /// Uses `clock` instead of the server's `TIME`. For tests only: instances with different
@@ -252,17 +326,28 @@ impl RedisStore {
     }
 
     /// Runs `script` with EVALSHA, or EVAL if the server does not have it.
-    async fn eval(&self, script: &Script, keys: &[&str], args: &[String]) -> Result<Value, StoreError> {
+    async fn eval(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[String],
+    ) -> Result<Value, StoreError> {
+        let Some(conn) = self.conn.load_full() else {
+            return Err(StoreError::Unavailable(format!(
+                "{}: not connected yet",
+                self.target
+            )));
+        };
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&script.sha).arg(keys.len()).arg(keys).arg(args);
-        match self.conn.query(&cmd).await {
+        match conn.query(&cmd).await {
             Ok(v) => Ok(v),
             Err(e) if e.code() == Some("NOSCRIPT") => {
+                // The script did not run: sending it again cannot spend twice.
                 metrics::counter!("tollgate_redis_script_loads_total").increment(1);
                 let mut cmd = redis::cmd("EVAL");
                 cmd.arg(&script.source).arg(keys.len()).arg(keys).arg(args);
-                self.conn
-                    .query(&cmd)
+                conn.query(&cmd)
                     .await
                     .map_err(|e| store_error(&e, self.config.response_timeout))
             }
@@ -301,7 +386,13 @@ impl RedisStore {
         args.push(lease.to_string());
         args.push(self.now_arg());
         args.push(request.unwrap_or_default().to_owned());
-        args.push(self.config.idempotency_window.as_millis().max(1).to_string());
+        args.push(
+            self.config
+                .idempotency_window
+                .as_millis()
+                .max(1)
+                .to_string(),
+        );
         args.push(ops.len().to_string());
         for op in ops {
             let (alg, p) = params(&op.limit)?;
@@ -351,9 +442,26 @@ impl RedisStore {
         args.push(rolled_back.map(|(_, id)| id.to_owned()).unwrap_or_default());
         for item in items {
             let (kind, limit, at, value) = match item {
-                Settlement::Refund { limit, spent_at, cost, .. } => ("refund", limit, spent_at.as_micros(), cost.to_string()),
-                Settlement::Charge { limit, spent_at, cost, .. } => ("charge", limit, spent_at.as_micros(), cost.min(&EXACT_U64).to_string()),
-                Settlement::Release { limit, lease, .. } => ("release", limit, 0, lease.to_string()),
+                Settlement::Refund {
+                    limit,
+                    spent_at,
+                    cost,
+                    ..
+                } => ("refund", limit, spent_at.as_micros(), cost.to_string()),
+                Settlement::Charge {
+                    limit,
+                    spent_at,
+                    cost,
+                    ..
+                } => (
+                    "charge",
+                    limit,
+                    spent_at.as_micros(),
+                    cost.min(&EXACT_U64).to_string(),
+                ),
+                Settlement::Release { limit, lease, .. } => {
+                    ("release", limit, 0, lease.to_string())
+                }
                 Settlement::Renew { limit, lease, .. } => ("renew", limit, 0, lease.to_string()),
             };
             let (alg, p) = params(limit)?;
@@ -366,7 +474,9 @@ impl RedisStore {
         let v = self.eval(&scripts::SETTLE, &keys, &args).await?;
         match v {
             Value::Int(n) => Ok(usize::try_from(n).unwrap_or(0)),
-            other => Err(StoreError::Protocol(format!("settle.lua answered {other:?}"))),
+            other => Err(StoreError::Protocol(format!(
+                "settle.lua answered {other:?}"
+            ))),
         }
     }
 
@@ -382,9 +492,18 @@ impl RedisStore {
             .iter()
             .filter_map(|op| {
                 if op.limit.algorithm() == Algorithm::Concurrency {
-                    (op.cost > 0).then(|| Settlement::Release { key: op.key.clone(), limit: op.limit, lease })
+                    (op.cost > 0).then(|| Settlement::Release {
+                        key: op.key.clone(),
+                        limit: op.limit,
+                        lease,
+                    })
                 } else {
-                    (op.cost > 0).then(|| Settlement::Refund { key: op.key.clone(), limit: op.limit, spent_at: at, cost: op.cost })
+                    (op.cost > 0).then(|| Settlement::Refund {
+                        key: op.key.clone(),
+                        limit: op.limit,
+                        spent_at: at,
+                        cost: op.cost,
+                    })
                 }
             })
             .collect();
@@ -392,8 +511,12 @@ impl RedisStore {
             return Ok(());
         }
         let refs: Vec<&Settlement<RedisKey>> = items.iter().collect();
-        let tag = ops.first().map(|o| o.key.tag.clone()).unwrap_or_else(|| Arc::from("_"));
-        self.settle_group(&refs, request.map(|id| (&*tag, id))).await?;
+        let tag = ops
+            .first()
+            .map(|o| o.key.tag.clone())
+            .unwrap_or_else(|| Arc::from("_"));
+        self.settle_group(&refs, request.map(|id| (&*tag, id)))
+            .await?;
         metrics::counter!("tollgate_redis_rollbacks_total").increment(1);
         Ok(())
     }
@@ -404,10 +527,8 @@ impl RedisStore {
             return Ok(self.nodes.clone());
         }
         let v = self
-            .conn
             .query(&redis::cmd("CLUSTER").arg("SLOTS").to_owned())
-            .await
-            .map_err(|e| store_error(&e, self.config.response_timeout))?;
+            .await?;
         let mut out = Vec::new();
         if let Value::Array(ranges) = v {
             for r in ranges {
@@ -459,10 +580,14 @@ fn ints(v: Value) -> Result<Vec<i64>, StoreError> {
             .into_iter()
             .map(|i| match i {
                 Value::Int(n) => Ok(n),
-                other => Err(StoreError::Protocol(format!("expected integers, got {other:?}"))),
+                other => Err(StoreError::Protocol(format!(
+                    "expected integers, got {other:?}"
+                ))),
             })
             .collect(),
-        other => Err(StoreError::Protocol(format!("expected an array, got {other:?}"))),
+        other => Err(StoreError::Protocol(format!(
+            "expected an array, got {other:?}"
+        ))),
     }
 }
 
@@ -489,13 +614,19 @@ fn params(limit: &Limit) -> Result<(u8, [i64; 3]), StoreError> {
     match limit.algorithm() {
         Algorithm::Gcra => {
             let g = limit.gcra();
-            if g.tolerance.saturating_add(u128::from(g.step)) >= EXACT || u128::from(g.scale) >= EXACT {
+            if g.tolerance.saturating_add(u128::from(g.step)) >= EXACT
+                || u128::from(g.scale) >= EXACT
+            {
                 return Err(too_big("burst x window"));
             }
             Ok((1, [i(g.scale)?, i(g.step)?, i(limit.burst())?]))
         }
         Algorithm::SlidingWindow => {
-            if u128::from(a).saturating_mul(u128::from(w)).saturating_mul(2) >= EXACT {
+            if u128::from(a)
+                .saturating_mul(u128::from(w))
+                .saturating_mul(2)
+                >= EXACT
+            {
                 return Err(too_big("amount x window"));
             }
             Ok((2, [i(w)?, i(a)?, 0]))
@@ -507,7 +638,11 @@ fn params(limit: &Limit) -> Result<(u8, [i64; 3]), StoreError> {
             Ok((3, [i(w)?, i(a)?, 0]))
         }
         Algorithm::FixedWindow => {
-            let wp = if limit.window() == Window::Month { 0 } else { w };
+            let wp = if limit.window() == Window::Month {
+                0
+            } else {
+                w
+            };
             if u128::from(a) >= EXACT {
                 return Err(too_big("amount"));
             }
@@ -592,17 +727,27 @@ impl Store for RedisStore {
         }
         Ok(StoreOutcome {
             now: now.unwrap_or(Timestamp::EPOCH),
-            verdicts: verdicts.into_iter().map(Option::unwrap_or_default_verdict).collect(),
+            verdicts: verdicts
+                .into_iter()
+                .map(Option::unwrap_or_default_verdict)
+                .collect(),
             spent: all && mode == Mode::Spend && !spent_groups.is_empty(),
             store_full: false,
+            route: Route::PRIMARY,
+            degraded: None,
         })
     }
 
-    async fn settle(&self, items: &[Settlement<RedisKey>]) -> Result<usize, StoreError> {
+    async fn settle(
+        &self,
+        items: &[Settlement<RedisKey>],
+        _route: Route,
+    ) -> Result<usize, StoreError> {
         let groups = self.groups(items.iter().map(settlement_key));
         let mut found = 0usize;
         for (_, idx) in groups {
-            let group: Vec<&Settlement<RedisKey>> = idx.iter().filter_map(|&i| items.get(i)).collect();
+            let group: Vec<&Settlement<RedisKey>> =
+                idx.iter().filter_map(|&i| items.get(i)).collect();
             found = found.saturating_add(self.settle_group(&group, None).await?);
         }
         Ok(found)
@@ -613,7 +758,11 @@ impl Store for RedisStore {
         let mut out: Vec<Usage> = vec![Usage::default(); ops.len()];
         let mut now = None;
         for (_, idx) in groups {
-            let keys: Vec<&str> = idx.iter().filter_map(|&i| ops.get(i)).map(|o| o.key.as_str()).collect();
+            let keys: Vec<&str> = idx
+                .iter()
+                .filter_map(|&i| ops.get(i))
+                .map(|o| o.key.as_str())
+                .collect();
             let mut args = vec![self.now_arg(), idx.len().to_string()];
             for &i in &idx {
                 let Some(op) = ops.get(i) else { continue };
@@ -623,7 +772,10 @@ impl Store for RedisStore {
             }
             let reply = ints(self.eval(&scripts::USAGE, &keys, &args).await?)?;
             now.get_or_insert(Timestamp::from_micros(nonneg(reply.first())?));
-            for (&i, c) in idx.iter().zip(reply.get(1..).unwrap_or_default().chunks_exact(4)) {
+            for (&i, c) in idx
+                .iter()
+                .zip(reply.get(1..).unwrap_or_default().chunks_exact(4))
+            {
                 if let Some(u) = out.get_mut(i) {
                     *u = Usage {
                         used: as_u64(c[0]),
@@ -645,10 +797,7 @@ impl Store for RedisStore {
                     cmd.arg(k.as_str());
                 }
             }
-            self.conn
-                .query(&cmd)
-                .await
-                .map_err(|e| store_error(&e, self.config.response_timeout))?;
+            self.query(&cmd).await?;
         }
         Ok(())
     }
@@ -716,7 +865,10 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact("redis://user:secret@h:6379/0"), "redis://user:***@h:6379/0");
+        assert_eq!(
+            redact("redis://user:secret@h:6379/0"),
+            "redis://user:***@h:6379/0"
+        );
         assert_eq!(redact("rediss://:secret@h:6380"), "rediss://:***@h:6380");
         assert_eq!(redact("redis://h:6379"), "redis://h:6379");
     }

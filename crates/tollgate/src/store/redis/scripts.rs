@@ -17,8 +17,11 @@ impl Script {
 }
 
 /// `decide.lua`.
-pub(super) static DECIDE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/decide.lua")));
+pub(super) static DECIDE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/decide.lua")));
 /// `settle.lua`.
-pub(super) static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/settle.lua")));
+pub(super) static SETTLE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/settle.lua")));
 /// `usage.lua`.
-pub(super) static USAGE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/usage.lua")));
+pub(super) static USAGE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/usage.lua")));

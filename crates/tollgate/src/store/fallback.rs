@@ -1,0 +1,719 @@
+//! The fallback store: a shared store (Redis) behind a deadline and a circuit breaker, so that
+//! the rate limiter never becomes the outage.
+//!
+//! - Every call to the primary has a deadline (default 25 ms). A call that misses it, or fails
+//!   transiently, counts as a failure; a decision never waits longer than the deadline.
+//! - A circuit breaker opens after consecutive failures or a high error rate; while open, no
+//!   decision waits on the primary. After a pause it lets a few probes through (half-open) and
+//!   closes again when they succeed.
+//! - While the primary is failing, each rule follows its [`FailureMode`]: `open` admits,
+//!   `closed` denies as [`Outcome::Unavailable`](crate::Outcome::Unavailable), `local` enforces
+//!   an in-memory share of the limit (the limit divided by the expected number of instances).
+//!   Such decisions say so ([`Decision::is_degraded`](crate::Decision::is_degraded)) and are
+//!   counted. Nothing spent locally is replayed to the primary, so nothing is counted twice;
+//!   when the primary returns, buckets resume from its state.
+//! - A local denial cache: once the primary denies a request until `T`, the same request is
+//!   denied locally until `T` without a round trip. The cached time starts when the request
+//!   was sent, so the cache expires no later than the primary's own answer would change. A
+//!   request whose costs are at least the cached ones is denied the same way (its
+//!   `retry_after` is then a lower bound). Concurrency denials are not cached: a slot can be
+//!   released at any moment.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use smallvec::SmallVec;
+use tokio::time::Instant;
+use tollgate_core::{Algorithm, Clock, LeaseId, Limit, SystemClock, Timestamp, Usage, Verdict};
+
+use super::memory::{MemoryKey, MemoryStore};
+use super::{Degraded, FailureMode, Mode, Op, Route, Settlement, Store, StoreOutcome};
+use crate::error::StoreError;
+use crate::key::BucketName;
+
+/// Decisions applied to the local share are settled there.
+pub const LOCAL: Route = Route(1);
+
+/// Settings of a [`FallbackStore`].
+#[derive(Clone, Debug)]
+pub struct FallbackConfig {
+    /// The longest a call to the primary may take (default 25 ms).
+    pub deadline: Duration,
+    /// Consecutive failures that open the breaker (default 5).
+    pub consecutive_failures: u32,
+    /// The failure rate over the last `rate_window` calls that opens the breaker (default 0.5).
+    pub failure_rate: f64,
+    /// How many recent calls the failure rate is computed over (default 100, at least 20 of
+    /// which must have been made).
+    pub rate_window: usize,
+    /// How long the breaker stays open before probing (default 1 s).
+    pub open_for: Duration,
+    /// Successful probes that close the breaker again (default 3).
+    pub probes: u32,
+    /// How many instances share the limits: a `local` rule enforces `1 / expected_instances`
+    /// of each limit while degraded (default 1).
+    pub expected_instances: u32,
+    /// Whether to remember the primary's denials (default true).
+    pub denial_cache: bool,
+    /// The most denials remembered (default 100,000).
+    pub denial_cache_capacity: usize,
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        FallbackConfig {
+            deadline: Duration::from_millis(25),
+            consecutive_failures: 5,
+            failure_rate: 0.5,
+            rate_window: 100,
+            open_for: Duration::from_secs(1),
+            probes: 3,
+            expected_instances: 1,
+            denial_cache: true,
+            denial_cache_capacity: 100_000,
+        }
+    }
+}
+
+/// The breaker's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Calls go to the primary.
+    Closed,
+    /// Calls do not go to the primary until the pause is over.
+    Open,
+    /// A few probe calls go to the primary.
+    HalfOpen,
+}
+
+impl BreakerState {
+    /// 0 closed, 1 half-open, 2 open (the `tollgate_breaker_state` gauge).
+    pub fn gauge(self) -> f64 {
+        match self {
+            BreakerState::Closed => 0.0,
+            BreakerState::HalfOpen => 1.0,
+            BreakerState::Open => 2.0,
+        }
+    }
+}
+
+enum Gate {
+    Call,
+    Probe,
+    Refuse,
+}
+
+struct BreakerInner {
+    state: BreakerState,
+    consecutive: u32,
+    recent: VecDeque<bool>,
+    recent_failures: usize,
+    open_until: Instant,
+    probes_in_flight: u32,
+    probe_successes: u32,
+    opened: u64,
+}
+
+/// Opens after failures, probes after a pause, closes after successful probes.
+struct Breaker {
+    config: FallbackConfig,
+    inner: Mutex<BreakerInner>,
+}
+
+impl Breaker {
+    fn new(config: FallbackConfig) -> Self {
+        Breaker {
+            config,
+            inner: Mutex::new(BreakerInner {
+                state: BreakerState::Closed,
+                consecutive: 0,
+                recent: VecDeque::new(),
+                recent_failures: 0,
+                open_until: Instant::now(),
+                probes_in_flight: 0,
+                probe_successes: 0,
+                opened: 0,
+            }),
+        }
+    }
+
+    fn set(inner: &mut BreakerInner, state: BreakerState) {
+        if inner.state != state {
+            inner.state = state;
+            metrics::gauge!("tollgate_breaker_state").set(state.gauge());
+            tracing::info!(?state, "tollgate: store circuit breaker");
+        }
+    }
+
+    fn gate(&self, now: Instant) -> Gate {
+        let mut b = self.inner.lock();
+        match b.state {
+            BreakerState::Closed => Gate::Call,
+            BreakerState::Open if now < b.open_until => Gate::Refuse,
+            BreakerState::Open | BreakerState::HalfOpen => {
+                if b.state == BreakerState::Open {
+                    Self::set(&mut b, BreakerState::HalfOpen);
+                    b.probes_in_flight = 0;
+                    b.probe_successes = 0;
+                }
+                if b.probes_in_flight < self.config.probes.max(1) {
+                    b.probes_in_flight = b.probes_in_flight.saturating_add(1);
+                    Gate::Probe
+                } else {
+                    Gate::Refuse
+                }
+            }
+        }
+    }
+
+    fn record(&self, gate: &Gate, ok: bool, now: Instant) {
+        let mut b = self.inner.lock();
+        if matches!(gate, Gate::Probe) {
+            b.probes_in_flight = b.probes_in_flight.saturating_sub(1);
+            if b.state != BreakerState::HalfOpen {
+                return;
+            }
+            if ok {
+                b.probe_successes = b.probe_successes.saturating_add(1);
+                if b.probe_successes >= self.config.probes.max(1) {
+                    b.consecutive = 0;
+                    b.recent.clear();
+                    b.recent_failures = 0;
+                    Self::set(&mut b, BreakerState::Closed);
+                }
+            } else {
+                self.open(&mut b, now);
+            }
+            return;
+        }
+        if b.state != BreakerState::Closed {
+            return;
+        }
+        b.consecutive = if ok {
+            0
+        } else {
+            b.consecutive.saturating_add(1)
+        };
+        b.recent.push_back(ok);
+        if !ok {
+            b.recent_failures = b.recent_failures.saturating_add(1);
+        }
+        while b.recent.len() > self.config.rate_window.max(1) {
+            if b.recent.pop_front() == Some(false) {
+                b.recent_failures = b.recent_failures.saturating_sub(1);
+            }
+        }
+        let rate_tripped = b.recent.len() >= 20
+            && (b.recent_failures as f64) >= self.config.failure_rate * b.recent.len() as f64;
+        if b.consecutive >= self.config.consecutive_failures.max(1) || rate_tripped {
+            self.open(&mut b, now);
+        }
+    }
+
+    fn open(&self, b: &mut BreakerInner, now: Instant) {
+        b.open_until = now + self.config.open_for;
+        b.opened = b.opened.saturating_add(1);
+        Self::set(b, BreakerState::Open);
+    }
+
+    fn state(&self) -> BreakerState {
+        self.inner.lock().state
+    }
+}
+
+/// A remembered denial of one request by the primary.
+struct Remembered<K> {
+    /// The request's buckets and costs, in order.
+    ops: SmallVec<[(K, u64); 3]>,
+    verdicts: SmallVec<[Verdict; 3]>,
+    /// When the request was sent, and when the denial lapses.
+    sent: Instant,
+    until: Instant,
+    at: Timestamp,
+}
+
+/// Denials by the bucket that denied them.
+struct DenialCache<K> {
+    map: Mutex<HashMap<K, Arc<Remembered<K>>>>,
+    capacity: usize,
+}
+
+impl<K: Clone + Eq + std::hash::Hash> DenialCache<K> {
+    fn lookup(&self, ops: &[Op<K>], now: Instant) -> Option<StoreOutcome> {
+        let map = self.map.lock();
+        let hit = ops.iter().find_map(|op| map.get(&op.key))?.clone();
+        drop(map);
+        if now >= hit.until || hit.ops.len() != ops.len() {
+            return None;
+        }
+        let same = hit
+            .ops
+            .iter()
+            .zip(ops)
+            .all(|((k, c), op)| *k == op.key && op.cost >= *c);
+        if !same {
+            return None;
+        }
+        let elapsed =
+            u64::try_from(now.saturating_duration_since(hit.sent).as_micros()).unwrap_or(u64::MAX);
+        let verdicts = hit
+            .verdicts
+            .iter()
+            .map(|v| Verdict {
+                retry_after_us: v.retry_after_us.saturating_sub(elapsed),
+                reset_after_us: v.reset_after_us.saturating_sub(elapsed),
+                ..*v
+            })
+            .collect();
+        Some(StoreOutcome {
+            now: hit.at.saturating_add(Duration::from_micros(elapsed)),
+            verdicts,
+            spent: false,
+            store_full: false,
+            route: Route::PRIMARY,
+            degraded: Some(Degraded::CachedDenial),
+        })
+    }
+
+    fn remember(&self, ops: &[Op<K>], outcome: &StoreOutcome, sent: Instant) {
+        // Only exact denials: rate denials, not concurrency (a slot frees at any moment), not a
+        // cost that never fits (it is answered at once anyway).
+        let denying: Vec<(usize, &Verdict)> = outcome
+            .verdicts
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| !v.admitted)
+            .collect();
+        if denying.is_empty()
+            || denying.iter().any(|(i, v)| {
+                v.never_fits
+                    || ops
+                        .get(*i)
+                        .is_none_or(|op| op.limit.algorithm() == Algorithm::Concurrency)
+            })
+        {
+            return;
+        }
+        let Some(longest) = denying.iter().map(|(_, v)| v.retry_after_us).max() else {
+            return;
+        };
+        let Some((first, _)) = denying.first() else {
+            return;
+        };
+        let Some(key) = ops.get(*first).map(|op| op.key.clone()) else {
+            return;
+        };
+        let entry = Arc::new(Remembered {
+            ops: ops.iter().map(|op| (op.key.clone(), op.cost)).collect(),
+            verdicts: outcome.verdicts.clone(),
+            sent,
+            until: sent + Duration::from_micros(longest),
+            at: outcome.now,
+        });
+        let mut map = self.map.lock();
+        if map.len() >= self.capacity {
+            let now = Instant::now();
+            map.retain(|_, e| e.until > now);
+            if map.len() >= self.capacity {
+                return;
+            }
+        }
+        map.insert(key, entry);
+    }
+
+    fn forget(&self, keys: impl Iterator<Item = K>) {
+        let mut map = self.map.lock();
+        for k in keys {
+            map.remove(&k);
+        }
+    }
+}
+
+/// A bucket's key in the primary and in the local share.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FallbackKey<K> {
+    /// The primary's key.
+    pub primary: K,
+    /// The local share's key.
+    pub local: MemoryKey,
+}
+
+/// Counts of what the fallback store did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FallbackStats {
+    /// Decisions made by the rules' failure modes.
+    pub degraded: u64,
+    /// Denials answered from the cache: calls the primary was spared.
+    pub cached_denials: u64,
+    /// Calls to the primary that failed or missed the deadline.
+    pub primary_failures: u64,
+    /// How often the breaker opened.
+    pub breaker_opened: u64,
+}
+
+/// See the [module docs](self).
+pub struct FallbackStore<P: Store> {
+    primary: P,
+    local: MemoryStore,
+    config: FallbackConfig,
+    breaker: Breaker,
+    cache: DenialCache<P::Key>,
+    degraded: AtomicU64,
+    cached: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl<P: Store + std::fmt::Debug> std::fmt::Debug for FallbackStore<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FallbackStore")
+            .field("primary", &self.primary)
+            .field("config", &self.config)
+            .field("breaker", &self.breaker.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Store> FallbackStore<P> {
+    /// Wraps `primary` with the default settings and a system clock for the local share.
+    pub fn new(primary: P) -> Self {
+        Self::with_config(primary, FallbackConfig::default(), SystemClock::new())
+    }
+
+    /// Wraps `primary`; the local share reads `local_clock`.
+    pub fn with_config(
+        primary: P,
+        config: FallbackConfig,
+        local_clock: impl Clock + 'static,
+    ) -> Self {
+        metrics::gauge!("tollgate_breaker_state").set(BreakerState::Closed.gauge());
+        FallbackStore {
+            primary,
+            local: MemoryStore::with_clock(local_clock),
+            cache: DenialCache {
+                map: Mutex::new(HashMap::new()),
+                capacity: config.denial_cache_capacity,
+            },
+            breaker: Breaker::new(config.clone()),
+            config,
+            degraded: AtomicU64::new(0),
+            cached: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    /// The primary store.
+    pub fn primary(&self) -> &P {
+        &self.primary
+    }
+
+    /// The breaker's state now.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker.state()
+    }
+
+    /// What the store has done so far.
+    pub fn stats(&self) -> FallbackStats {
+        FallbackStats {
+            degraded: self.degraded.load(Ordering::Relaxed),
+            cached_denials: self.cached.load(Ordering::Relaxed),
+            primary_failures: self.failures.load(Ordering::Relaxed),
+            breaker_opened: self.breaker.inner.lock().opened,
+        }
+    }
+
+    /// A limit's local share: amount and burst divided by the expected instances (at least 1).
+    fn share(&self, limit: &Limit) -> Limit {
+        let n = u64::from(self.config.expected_instances.max(1));
+        if n == 1 {
+            return *limit;
+        }
+        let mut spec = limit.spec();
+        spec.amount = spec.amount.div_ceil(n).max(1);
+        spec.burst = spec.burst.map(|b| b.div_ceil(n).max(1));
+        spec.build().unwrap_or(*limit)
+    }
+
+    fn local_ops(&self, ops: &[Op<FallbackKey<P::Key>>]) -> Vec<Op<MemoryKey>> {
+        ops.iter()
+            .map(|op| Op {
+                key: op.key.local,
+                limit: self.share(&op.limit),
+                cost: op.cost,
+                failure: op.failure,
+            })
+            .collect()
+    }
+
+    fn primary_ops(ops: &[Op<FallbackKey<P::Key>>]) -> Vec<Op<P::Key>> {
+        ops.iter()
+            .map(|op| Op {
+                key: op.key.primary.clone(),
+                limit: op.limit,
+                cost: op.cost,
+                failure: op.failure,
+            })
+            .collect()
+    }
+
+    /// Runs `call` against the primary within the deadline, through the breaker.
+    async fn guarded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let gate = self.breaker.gate(Instant::now());
+        if matches!(gate, Gate::Refuse) {
+            return Err(StoreError::Unavailable("circuit breaker open".into()));
+        }
+        let result = match tokio::time::timeout(self.config.deadline, call).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout(self.config.deadline)),
+        };
+        let ok = match &result {
+            Ok(_) => true,
+            Err(e) => !e.is_transient(),
+        };
+        if !ok {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("tollgate_store_errors_total").increment(1);
+        }
+        self.breaker.record(&gate, ok, Instant::now());
+        result
+    }
+
+    /// The decision the rules' failure modes make without the primary.
+    fn degrade(&self, ops: &[Op<FallbackKey<P::Key>>], mode: Mode, lease: LeaseId) -> StoreOutcome {
+        self.degraded.fetch_add(1, Ordering::Relaxed);
+        let unavailable = ops.iter().any(|op| op.failure == FailureMode::Closed);
+        let reason = if unavailable {
+            "closed"
+        } else {
+            "open_or_local"
+        };
+        metrics::counter!("tollgate_degraded_decisions_total", "mode" => reason).increment(1);
+        let locals: Vec<usize> = (0..ops.len())
+            .filter(|&i| {
+                ops.get(i)
+                    .is_some_and(|op| op.failure == FailureMode::Local)
+            })
+            .collect();
+        let all_local = self.local_ops(ops);
+        let local_ops: Vec<Op<MemoryKey>> = locals
+            .iter()
+            .filter_map(|&i| all_local.get(i).cloned())
+            .collect();
+        let local_mode = if unavailable { Mode::Peek } else { mode };
+        let local =
+            (!local_ops.is_empty()).then(|| self.local.decide_now(&local_ops, local_mode, lease));
+        let now = local
+            .as_ref()
+            .map_or_else(|| self.local.clock().now(), |o| o.now);
+        let mut verdicts: SmallVec<[Verdict; 3]> = ops
+            .iter()
+            .map(|op| {
+                let capacity = op.limit.capacity();
+                Verdict {
+                    admitted: op.failure == FailureMode::Open,
+                    never_fits: false,
+                    capacity,
+                    remaining: capacity,
+                    reset_after_us: 0,
+                    retry_after_us: 0,
+                }
+            })
+            .collect();
+        if let Some(o) = &local {
+            for (&i, v) in locals.iter().zip(&o.verdicts) {
+                if let Some(slot) = verdicts.get_mut(i) {
+                    *slot = *v;
+                }
+            }
+        }
+        let admitted = !unavailable && verdicts.iter().all(|v| v.admitted);
+        StoreOutcome {
+            now,
+            verdicts,
+            spent: admitted && mode == Mode::Spend,
+            store_full: local.as_ref().is_some_and(|o| o.store_full),
+            route: LOCAL,
+            degraded: Some(Degraded::FailureModes { unavailable }),
+        }
+    }
+
+    fn local_settlements(
+        &self,
+        items: &[Settlement<FallbackKey<P::Key>>],
+    ) -> Vec<Settlement<MemoryKey>> {
+        items
+            .iter()
+            .map(|s| match s {
+                Settlement::Refund {
+                    key,
+                    limit,
+                    spent_at,
+                    cost,
+                } => Settlement::Refund {
+                    key: key.local,
+                    limit: self.share(limit),
+                    spent_at: *spent_at,
+                    cost: *cost,
+                },
+                Settlement::Charge {
+                    key,
+                    limit,
+                    spent_at,
+                    cost,
+                } => Settlement::Charge {
+                    key: key.local,
+                    limit: self.share(limit),
+                    spent_at: *spent_at,
+                    cost: *cost,
+                },
+                Settlement::Release { key, limit, lease } => Settlement::Release {
+                    key: key.local,
+                    limit: self.share(limit),
+                    lease: *lease,
+                },
+                Settlement::Renew { key, limit, lease } => Settlement::Renew {
+                    key: key.local,
+                    limit: self.share(limit),
+                    lease: *lease,
+                },
+            })
+            .collect()
+    }
+
+    fn primary_settlements(items: &[Settlement<FallbackKey<P::Key>>]) -> Vec<Settlement<P::Key>> {
+        items
+            .iter()
+            .map(|s| match s {
+                Settlement::Refund {
+                    key,
+                    limit,
+                    spent_at,
+                    cost,
+                } => Settlement::Refund {
+                    key: key.primary.clone(),
+                    limit: *limit,
+                    spent_at: *spent_at,
+                    cost: *cost,
+                },
+                Settlement::Charge {
+                    key,
+                    limit,
+                    spent_at,
+                    cost,
+                } => Settlement::Charge {
+                    key: key.primary.clone(),
+                    limit: *limit,
+                    spent_at: *spent_at,
+                    cost: *cost,
+                },
+                Settlement::Release { key, limit, lease } => Settlement::Release {
+                    key: key.primary.clone(),
+                    limit: *limit,
+                    lease: *lease,
+                },
+                Settlement::Renew { key, limit, lease } => Settlement::Renew {
+                    key: key.primary.clone(),
+                    limit: *limit,
+                    lease: *lease,
+                },
+            })
+            .collect()
+    }
+}
+
+impl<P: Store> Store for FallbackStore<P> {
+    type Key = FallbackKey<P::Key>;
+
+    fn bucket_key(&self, name: &BucketName<'_>) -> Self::Key {
+        FallbackKey {
+            primary: self.primary.bucket_key(name),
+            local: self.local.bucket_key(name),
+        }
+    }
+
+    async fn decide(
+        &self,
+        ops: &[Op<Self::Key>],
+        mode: Mode,
+        lease: LeaseId,
+        request_id: Option<&str>,
+    ) -> Result<StoreOutcome, StoreError> {
+        let primary_ops = Self::primary_ops(ops);
+        let sent = Instant::now();
+        if self.config.denial_cache {
+            if let Some(hit) = self.cache.lookup(&primary_ops, sent) {
+                self.cached.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("tollgate_denial_cache_hits_total").increment(1);
+                return Ok(hit);
+            }
+        }
+        match self
+            .guarded(self.primary.decide(&primary_ops, mode, lease, request_id))
+            .await
+        {
+            Ok(outcome) => {
+                if self.config.denial_cache && outcome.verdicts.iter().any(|v| !v.admitted) {
+                    self.cache.remember(&primary_ops, &outcome, sent);
+                }
+                Ok(outcome)
+            }
+            Err(e) if e.is_transient() => Ok(self.degrade(ops, mode, lease)),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn settle(
+        &self,
+        items: &[Settlement<Self::Key>],
+        route: Route,
+    ) -> Result<usize, StoreError> {
+        // Capacity given back may end a remembered denial early.
+        self.cache.forget(items.iter().map(|s| match s {
+            Settlement::Refund { key, .. }
+            | Settlement::Charge { key, .. }
+            | Settlement::Release { key, .. }
+            | Settlement::Renew { key, .. } => key.primary.clone(),
+        }));
+        if route == LOCAL {
+            return Ok(self.local.settle_sync(&self.local_settlements(items)));
+        }
+        let primary = Self::primary_settlements(items);
+        self.guarded(self.primary.settle(&primary, route)).await
+    }
+
+    fn settle_now(
+        &self,
+        items: &[Settlement<Self::Key>],
+        route: Route,
+    ) -> Option<Result<usize, StoreError>> {
+        (route == LOCAL).then(|| Ok(self.local.settle_sync(&self.local_settlements(items))))
+    }
+
+    async fn usage(&self, ops: &[Op<Self::Key>]) -> Result<(Timestamp, Vec<Usage>), StoreError> {
+        let primary_ops = Self::primary_ops(ops);
+        match self.guarded(self.primary.usage(&primary_ops)).await {
+            Ok(u) => Ok(u),
+            Err(e) if e.is_transient() => Ok(self.local.usage_now(&self.local_ops(ops))),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn reset(&self, keys: &[Self::Key]) -> Result<(), StoreError> {
+        self.cache.forget(keys.iter().map(|k| k.primary.clone()));
+        let local: Vec<MemoryKey> = keys.iter().map(|k| k.local).collect();
+        self.local.reset(&local).await?;
+        let primary: Vec<P::Key> = keys.iter().map(|k| k.primary.clone()).collect();
+        self.guarded(self.primary.reset(&primary)).await
+    }
+
+    async fn reset_rule(&self, rule: &'static str, rule_id: u32) -> Result<u64, StoreError> {
+        self.cache.map.lock().clear();
+        self.local.reset_rule(rule, rule_id).await?;
+        self.guarded(self.primary.reset_rule(rule, rule_id)).await
+    }
+}
