@@ -527,3 +527,60 @@ async fn a_cluster_master_fails_over() {
     ));
     println!("{report}");
 }
+
+/// How many EVALSHA/EVAL calls Redis has run.
+fn script_calls(server: &RedisServer) -> u64 {
+    let stats = server.cli(&["INFO", "commandstats"]).unwrap();
+    stats
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_denied_traffic_costs_redis_nothing() {
+    let server = RedisServer::start().unwrap();
+    let redis = RedisStore::connect(&server.url()).await.unwrap();
+    let policy = Policy::builder()
+        .rule(Rule::builder("hourly").per("tenant").limit(LimitSpec::new(
+            LimitKind::Requests,
+            10,
+            Window::HOUR,
+        )))
+        .build()
+        .unwrap();
+    let l = Limiter::with_store(policy, FallbackStore::new(redis));
+    // Load the script first (its first EVALSHA is answered NOSCRIPT and re-sent as EVAL).
+    l.check(&Subject::new().tenant("warm-up"), Cost::ONE)
+        .await
+        .unwrap();
+    let before = script_calls(&server);
+    let mut allowed = 0;
+    for _ in 0..2000 {
+        if l.check(&Subject::new().tenant("flood"), Cost::ONE)
+            .await
+            .unwrap()
+            .is_allowed()
+        {
+            allowed += 1;
+        }
+    }
+    let calls = script_calls(&server) - before;
+    let saved = l.store().stats().cached_denials;
+    assert_eq!(allowed, 10);
+    assert_eq!(
+        calls + saved,
+        2000,
+        "every decision was made by Redis or by the cache"
+    );
+    assert!(calls <= 12, "Redis ran {calls} scripts for 2000 decisions");
+    println!("denial cache: 2000 decisions (10 admitted), {calls} reached Redis, {saved} answered locally");
+}

@@ -299,9 +299,9 @@ impl<S: Store> Limiter<S> {
         };
         let mut decision =
             build_decision(plan, &outcome.verdicts, outcome.store_full, outcome.spent);
-        if let Some(how) = outcome.degraded {
+        if let Some(Degraded::FailureModes { unavailable }) = outcome.degraded {
             decision.degraded = true;
-            if matches!(how, Degraded::FailureModes { unavailable: true }) {
+            if unavailable {
                 decision.outcome = Outcome::Unavailable;
                 decision.denied_by = None;
                 decision.retry_after = Duration::ZERO;
