@@ -423,13 +423,10 @@ async fn starting_while_redis_is_down_works_and_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn permits_taken_while_degraded_are_released_locally() {
-    let port = tollgate_test::free_port().unwrap();
-    let redis = RedisStore::connect_lazy(
-        &[format!("redis://127.0.0.1:{port}/")],
-        false,
-        RedisConfig::default(),
-    );
+async fn permits_taken_while_degraded_are_released_after_the_primary_returns() {
+    let mut server = RedisServer::start().unwrap();
+    server.kill();
+    let redis = RedisStore::connect_lazy(&[server.url()], false, RedisConfig::default());
     let policy = Policy::builder()
         .rule(
             Rule::builder("slots")
@@ -441,6 +438,7 @@ async fn permits_taken_while_degraded_are_released_locally() {
         .unwrap();
     let config = FallbackConfig {
         expected_instances: 2,
+        open_for: Duration::from_millis(50),
         ..FallbackConfig::default()
     };
     let l = Limiter::with_store(
@@ -460,11 +458,45 @@ async fn permits_taken_while_degraded_are_released_locally() {
         l.reserve(&s, Cost::ONE).await.unwrap().granted().is_none(),
         "the local share is 1"
     );
+
+    // Redis returns; the permit taken while degraded is dropped afterwards.
+    server.restart().unwrap();
+    wait_for("the connection", Duration::from_secs(5), || {
+        l.store().primary().is_connected()
+    })
+    .await;
+    let began = Instant::now();
+    loop {
+        let r = l.reserve(&s, Cost::ONE).await.unwrap();
+        if !r.decision().is_degraded() {
+            assert!(
+                r.decision().is_allowed(),
+                "Redis holds none of the local slots"
+            );
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "not back on Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(p);
-    assert!(
-        l.reserve(&s, Cost::ONE).await.unwrap().granted().is_some(),
-        "released locally"
-    );
+
+    // Degraded again: the local slot was released, so the share is free.
+    server.kill();
+    let began = Instant::now();
+    loop {
+        let r = l.reserve(&s, Cost::ONE).await.unwrap();
+        if r.decision().is_degraded() {
+            assert!(
+                r.decision().is_allowed(),
+                "the slot taken while degraded was released locally"
+            );
+            break;
+        }
+        assert!(began.elapsed() < Duration::from_secs(5), "never degraded");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
