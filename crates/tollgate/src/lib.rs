@@ -51,7 +51,7 @@
 #![allow(clippy::result_large_err, clippy::large_enum_variant)]
 
 /// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "redis"))]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
 
