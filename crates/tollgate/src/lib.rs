@@ -69,6 +69,8 @@ mod rps;
 mod stats;
 pub mod store;
 mod subject;
+#[cfg(feature = "tower")]
+pub mod tower;
 mod wait;
 
 pub use blocking::{BlockingLimiter, BlockingPermit};
