@@ -35,6 +35,7 @@ pub struct LimitStatus {
 
 /// How a decision came out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Outcome {
     /// Every applicable limit admitted the call; it has been spent from all of them.
     Allowed,
@@ -51,6 +52,7 @@ pub enum Outcome {
 
 /// Why a call was denied. Each reason has a stable code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum DenyReason {
     /// A requests limit (per second, minute or hour).
     Requests,
