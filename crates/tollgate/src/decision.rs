@@ -50,6 +50,25 @@ pub enum Outcome {
     Unavailable,
 }
 
+impl Outcome {
+    /// A stable name: `allowed`, `denied`, `too_large`, `store_full` or `unavailable`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Denied => "denied",
+            Outcome::TooLarge => "too_large",
+            Outcome::StoreFull => "store_full",
+            Outcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why a call was denied. Each reason has a stable code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
