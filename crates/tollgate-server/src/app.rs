@@ -1,0 +1,723 @@
+//! The service's state: the limiters, the reloadable configuration, the permit registry, and
+//! the decisions with shadow mode and tenant-bound auth applied. Both the HTTP and the gRPC
+//! front ends call into this.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tollgate::store::Store;
+use tollgate::{Clock, Cost, Decision, LimitStatus, Limiter, Outcome, Permit, Policy, Subject};
+
+use crate::config::{Client, Config, Token};
+use crate::error::ApiError;
+use crate::store::Shared;
+
+/// Who is calling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    /// No auth is configured: anyone may do anything.
+    Open,
+    /// The admin token.
+    Admin,
+    /// An API client.
+    Client {
+        /// Its name.
+        name: String,
+        /// The tenant it is bound to.
+        tenant: Option<String>,
+    },
+}
+
+impl Principal {
+    /// May reset buckets.
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Principal::Open | Principal::Admin)
+    }
+
+    /// A name for logs and permit ownership.
+    pub fn name(&self) -> &str {
+        match self {
+            Principal::Open => "(open)",
+            Principal::Admin => "(admin)",
+            Principal::Client { name, .. } => name,
+        }
+    }
+
+    /// Binds `subject` to the principal's tenant: fills it in when missing, refuses another.
+    ///
+    /// # Errors
+    /// 403 if the subject names another tenant.
+    pub fn bind(&self, subject: &mut Subject<'_>) -> Result<(), ApiError> {
+        if let Principal::Client {
+            tenant: Some(t), ..
+        } = self
+        {
+            match subject.get(&tollgate::Attr::Tenant) {
+                Some(given) if given != t => {
+                    metrics::counter!("tollgate_auth_failures_total", "why" => "tenant")
+                        .increment(1);
+                    return Err(ApiError::forbidden(format!(
+                        "this token may only spend tenant {t:?}'s quota"
+                    )));
+                }
+                Some(_) => {}
+                None => subject.set("tenant", t.clone()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The parts of the configuration that a reload swaps.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The configuration.
+    pub config: Config,
+    /// Generation: 1 for the first, +1 per successful reload.
+    pub generation: u64,
+}
+
+impl Runtime {
+    /// Whether rules in shadow mode took part in denying: the call must then be decided again
+    /// by the enforced rules alone.
+    fn shadow_involved(&self, d: &Decision) -> bool {
+        if d.is_allowed() || matches!(d.outcome(), Outcome::StoreFull | Outcome::Unavailable) {
+            return false;
+        }
+        self.config.server.shadow
+            || d.statuses()
+                .iter()
+                .any(|s| !s.admitted && self.config.shadow_rules.contains(s.rule))
+    }
+
+    /// The policy without the rules in shadow mode.
+    fn enforced_policy(&self) -> Policy {
+        if self.config.server.shadow {
+            return Policy::new(std::iter::empty::<tollgate::Rule>())
+                .unwrap_or_else(|_| self.config.policy.clone());
+        }
+        let rules = self
+            .config
+            .policy
+            .rules()
+            .iter()
+            .filter(|r| !self.config.shadow_rules.contains(r.name()))
+            .cloned();
+        Policy::new(rules).unwrap_or_else(|_| self.config.policy.clone())
+    }
+
+    /// Looks a bearer token up (in constant time per token).
+    pub fn principal(&self, token: Option<&str>) -> Result<Principal, ApiError> {
+        let auth = &self.config.auth;
+        if !auth.enabled() {
+            return Ok(Principal::Open);
+        }
+        let Some(token) = token else {
+            metrics::counter!("tollgate_auth_failures_total", "why" => "missing").increment(1);
+            return Err(ApiError::unauthorized("a bearer token is required"));
+        };
+        let mut found = None;
+        if let Some(admin) = &auth.admin_token {
+            if ct_eq(admin, token) {
+                found = Some(Principal::Admin);
+            }
+        }
+        for Client {
+            name,
+            token: t,
+            tenant,
+        } in &auth.clients
+        {
+            if ct_eq(t, token) && found.is_none() {
+                found = Some(Principal::Client {
+                    name: name.clone(),
+                    tenant: tenant.clone(),
+                });
+            }
+        }
+        found.ok_or_else(|| {
+            metrics::counter!("tollgate_auth_failures_total", "why" => "invalid").increment(1);
+            ApiError::unauthorized("the token is not valid")
+        })
+    }
+}
+
+fn ct_eq(a: &Token, b: &str) -> bool {
+    let (a, b) = (a.0.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A decision as the service answers it.
+#[derive(Clone, Debug)]
+pub struct Judged {
+    /// The decision to act on.
+    pub decision: Decision,
+    /// Set when a rule in shadow mode denied and the call was admitted anyway: the shadow
+    /// decision (a denial).
+    pub shadow: Option<Decision>,
+}
+
+impl Judged {
+    /// Whether the call may go ahead.
+    pub fn is_allowed(&self) -> bool {
+        self.decision.is_allowed()
+    }
+}
+
+/// Which API a decision was made for (a metrics label).
+#[derive(Clone, Copy, Debug)]
+pub enum Api {
+    /// `/v1/check`.
+    Check,
+    /// `/v1/peek`.
+    Peek,
+    /// `/v1/reserve`.
+    Reserve,
+    /// The forward-auth endpoint.
+    ForwardAuth,
+    /// Envoy's rate limit service.
+    Grpc,
+}
+
+impl Api {
+    fn label(self) -> &'static str {
+        match self {
+            Api::Check => "check",
+            Api::Peek => "peek",
+            Api::Reserve => "reserve",
+            Api::ForwardAuth => "forward_auth",
+            Api::Grpc => "grpc",
+        }
+    }
+}
+
+fn outcome_label(d: &Decision) -> &'static str {
+    match d.outcome() {
+        Outcome::Allowed => "allowed",
+        Outcome::Denied => "denied",
+        Outcome::TooLarge => "too_large",
+        Outcome::StoreFull => "store_full",
+        Outcome::Unavailable => "unavailable",
+        _ => "other",
+    }
+}
+
+pub(crate) fn record(api: Api, j: &Judged, started: Instant) {
+    let (outcome, by): (&'static str, Option<&LimitStatus>) = match &j.shadow {
+        Some(shadow) => ("shadow_allowed", shadow.denied_by()),
+        None => (outcome_label(&j.decision), j.decision.denied_by()),
+    };
+    let (rule, limit) = by.map_or(("", ""), |s| (s.rule, s.label));
+    metrics::counter!(
+        "tollgate_server_decisions_total",
+        "api" => api.label(),
+        "outcome" => outcome,
+        "rule" => rule,
+        "limit" => limit
+    )
+    .increment(1);
+    if let Some(shadow) = &j.shadow {
+        for s in shadow.statuses().iter().filter(|s| !s.admitted) {
+            metrics::counter!("tollgate_shadow_denials_total", "rule" => s.rule, "limit" => s.label)
+                .increment(1);
+        }
+    }
+    metrics::histogram!("tollgate_server_request_seconds", "api" => api.label())
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// A granted permit in the registry.
+struct Held<S: Store> {
+    permit: Arc<tokio::sync::Mutex<Permit<Shared<S>>>>,
+    reserved: Cost,
+    owner: Principal,
+    expires: tollgate::Timestamp,
+}
+
+enum Slot<S: Store> {
+    Held(Held<S>),
+    /// Settled (or expired): remembered for a while so that a repeated settlement is a no-op.
+    Settled {
+        how: &'static str,
+        owner: Principal,
+        forget_at: tollgate::Timestamp,
+    },
+}
+
+/// How a permit is settled.
+#[derive(Clone, Copy, Debug)]
+pub enum Settle {
+    /// With the actual cost (fields not given default to the reservation's).
+    Commit(crate::api::CostBody),
+    /// Refund everything.
+    Cancel,
+}
+
+/// The answer to a settlement.
+#[derive(Clone, Debug)]
+pub struct Settled {
+    /// `committed`, `cancelled` or `expired`.
+    pub how: &'static str,
+    /// Whether this call was a repeat (nothing done).
+    pub already: bool,
+}
+
+/// A reservation's answer: a permit id with its expiry, or the denial.
+#[derive(Debug)]
+pub struct Reserved {
+    /// The decision.
+    pub judged: Judged,
+    /// The permit id, if granted.
+    pub id: Option<String>,
+    /// When the permit expires if not settled or renewed.
+    pub expires_in: Duration,
+}
+
+/// The service's state, generic over the store.
+pub struct App<S: Store> {
+    limiter: Limiter<Shared<S>>,
+    enforced: Limiter<Shared<S>>,
+    runtime: ArcSwap<Runtime>,
+    permits: parking_lot::Mutex<HashMap<String, Slot<S>>>,
+    clock: Arc<dyn Clock>,
+    store_kind: &'static str,
+    reload_errors: AtomicU64,
+}
+
+impl<S: Store> std::fmt::Debug for App<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("store", &self.store_kind)
+            .field("generation", &self.runtime.load().generation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Store> App<S> {
+    /// The state for `config` over `store`. `clock` times permit expiry (the memory store
+    /// should read the same clock).
+    pub fn new(config: Config, store: S, clock: Arc<dyn Clock>, store_kind: &'static str) -> Self {
+        let shared = Shared(Arc::new(store));
+        let runtime = Runtime {
+            config,
+            generation: 1,
+        };
+        let limiter = Limiter::with_store(runtime.config.policy.clone(), shared.clone());
+        let enforced = Limiter::with_store(runtime.enforced_policy(), shared);
+        App {
+            limiter,
+            enforced,
+            runtime: ArcSwap::from_pointee(runtime),
+            permits: parking_lot::Mutex::new(HashMap::new()),
+            clock,
+            store_kind,
+            reload_errors: AtomicU64::new(0),
+        }
+    }
+
+    /// The limiter of the whole policy.
+    pub fn limiter(&self) -> &Limiter<Shared<S>> {
+        &self.limiter
+    }
+
+    /// The current configuration.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// `memory`, `redis` or `redis-cluster`.
+    pub fn store_kind(&self) -> &'static str {
+        self.store_kind
+    }
+
+    /// Swaps in a new configuration: the policy atomically (buckets of unchanged limits keep
+    /// their state), shadow rules, auth and the rest. Listener addresses and the store are
+    /// fixed at startup; changes to them are logged and ignored.
+    pub fn apply(&self, mut config: Config) -> u64 {
+        let old = self.runtime.load();
+        if config.server.http != old.config.server.http
+            || config.server.grpc != old.config.server.grpc
+            || config.server.max_body_bytes != old.config.server.max_body_bytes
+        {
+            tracing::warn!("listener addresses and body limits change only on restart");
+        }
+        if config.store != old.config.store {
+            tracing::warn!(
+                "the store changes only on restart; keeping {:?}",
+                old.config.store
+            );
+            config.store = old.config.store.clone();
+        }
+        let generation = old.generation + 1;
+        let runtime = Runtime { config, generation };
+        self.limiter.set_policy(runtime.config.policy.clone());
+        self.enforced.set_policy(runtime.enforced_policy());
+        self.runtime.store(Arc::new(runtime));
+        metrics::counter!("tollgate_config_reloads_total", "result" => "ok").increment(1);
+        generation
+    }
+
+    /// Counts a refused reload.
+    pub fn reload_failed(&self) {
+        self.reload_errors.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("tollgate_config_reloads_total", "result" => "error").increment(1);
+    }
+
+    /// Reloads that were refused so far.
+    pub fn reload_errors(&self) -> u64 {
+        self.reload_errors.load(Ordering::Relaxed)
+    }
+
+    /// Check (spend) or peek, with shadow mode applied.
+    ///
+    /// # Errors
+    /// A store failure (503).
+    pub async fn decide(
+        &self,
+        api: Api,
+        subject: &Subject<'_>,
+        cost: Cost,
+        spend: bool,
+        request_id: Option<&str>,
+    ) -> Result<Judged, ApiError> {
+        let started = Instant::now();
+        let rt = self.runtime.load();
+        let first = match (spend, request_id) {
+            (false, _) => self.limiter.peek(subject, cost).await,
+            (true, Some(id)) => self.limiter.check_idempotent(subject, cost, id).await,
+            (true, None) => self.limiter.check(subject, cost).await,
+        }
+        .map_err(ApiError::store)?;
+        let judged = if rt.shadow_involved(&first) {
+            let enforced = if spend {
+                self.enforced.check(subject, cost).await
+            } else {
+                self.enforced.peek(subject, cost).await
+            }
+            .map_err(ApiError::store)?;
+            if enforced.is_allowed() {
+                Judged {
+                    decision: enforced,
+                    shadow: Some(first),
+                }
+            } else {
+                Judged {
+                    decision: enforced,
+                    shadow: None,
+                }
+            }
+        } else {
+            Judged {
+                decision: first,
+                shadow: None,
+            }
+        };
+        if spend || matches!(api, Api::Peek) {
+            record(api, &judged, started);
+        }
+        Ok(judged)
+    }
+
+    fn now(&self) -> tollgate::Timestamp {
+        self.clock.now()
+    }
+
+    /// Reserves `estimate` and keeps the permit under a random id until it is settled,
+    /// renewed or expires.
+    ///
+    /// # Errors
+    /// A store failure (503), or too many permits held (503).
+    pub async fn reserve(
+        &self,
+        subject: &Subject<'_>,
+        estimate: Cost,
+        owner: Principal,
+    ) -> Result<Reserved, ApiError> {
+        let started = Instant::now();
+        let rt = self.runtime.load();
+        let ttl = rt.config.server.permit_ttl;
+        let max = rt.config.server.max_permits;
+        if self.permits.lock().len() >= max {
+            self.sweep();
+            if self.permits.lock().len() >= max {
+                return Err(ApiError::unavailable(
+                    "too many permits are held; settle or cancel some",
+                ));
+            }
+        }
+        let (permit, judged) = self.reserve_raw(subject, estimate).await?;
+        record(Api::Reserve, &judged, started);
+        let Some(permit) = permit else {
+            return Ok(Reserved {
+                judged,
+                id: None,
+                expires_in: Duration::ZERO,
+            });
+        };
+        let id = format!("p_{:032x}", rand::random::<u128>());
+        let held = Held {
+            permit: Arc::new(tokio::sync::Mutex::new(permit)),
+            reserved: estimate,
+            owner,
+            expires: self.now().saturating_add(ttl),
+        };
+        self.permits.lock().insert(id.clone(), Slot::Held(held));
+        self.update_gauge();
+        Ok(Reserved {
+            judged,
+            id: Some(id),
+            expires_in: ttl,
+        })
+    }
+
+    /// Reserves `estimate`, with shadow mode applied; the permit is the caller's to settle.
+    ///
+    /// # Errors
+    /// A store failure (503).
+    pub async fn reserve_raw(
+        &self,
+        subject: &Subject<'_>,
+        estimate: Cost,
+    ) -> Result<(Option<Permit<Shared<S>>>, Judged), ApiError> {
+        let rt = self.runtime.load();
+        let first = self
+            .limiter
+            .reserve(subject, estimate)
+            .await
+            .map_err(ApiError::store)?;
+        let (permit, judged) = match first {
+            tollgate::Reservation::Granted(p) => {
+                let d = p.decision().clone();
+                (
+                    Some(p),
+                    Judged {
+                        decision: d,
+                        shadow: None,
+                    },
+                )
+            }
+            tollgate::Reservation::Denied(d) if rt.shadow_involved(&d) => {
+                match self
+                    .enforced
+                    .reserve(subject, estimate)
+                    .await
+                    .map_err(ApiError::store)?
+                {
+                    tollgate::Reservation::Granted(p) => {
+                        let e = p.decision().clone();
+                        (
+                            Some(p),
+                            Judged {
+                                decision: e,
+                                shadow: Some(d),
+                            },
+                        )
+                    }
+                    tollgate::Reservation::Denied(e) => (
+                        None,
+                        Judged {
+                            decision: e,
+                            shadow: None,
+                        },
+                    ),
+                }
+            }
+            tollgate::Reservation::Denied(d) => (
+                None,
+                Judged {
+                    decision: d,
+                    shadow: None,
+                },
+            ),
+        };
+        Ok((permit, judged))
+    }
+
+    fn owns(owner: &Principal, caller: &Principal) -> bool {
+        caller.is_admin() || owner == caller
+    }
+
+    /// Settles a permit. Repeats answer the first settlement and do nothing.
+    ///
+    /// # Errors
+    /// 404 for an unknown id, 403 for another client's permit, 503 for a store failure.
+    pub async fn settle(
+        &self,
+        id: &str,
+        how: Settle,
+        caller: &Principal,
+    ) -> Result<Settled, ApiError> {
+        let ttl = self.runtime.load().config.server.permit_ttl;
+        let now = self.now();
+        let (permit, reserved) = {
+            let mut map = self.permits.lock();
+            match map.get(id) {
+                None => {
+                    return Err(ApiError::not_found(
+                        "no such permit (or it expired long ago)",
+                    ))
+                }
+                Some(Slot::Settled { how, owner, .. }) => {
+                    if !Self::owns(owner, caller) {
+                        return Err(ApiError::forbidden("the permit belongs to another client"));
+                    }
+                    return Ok(Settled { how, already: true });
+                }
+                Some(Slot::Held(h)) => {
+                    if !Self::owns(&h.owner, caller) {
+                        return Err(ApiError::forbidden("the permit belongs to another client"));
+                    }
+                    if h.expires <= now {
+                        // Expired but not yet swept: it is gone.
+                        let owner = h.owner.clone();
+                        map.insert(
+                            id.to_owned(),
+                            Slot::Settled {
+                                how: "expired",
+                                owner,
+                                forget_at: now.saturating_add(ttl),
+                            },
+                        );
+                        return Ok(Settled {
+                            how: "expired",
+                            already: true,
+                        });
+                    }
+                }
+            }
+            let label = match how {
+                Settle::Commit(_) => "committed",
+                Settle::Cancel => "cancelled",
+            };
+            let Some(Slot::Held(h)) = map.insert(
+                id.to_owned(),
+                Slot::Settled {
+                    how: label,
+                    owner: caller.clone(),
+                    forget_at: now.saturating_add(ttl),
+                },
+            ) else {
+                return Err(ApiError::not_found("no such permit"));
+            };
+            // Keep the original owner on the tombstone.
+            if let Some(Slot::Settled { owner, .. }) = map.get_mut(id) {
+                *owner = h.owner.clone();
+            }
+            (h.permit, h.reserved)
+        };
+        let mut permit = permit.lock().await;
+        let result = match how {
+            Settle::Commit(actual) => permit.commit(actual.to_cost_defaulting(reserved)).await,
+            Settle::Cancel => permit.cancel().await,
+        };
+        drop(permit);
+        self.update_gauge();
+        result.map_err(ApiError::store)?;
+        Ok(Settled {
+            how: match how {
+                Settle::Commit(_) => "committed",
+                Settle::Cancel => "cancelled",
+            },
+            already: false,
+        })
+    }
+
+    /// Extends a permit: its concurrency leases and its expiry in the registry. Returns
+    /// whether every slot was still held, and the new time to expiry.
+    ///
+    /// # Errors
+    /// 404 for an unknown or settled id, 403 for another client's permit.
+    pub async fn renew(&self, id: &str, caller: &Principal) -> Result<(bool, Duration), ApiError> {
+        let ttl = self.runtime.load().config.server.permit_ttl;
+        let now = self.now();
+        let permit = {
+            let mut map = self.permits.lock();
+            match map.get_mut(id) {
+                Some(Slot::Held(h)) if h.expires > now => {
+                    if !Self::owns(&h.owner, caller) {
+                        return Err(ApiError::forbidden("the permit belongs to another client"));
+                    }
+                    h.expires = now.saturating_add(ttl);
+                    Arc::clone(&h.permit)
+                }
+                Some(Slot::Held(_)) | Some(Slot::Settled { .. }) => {
+                    return Err(ApiError::conflict(
+                        "the permit is already settled or expired",
+                    ))
+                }
+                None => return Err(ApiError::not_found("no such permit")),
+            }
+        };
+        let held = permit.lock().await.renew().await.map_err(ApiError::store)?;
+        Ok((held, ttl))
+    }
+
+    /// Drops expired permits (their slots are released, their estimates stay spent) and
+    /// forgets old settlements. Returns how many permits expired.
+    pub fn sweep(&self) -> usize {
+        let now = self.now();
+        let ttl = self.runtime.load().config.server.permit_ttl;
+        let mut expired = Vec::new();
+        {
+            let mut map = self.permits.lock();
+            let ids: Vec<String> = map
+                .iter()
+                .filter(|(_, s)| match s {
+                    Slot::Held(h) => h.expires <= now,
+                    Slot::Settled { forget_at, .. } => *forget_at <= now,
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for id in ids {
+                if let Some(Slot::Held(h)) = map.remove(&id) {
+                    map.insert(
+                        id,
+                        Slot::Settled {
+                            how: "expired",
+                            owner: h.owner.clone(),
+                            forget_at: now.saturating_add(ttl),
+                        },
+                    );
+                    expired.push(h);
+                }
+            }
+        }
+        let n = expired.len();
+        if n > 0 {
+            tracing::info!(permits = n, "expired permits released");
+        }
+        // Dropping the permits releases their slots, outside the registry's lock.
+        drop(expired);
+        self.update_gauge();
+        n
+    }
+
+    /// Permits granted and not yet settled or expired.
+    pub fn permits_held(&self) -> usize {
+        self.permits
+            .lock()
+            .values()
+            .filter(|s| matches!(s, Slot::Held(_)))
+            .count()
+    }
+
+    fn update_gauge(&self) {
+        metrics::gauge!("tollgate_permits_held").set(self.permits_held() as f64);
+    }
+
+    /// Sets the active-bucket gauges from the store (called when metrics are scraped).
+    pub fn refresh_gauges(&self) {
+        if let Some(buckets) = self.limiter.stats().active_buckets {
+            for (rule, n) in buckets {
+                metrics::gauge!("tollgate_active_buckets", "rule" => rule).set(n as f64);
+            }
+        }
+        self.update_gauge();
+    }
+}

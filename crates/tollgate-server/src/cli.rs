@@ -1,0 +1,365 @@
+//! The command line: `tollgate serve`, `tollgate config check`, the clients of a running
+//! service (`check`, `peek`, `usage`, `reset`) and the load generator (`bench`). Every flag can
+//! also be given as a `TOLLGATE_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, StoreConfig};
+use crate::server::{self, Options, Overrides};
+use crate::telemetry::{init_logs, LogFormat};
+
+/// tollgate: a rate limiter for AI inference traffic.
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (HTTP JSON API and Envoy gRPC rate limit service).
+    Serve(ServeArgs),
+    /// Work with configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Ask a running service for a decision, spending the cost if allowed.
+    Check(DecisionArgs),
+    /// Ask a running service what it would decide, spending nothing.
+    Peek(DecisionArgs),
+    /// Show how much of each applicable limit is used.
+    Usage(UsageArgs),
+    /// Forget buckets (needs the admin token).
+    Reset(ResetArgs),
+    /// Generate load against a running service and report decisions/s and latency.
+    Bench(crate::bench::BenchArgs),
+}
+
+/// `tollgate serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML). Without one: the default policy and the memory store.
+    #[arg(long, short, env = "TOLLGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:8080].
+    #[arg(long, env = "TOLLGATE_HTTP")]
+    pub http: Option<SocketAddr>,
+    /// gRPC listen address, or `off` [default: 127.0.0.1:8081].
+    #[arg(long, env = "TOLLGATE_GRPC")]
+    pub grpc: Option<String>,
+    /// Keep the buckets in this Redis server (redis:// or rediss:// URL).
+    #[arg(long, env = "TOLLGATE_REDIS", conflicts_with = "redis_cluster")]
+    pub redis: Option<String>,
+    /// A Redis Cluster seed node (repeat, or comma-separate in the environment variable).
+    #[arg(
+        long = "redis-cluster",
+        env = "TOLLGATE_REDIS_CLUSTER",
+        value_delimiter = ','
+    )]
+    pub redis_cluster: Vec<String>,
+    /// Shadow mode for every rule: count denials, admit everything.
+    #[arg(long, env = "TOLLGATE_SHADOW")]
+    pub shadow: bool,
+    /// Do not reload when the configuration file changes (SIGHUP still reloads).
+    #[arg(long, env = "TOLLGATE_NO_WATCH")]
+    pub no_watch: bool,
+    /// Log format.
+    #[arg(long, env = "TOLLGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+    /// Log level or filter (`info`, `tollgate_server=debug`); RUST_LOG wins when set.
+    #[arg(long, env = "TOLLGATE_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// `tollgate config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a configuration file; every error names the file, line and field.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+/// Where the service is and who is asking.
+#[derive(Debug, Clone, Args)]
+pub struct ClientOpts {
+    /// The service's HTTP base URL.
+    #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Bearer token.
+    #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the service's JSON answer instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The subject of a call.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SubjectArgs {
+    /// Tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Agent.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// User.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Provider.
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// Model.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Tier.
+    #[arg(long)]
+    pub tier: Option<String>,
+    /// Any other attribute (repeatable).
+    #[arg(long = "attr", value_name = "NAME=VALUE", value_parser = parse_kv)]
+    pub attrs: Vec<(String, String)>,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not NAME=VALUE"))
+}
+
+impl SubjectArgs {
+    /// The attributes as a map.
+    pub fn to_map(&self) -> std::collections::BTreeMap<String, String> {
+        let known = [
+            ("tenant", &self.tenant),
+            ("agent", &self.agent),
+            ("user", &self.user),
+            ("provider", &self.provider),
+            ("model", &self.model),
+            ("tier", &self.tier),
+        ];
+        known
+            .into_iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_owned(), v.clone())))
+            .chain(self.attrs.iter().cloned())
+            .collect()
+    }
+}
+
+/// `tollgate check` and `tollgate peek`.
+#[derive(Debug, Clone, Args)]
+pub struct DecisionArgs {
+    /// Service and token.
+    #[command(flatten)]
+    pub client: ClientOpts,
+    /// Subject.
+    #[command(flatten)]
+    pub subject: SubjectArgs,
+    /// Requests the call counts as [default: 1].
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Tokens (an estimate).
+    #[arg(long)]
+    pub tokens: Option<u64>,
+    /// Input tokens.
+    #[arg(long)]
+    pub input_tokens: Option<u64>,
+    /// Output tokens.
+    #[arg(long)]
+    pub output_tokens: Option<u64>,
+    /// Idempotency key: a retry with the same id answers the first decision.
+    #[arg(long)]
+    pub request_id: Option<String>,
+}
+
+/// `tollgate usage`.
+#[derive(Debug, Clone, Args)]
+pub struct UsageArgs {
+    /// Service and token.
+    #[command(flatten)]
+    pub client: ClientOpts,
+    /// Subject.
+    #[command(flatten)]
+    pub subject: SubjectArgs,
+}
+
+/// `tollgate reset`.
+#[derive(Debug, Clone, Args)]
+pub struct ResetArgs {
+    /// Service and (admin) token.
+    #[command(flatten)]
+    pub client: ClientOpts,
+    /// Subject (omit it, with --rule, to reset every bucket of the rule).
+    #[command(flatten)]
+    pub subject: SubjectArgs,
+    /// Only this rule's buckets.
+    #[arg(long)]
+    pub rule: Option<String>,
+}
+
+/// Runs the command line. `main` only parses the arguments and calls this.
+pub fn run(cli: Cli) -> ExitCode {
+    if let Command::Config(ConfigCommand::Check { file }) = &cli.command {
+        return config_check(file);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tollgate: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(a) => serve(a).await,
+            Command::Config(_) => ExitCode::SUCCESS,
+            Command::Check(a) => crate::client::decision(a, true).await,
+            Command::Peek(a) => crate::client::decision(a, false).await,
+            Command::Usage(a) => crate::client::usage(a).await,
+            Command::Reset(a) => crate::client::reset(a).await,
+            Command::Bench(a) => crate::bench::run(a).await,
+        }
+    })
+}
+
+fn config_check(file: &std::path::Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(c) => {
+            let store = match &c.store {
+                StoreConfig::Memory { .. } => "memory".to_owned(),
+                StoreConfig::Redis { url, .. } => {
+                    format!("redis {}", tollgate::store::redis::redact(url))
+                }
+                StoreConfig::RedisCluster { nodes, .. } => {
+                    format!("redis cluster ({} seed nodes)", nodes.len())
+                }
+            };
+            println!(
+                "{}: ok: {} rules ({} in shadow mode), store {store}, http {}, grpc {}, auth {}",
+                file.display(),
+                c.policy.rules().len(),
+                if c.server.shadow {
+                    c.policy.rules().len()
+                } else {
+                    c.shadow_rules.len()
+                },
+                c.server.http,
+                c.server
+                    .grpc
+                    .map_or_else(|| "off".to_owned(), |a| a.to_string()),
+                if c.auth.enabled() {
+                    format!(
+                        "{} client tokens{}",
+                        c.auth.clients.len(),
+                        if c.auth.admin_token.is_some() {
+                            " and an admin token"
+                        } else {
+                            ""
+                        }
+                    )
+                } else {
+                    "open".to_owned()
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn overrides(a: &ServeArgs) -> Result<Overrides, String> {
+    let grpc = match a.grpc.as_deref() {
+        None => None,
+        Some("off") => Some(None),
+        Some(s) => Some(Some(s.parse::<SocketAddr>().map_err(|_| {
+            format!("--grpc: {s:?} is not an address like 127.0.0.1:8081, or off")
+        })?)),
+    };
+    let check = |u: &str, flag: &str| {
+        if u.starts_with("redis://") || u.starts_with("rediss://") {
+            Ok(u.to_owned())
+        } else {
+            Err(format!(
+                "{flag}: {:?} is not a redis:// or rediss:// URL",
+                tollgate::store::redis::redact(u)
+            ))
+        }
+    };
+    let store = if let Some(u) = &a.redis {
+        Some(StoreConfig::Redis {
+            url: check(u, "--redis")?,
+            options: Default::default(),
+        })
+    } else if !a.redis_cluster.is_empty() {
+        Some(StoreConfig::RedisCluster {
+            nodes: a
+                .redis_cluster
+                .iter()
+                .map(|u| check(u, "--redis-cluster"))
+                .collect::<Result<_, _>>()?,
+            options: Default::default(),
+        })
+    } else {
+        None
+    };
+    Ok(Overrides {
+        http: a.http,
+        grpc,
+        store,
+        shadow: a.shadow,
+    })
+}
+
+async fn serve(a: ServeArgs) -> ExitCode {
+    init_logs(a.log_format, &a.log_level);
+    let overrides = match overrides(&a) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("tollgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match &a.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "invalid configuration");
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => Config::default(),
+    };
+    let running = match server::start(Options {
+        config,
+        clock: None,
+        watch: !a.no_watch,
+        overrides,
+    })
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("tollgate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    server::terminated().await;
+    running.shutdown().await;
+    tracing::info!("tollgate stopped");
+    ExitCode::SUCCESS
+}

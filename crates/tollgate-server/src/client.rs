@@ -1,0 +1,253 @@
+//! The CLI's clients of a running service: `check`, `peek`, `usage`, `reset`.
+//!
+//! Exit codes: 0 allowed (or done), 1 denied, 2 the request failed.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::cli::{ClientOpts, DecisionArgs, ResetArgs, UsageArgs};
+
+/// Exit code of a denial.
+pub const DENIED: u8 = 1;
+/// Exit code of a failed request.
+pub const FAILED: u8 = 2;
+
+fn http_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))
+}
+
+fn endpoint(opts: &ClientOpts, path: &str) -> String {
+    format!("{}{path}", opts.url.trim_end_matches('/'))
+}
+
+fn with_token(rb: reqwest::RequestBuilder, opts: &ClientOpts) -> reqwest::RequestBuilder {
+    match &opts.token {
+        Some(t) => rb.bearer_auth(t),
+        None => rb,
+    }
+}
+
+/// Sends the request; returns the status and the JSON body.
+async fn send(rb: reqwest::RequestBuilder) -> Result<(u16, Value), String> {
+    let resp = rb
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    let status = resp.status().as_u16();
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| format!("reading the answer failed: {e}"))?;
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Ok((status, body))
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("tollgate: {msg}");
+    ExitCode::from(FAILED)
+}
+
+fn api_error(status: u16, body: &Value) -> String {
+    let msg = body
+        .pointer("/error/message")
+        .and_then(Value::as_str)
+        .map_or_else(|| body.to_string(), str::to_owned);
+    format!("the service answered {status}: {msg}")
+}
+
+fn ms(v: &Value, key: &str) -> String {
+    let n = v.get(key).and_then(Value::as_u64).unwrap_or(0);
+    tollgate::headers::go_duration(Duration::from_millis(n))
+}
+
+/// A one-screen summary of a decision's JSON.
+pub fn summarize(body: &Value) -> String {
+    let mut out = String::new();
+    let allowed = body
+        .get("allowed")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if allowed {
+        out.push_str("allowed");
+        if let Some(shadow) = body.get("shadow") {
+            let rules: Vec<&str> = shadow
+                .get("rules")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|r| r.get("rule")?.as_str()).collect())
+                .unwrap_or_default();
+            out.push_str(&format!(
+                " (shadow mode: rules {} would have denied)",
+                rules.join(", ")
+            ));
+        }
+    } else {
+        let code = body.get("error_code").and_then(Value::as_str).unwrap_or("");
+        let by = body.get("denied_by");
+        match (body.get("retry_after_ms"), by) {
+            (Some(_), Some(by)) => out.push_str(&format!(
+                "denied by rule {} ({} limit {}) [{code}]: retry after {}",
+                by.get("rule").unwrap_or(&Value::Null),
+                by.get("kind").and_then(Value::as_str).unwrap_or(""),
+                by.get("limit").and_then(Value::as_str).unwrap_or(""),
+                ms(body, "retry_after_ms")
+            )),
+            _ => {
+                let message = body
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("denied");
+                out.push_str(&format!("{message} [{code}]"));
+            }
+        }
+    }
+    out.push('\n');
+    if let Some(p) = body.get("permit") {
+        out.push_str(&format!(
+            "  permit {} (expires in {})\n",
+            p.get("id").and_then(Value::as_str).unwrap_or("?"),
+            ms(p, "expires_in_ms")
+        ));
+    }
+    for l in body
+        .get("limits")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        out.push_str(&format!(
+            "  {:<20} {:<14} {:>10}/{:<10} remaining, per {:<8} resets in {}{}\n",
+            l.get("rule").and_then(Value::as_str).unwrap_or(""),
+            l.get("kind").and_then(Value::as_str).unwrap_or(""),
+            l.get("remaining").and_then(Value::as_u64).unwrap_or(0),
+            l.get("capacity").and_then(Value::as_u64).unwrap_or(0),
+            l.get("window").and_then(Value::as_str).unwrap_or(""),
+            ms(l, "reset_after_ms"),
+            if l.get("admitted").and_then(Value::as_bool) == Some(false) {
+                "  <- denies"
+            } else {
+                ""
+            }
+        ));
+    }
+    out
+}
+
+/// `tollgate check` (spend) and `tollgate peek`.
+pub async fn decision(a: DecisionArgs, spend: bool) -> ExitCode {
+    let client = match http_client() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let mut cost = serde_json::Map::new();
+    for (k, v) in [
+        ("requests", a.requests),
+        ("tokens", a.tokens),
+        ("input_tokens", a.input_tokens),
+        ("output_tokens", a.output_tokens),
+    ] {
+        if let Some(v) = v {
+            cost.insert(k.to_owned(), json!(v));
+        }
+    }
+    let mut body = json!({ "subject": a.subject.to_map(), "cost": cost });
+    if let Some(id) = &a.request_id {
+        body["request_id"] = json!(id);
+    }
+    let path = if spend { "/v1/check" } else { "/v1/peek" };
+    let rb = with_token(client.post(endpoint(&a.client, path)), &a.client).json(&body);
+    let (status, answer) = match send(rb).await {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    if status != 200 && status != 429 {
+        return fail(api_error(status, &answer));
+    }
+    if a.client.json {
+        println!("{answer}");
+    } else {
+        print!("{}", summarize(&answer));
+    }
+    if answer.get("allowed").and_then(Value::as_bool) == Some(true) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(DENIED)
+    }
+}
+
+/// `tollgate usage`.
+pub async fn usage(a: UsageArgs) -> ExitCode {
+    let client = match http_client() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let rb = with_token(client.get(endpoint(&a.client, "/v1/usage")), &a.client)
+        .query(&a.subject.to_map());
+    let (status, answer) = match send(rb).await {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    if status != 200 {
+        return fail(api_error(status, &answer));
+    }
+    if a.client.json {
+        println!("{answer}");
+        return ExitCode::SUCCESS;
+    }
+    let limits = answer.get("limits").and_then(Value::as_array);
+    match limits {
+        Some(ls) if !ls.is_empty() => {
+            for l in ls {
+                println!(
+                    "{:<20} {:<14} {:>10} used of {:<10} ({} available) per {:<8} resets in {}",
+                    l.get("rule").and_then(Value::as_str).unwrap_or(""),
+                    l.get("kind").and_then(Value::as_str).unwrap_or(""),
+                    l.get("used").and_then(Value::as_u64).unwrap_or(0),
+                    l.get("capacity").and_then(Value::as_u64).unwrap_or(0),
+                    l.get("available").and_then(Value::as_u64).unwrap_or(0),
+                    l.get("window").and_then(Value::as_str).unwrap_or(""),
+                    ms(l, "reset_after_ms"),
+                );
+            }
+        }
+        _ => println!("no limit applies to this subject"),
+    }
+    ExitCode::SUCCESS
+}
+
+/// `tollgate reset`.
+pub async fn reset(a: ResetArgs) -> ExitCode {
+    let client = match http_client() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let subject = a.subject.to_map();
+    let mut body = json!({});
+    if !subject.is_empty() {
+        body["subject"] = json!(subject);
+    }
+    if let Some(r) = &a.rule {
+        body["rule"] = json!(r);
+    }
+    let rb = with_token(client.post(endpoint(&a.client, "/v1/reset")), &a.client).json(&body);
+    let (status, answer) = match send(rb).await {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    if status != 200 {
+        return fail(api_error(status, &answer));
+    }
+    if a.client.json {
+        println!("{answer}");
+    } else {
+        match answer.get("buckets").and_then(Value::as_u64) {
+            Some(n) => println!("reset: {n} buckets forgotten"),
+            None => println!("reset"),
+        }
+    }
+    ExitCode::SUCCESS
+}

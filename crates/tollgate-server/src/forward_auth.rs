@@ -1,0 +1,98 @@
+//! The forward-auth endpoint, for nginx `auth_request`, Traefik `ForwardAuth` and Envoy's
+//! HTTP `ext_authz`: any method on `/v1/forward-auth` (or below it, as Envoy appends the
+//! original path). The subject comes from request headers (`[forward_auth] attributes`), the
+//! estimated tokens from `tokens_header`, and optionally the client IP. It answers 200 with
+//! the rate-limit headers, or 429 with `Retry-After` and the headers; the call is spent when
+//! admitted.
+//!
+//! The caller's token is read from `X-Tollgate-Token` (which the proxy adds) and otherwise
+//! from `Authorization: Bearer`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tollgate::store::Store;
+use tollgate::Cost;
+
+use crate::api::subject_from;
+use crate::app::{Api, App};
+use crate::error::ApiError;
+use crate::http::{add_decision_headers, bearer, client_ip};
+
+fn token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("x-tollgate-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .or_else(|| bearer(headers))
+}
+
+/// The handler.
+pub(crate) async fn forward_auth<S: Store>(
+    State(app): State<Arc<App<S>>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let rt = app.runtime();
+    let who = rt.principal(token(&headers))?;
+    let fa = &rt.config.forward_auth;
+    let mut values: Vec<(&str, String)> = Vec::with_capacity(fa.attributes.len() + 1);
+    for (attr, header) in &fa.attributes {
+        if let Some(v) = headers.get(header.as_str()) {
+            let v = v.to_str().map_err(|_| {
+                ApiError::bad_request(format!("header {header}: not visible ASCII"))
+            })?;
+            values.push((attr.as_str(), v.trim().to_owned()));
+        }
+    }
+    if let Some(attr) = &fa.ip_attribute {
+        let ip = client_ip(peer.ip(), &headers, &rt.config.server.trusted_proxies);
+        values.push((attr.as_str(), ip.to_string()));
+    }
+    let mut subject = subject_from(values.iter().map(|(k, v)| (*k, v.as_str())), "headers")?;
+    who.bind(&mut subject)?;
+    let tokens = match &fa.tokens_header {
+        Some(h) => match headers.get(h.as_str()) {
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("header {h}: not a whole number of tokens"))
+                })?,
+            None => 0,
+        },
+        None => 0,
+    };
+    let j = app
+        .decide(Api::ForwardAuth, &subject, Cost::tokens(tokens), true, None)
+        .await?;
+    let status = if j.is_allowed() {
+        StatusCode::OK
+    } else {
+        StatusCode::TOO_MANY_REQUESTS
+    };
+    let body = if j.is_allowed() {
+        String::new()
+    } else {
+        j.decision.to_string()
+    };
+    let mut r = (status, body).into_response();
+    add_decision_headers(r.headers_mut(), &j, rt.config.server.headers);
+    if let Some(reason) = j.decision.reason() {
+        if let Ok(v) = axum::http::HeaderValue::from_str(reason.error_code()) {
+            r.headers_mut().insert("x-tollgate-error-code", v);
+        }
+    }
+    if j.shadow.is_some() {
+        r.headers_mut().insert(
+            "x-tollgate-shadow",
+            axum::http::HeaderValue::from_static("would-deny"),
+        );
+    }
+    Ok(r)
+}

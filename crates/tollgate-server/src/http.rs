@@ -1,0 +1,418 @@
+//! The HTTP JSON API (axum).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tollgate::store::Store;
+
+use crate::api::{
+    decision_json, parse_json, subject_from, usage_json, CommitRequest, DecisionRequest,
+    ResetRequest,
+};
+use crate::app::{Api, App, Judged, Principal, Settle};
+use crate::config::{Cidr, Headers};
+use crate::error::ApiError;
+
+type AppState<S> = State<Arc<App<S>>>;
+
+/// The API's routes over `app`. Bodies larger than `max_body` bytes get 413.
+pub fn router<S: Store>(app: Arc<App<S>>, max_body: usize) -> Router {
+    Router::new()
+        .route("/v1/check", post(check::<S>))
+        .route("/v1/peek", post(peek::<S>))
+        .route("/v1/reserve", post(reserve::<S>))
+        .route("/v1/permits/{id}/commit", post(commit::<S>))
+        .route("/v1/permits/{id}/cancel", post(cancel::<S>))
+        .route("/v1/permits/{id}/renew", post(renew::<S>))
+        .route("/v1/usage", get(usage::<S>))
+        .route("/v1/reset", post(reset::<S>))
+        .route(
+            "/v1/forward-auth",
+            any(crate::forward_auth::forward_auth::<S>),
+        )
+        .route(
+            "/v1/forward-auth/{*rest}",
+            any(crate::forward_auth::forward_auth::<S>),
+        )
+        .route("/metrics", get(metrics::<S>))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz::<S>))
+        .route("/openapi.json", get(crate::openapi::openapi))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(app)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; see /openapi.json")
+}
+
+/// The bearer token of a request: `Authorization: Bearer <token>`.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = v.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large("the request body is larger than the server accepts")
+        } else {
+            ApiError::bad_request(e.body_text())
+        }
+    })
+}
+
+/// Adds the decision's rate-limit headers to `headers`.
+pub fn add_decision_headers(headers: &mut HeaderMap, j: &Judged, style: Headers) {
+    let pairs = match style {
+        Headers::Style(s) => tollgate::headers::headers(&j.decision, s),
+        Headers::None => tollgate::headers::retry_after_header(&j.decision)
+            .map(|r| vec![("retry-after", r)])
+            .unwrap_or_default(),
+    };
+    for (name, value) in pairs {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.append(HeaderName::from_static(name), v);
+        }
+    }
+}
+
+fn decision_response<S: Store>(app: &App<S>, j: &Judged, deny_status: StatusCode) -> Response {
+    let style = app.runtime().config.server.headers;
+    let status = if j.is_allowed() {
+        StatusCode::OK
+    } else if j.decision.outcome() == tollgate::Outcome::Unavailable {
+        // A rule that fails closed while the shared store is down: not a rate-limit denial.
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        deny_status
+    };
+    let mut r = (status, Json(decision_json(j))).into_response();
+    add_decision_headers(r.headers_mut(), j, style);
+    r
+}
+
+async fn authed<S: Store>(app: &App<S>, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    app.runtime().principal(bearer(headers))
+}
+
+async fn decide<S: Store>(
+    app: &App<S>,
+    api: Api,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let who = authed(app, headers).await?;
+    let body = body_of(body)?;
+    let req: DecisionRequest = parse_json(&body)?;
+    let mut subject = subject_from(
+        req.subject.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        "subject",
+    )?;
+    who.bind(&mut subject)?;
+    if let Some(id) = &req.request_id {
+        if id.is_empty() || id.len() > 128 {
+            return Err(ApiError::bad_request("request_id: 1 to 128 bytes"));
+        }
+    }
+    let cost = req.cost.to_cost();
+    match api {
+        Api::Reserve => {
+            let r = app.reserve(&subject, cost, who).await?;
+            let mut resp = decision_response(app, &r.judged, StatusCode::TOO_MANY_REQUESTS);
+            if let Some(id) = r.id {
+                let mut body = decision_json(&r.judged);
+                body["permit"] = json!({
+                    "id": id,
+                    "expires_in_ms": u64::try_from(r.expires_in.as_millis()).unwrap_or(u64::MAX),
+                });
+                let headers = resp.headers().clone();
+                resp = (StatusCode::OK, Json(body)).into_response();
+                resp.headers_mut().extend(headers);
+            }
+            Ok(resp)
+        }
+        Api::Peek => {
+            let j = app.decide(api, &subject, cost, false, None).await?;
+            Ok(decision_response(app, &j, StatusCode::OK))
+        }
+        _ => {
+            let j = app
+                .decide(api, &subject, cost, true, req.request_id.as_deref())
+                .await?;
+            Ok(decision_response(app, &j, StatusCode::TOO_MANY_REQUESTS))
+        }
+    }
+}
+
+async fn check<S: Store>(
+    State(app): AppState<S>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    decide(&app, Api::Check, &headers, body).await
+}
+
+async fn peek<S: Store>(
+    State(app): AppState<S>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    decide(&app, Api::Peek, &headers, body).await
+}
+
+async fn reserve<S: Store>(
+    State(app): AppState<S>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    decide(&app, Api::Reserve, &headers, body).await
+}
+
+fn valid_permit_id(id: &str) -> Result<(), ApiError> {
+    if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(ApiError::bad_request("not a permit id"));
+    }
+    Ok(())
+}
+
+async fn settle<S: Store>(
+    app: &App<S>,
+    id: &str,
+    how: Settle,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let who = authed(app, headers).await?;
+    valid_permit_id(id)?;
+    let s = app.settle(id, how, &who).await?;
+    Ok(Json(json!({ "id": id, "settled": s.how, "already": s.already })).into_response())
+}
+
+async fn commit<S: Store>(
+    State(app): AppState<S>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body_of(body)?;
+    let req: CommitRequest = if body.is_empty() {
+        CommitRequest::default()
+    } else {
+        parse_json(&body)?
+    };
+    settle(&app, &id, Settle::Commit(req.cost), &headers).await
+}
+
+async fn cancel<S: Store>(
+    State(app): AppState<S>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    settle(&app, &id, Settle::Cancel, &headers).await
+}
+
+async fn renew<S: Store>(
+    State(app): AppState<S>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let who = authed(&app, &headers).await?;
+    valid_permit_id(&id)?;
+    let (held, ttl) = app.renew(&id, &who).await?;
+    Ok(Json(json!({
+        "id": id,
+        "slots_held": held,
+        "expires_in_ms": u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+    }))
+    .into_response())
+}
+
+async fn usage<S: Store>(
+    State(app): AppState<S>,
+    headers: HeaderMap,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let who = authed(&app, &headers).await?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let mut subject = subject_from(q.iter().map(|(k, v)| (k.as_str(), v.as_str())), "query")?;
+    who.bind(&mut subject)?;
+    let usage = app
+        .limiter()
+        .usage(&subject)
+        .await
+        .map_err(ApiError::store)?;
+    Ok(Json(json!({
+        "subject": subject.iter().collect::<BTreeMap<_, _>>(),
+        "limits": usage.iter().map(usage_json).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+async fn reset<S: Store>(
+    State(app): AppState<S>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let who = authed(&app, &headers).await?;
+    if !who.is_admin() {
+        metrics::counter!("tollgate_auth_failures_total", "why" => "admin").increment(1);
+        return Err(ApiError::forbidden("resetting needs the admin token"));
+    }
+    let body = body_of(body)?;
+    let req: ResetRequest = parse_json(&body)?;
+    let limiter = app.limiter();
+    let answer = match (&req.subject, &req.rule) {
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "give a subject, a rule, or both (a rule alone resets all its buckets)",
+            ))
+        }
+        (Some(attrs), rule) => {
+            let subject = subject_from(
+                attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                "subject",
+            )?;
+            match rule {
+                Some(r) => limiter.reset_in(r, &subject).await,
+                None => limiter.reset(&subject).await,
+            }
+            .map_err(ApiError::store)?;
+            tracing::info!(subject = %subject, rule = ?rule, by = who.name(), "buckets reset");
+            json!({ "reset": true, "subject": attrs, "rule": rule })
+        }
+        (None, Some(r)) => {
+            let n = limiter.reset_rule(r).await.map_err(ApiError::store)?;
+            tracing::info!(rule = %r, buckets = n, by = who.name(), "rule reset");
+            json!({ "reset": true, "rule": r, "buckets": n })
+        }
+    };
+    Ok(Json(answer).into_response())
+}
+
+async fn metrics<S: Store>(State(app): AppState<S>) -> Response {
+    app.refresh_gauges();
+    match crate::telemetry::prometheus() {
+        Some(h) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            h.render(),
+        )
+            .into_response(),
+        None => ApiError::unavailable("another metrics recorder is installed in this process")
+            .into_response(),
+    }
+}
+
+async fn healthz() -> Response {
+    Json(json!({ "status": "ok" })).into_response()
+}
+
+async fn readyz<S: Store>(State(app): AppState<S>) -> Response {
+    let store = app.limiter().store();
+    match crate::store::probe(store).await {
+        Ok(()) => Json(json!({
+            "status": "ready",
+            "store": app.store_kind(),
+            "config_generation": app.runtime().generation,
+        }))
+        .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "store": app.store_kind(), "error": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+/// The client's address: walking `X-Forwarded-For` from the right while the hop that added an
+/// entry is a trusted proxy; the peer address when the peer is not trusted.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for hop in hops.iter().rev() {
+        let Some(ip) = parse_hop(hop) else {
+            // A garbled entry: stop at the last address we could trust.
+            break;
+        };
+        client = ip;
+        if !is_trusted(ip) {
+            break;
+        }
+    }
+    client
+}
+
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    // `1.2.3.4:5678` or `[::1]:5678`.
+    hop.parse::<SocketAddr>().ok().map(|s| s.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ip_walks_forwarded_for_from_the_right() {
+        let trusted: Vec<Cidr> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 1.2.3.4, 10.0.0.2"),
+        );
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(
+            client_ip(peer, &h, &trusted),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
+        // An untrusted peer's header is ignored.
+        let outsider: IpAddr = "8.8.8.8".parse().unwrap();
+        assert_eq!(client_ip(outsider, &h, &trusted), outsider);
+        // No trusted proxies: the peer.
+        assert_eq!(client_ip(peer, &h, &[]), peer);
+        // Garbage stops the walk at the last trusted hop.
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4, junk"));
+        assert_eq!(client_ip(peer, &h, &trusted), peer);
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        let mut h = HeaderMap::new();
+        assert_eq!(bearer(&h), None);
+        h.insert("authorization", HeaderValue::from_static("Bearer abc"));
+        assert_eq!(bearer(&h), Some("abc"));
+        h.insert("authorization", HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer(&h), None);
+    }
+}

@@ -1,0 +1,135 @@
+//! The service on Redis: two instances share their buckets through a private redis-server.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use tollgate_server::config::{RedisOptions, StoreConfig};
+use tollgate_test::RedisServer;
+
+const POLICY: &str = r#"
+[[rules]]
+name = "redis-two-per-hour"
+match = { tenant = "*" }
+limits = [
+  { kind = "requests", amount = 2, per = "hour" },
+  { kind = "tokens", amount = 10000, per = "hour" },
+  { kind = "concurrency", amount = 1 },
+]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_buckets_in_redis() {
+    let redis = RedisServer::start().unwrap();
+    // A generous deadline: a loaded test machine must not degrade to the failure modes.
+    let toml = format!(
+        "{POLICY}\n[redis]\nurl = \"{}\"\nprefix = \"svc-test\"\ndeadline = \"5s\"\n",
+        redis.url()
+    );
+    let a = start(&toml).await;
+    let b = start(&toml).await;
+    assert!(a.running.grpc.is_some());
+    let ready = a.get("/readyz", None).await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert_eq!(ready.body["store"], "redis");
+
+    let who = json!({ "tenant": "shared" });
+    assert!(a
+        .check(None, who.clone(), json!({ "tokens": 100 }))
+        .await
+        .allowed());
+    assert!(b
+        .check(None, who.clone(), json!({ "tokens": 100 }))
+        .await
+        .allowed());
+    let d = a.check(None, who.clone(), json!({})).await;
+    assert_eq!(d.status, 429, "{}", d.body);
+    assert_eq!(d.body["denied_by"]["rule"], "redis-two-per-hour");
+    assert!(d.header("retry-after").is_some());
+    assert_eq!(b.used(None, "tenant=shared", "tokens").await, 200);
+
+    // Permits on Redis: the slot is shared too, and a cancel gives it back.
+    let who = json!({ "tenant": "permits" });
+    let p = a
+        .post(
+            "/v1/reserve",
+            None,
+            json!({ "subject": who, "cost": { "tokens": 500 } }),
+        )
+        .await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    let id = p.body["permit"]["id"].as_str().unwrap().to_owned();
+    let q = b.post("/v1/reserve", None, json!({ "subject": who })).await;
+    assert_eq!(q.status, 429, "{}", q.body);
+    assert_eq!(q.body["reason"], "concurrency");
+    let c = a
+        .post(&format!("/v1/permits/{id}/cancel"), None, json!({}))
+        .await;
+    assert_eq!(c.status, 200, "{}", c.body);
+    let q = b.post("/v1/reserve", None, json!({ "subject": who })).await;
+    assert_eq!(q.status, 200, "{}", q.body);
+
+    // Reset through one instance is seen by the other. (Each instance's fallback remembers
+    // the denials it saw until they expire: `a` saw one, so the reset goes through `a`.)
+    let r = a
+        .post(
+            "/v1/reset",
+            None,
+            json!({ "subject": { "tenant": "shared" } }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(b
+        .check(None, json!({ "tenant": "shared" }), json!({}))
+        .await
+        .allowed());
+    assert!(a
+        .check(None, json!({ "tenant": "shared" }), json!({}))
+        .await
+        .allowed());
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_fails_the_start_with_a_redacted_message() {
+    let mut c = config(POLICY);
+    c.store = StoreConfig::Redis {
+        url: "redis://user:secret@127.0.0.1:1/".into(),
+        options: RedisOptions {
+            fallback: false,
+            ..Default::default()
+        },
+    };
+    let e = tollgate_server::server::start(tollgate_server::server::Options {
+        config: c,
+        ..Default::default()
+    })
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("redis://user:***@127.0.0.1:1/"), "{e}");
+    assert!(!e.contains("secret"), "{e}");
+}
+
+#[tokio::test]
+async fn with_the_fallback_the_service_starts_while_redis_is_down() {
+    // Rules fail open by default; `closed` ones answer 503 (not a rate-limit denial).
+    let toml = format!(
+        "{}\n[redis]\nurl = \"redis://127.0.0.1:1/\"\n",
+        POLICY.replace(
+            "name = \"redis-two-per-hour\"",
+            "name = \"down\"\nfailure_mode = \"closed\""
+        )
+    );
+    let s = start(&format!(
+        "{toml}\n[[rules]]\nname = \"open-rule\"\nmatch = {{ user = \"*\" }}\nlimits = [{{ kind = \"requests\", amount = 1, per = \"hour\" }}]\n"
+    ))
+    .await;
+    let a = s.check(None, json!({ "user": "u" }), json!({})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = s.check(None, json!({ "tenant": "t" }), json!({})).await;
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert_eq!(a.body["outcome"], "unavailable");
+    s.stop().await;
+}

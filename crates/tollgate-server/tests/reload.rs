@@ -1,0 +1,202 @@
+//! Hot reload (on demand as SIGHUP does, and on file change) and shadow mode.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::*;
+use serde_json::json;
+use tollgate::{ManualClock, Timestamp};
+use tollgate_server::config::Config;
+use tollgate_server::server::{self, Options};
+
+const V1: &str = r#"
+[[rules]]
+name = "steady"
+match = { tenant = "*" }
+limits = [{ kind = "requests", amount = 2, per = "hour" }]
+
+[[rules]]
+name = "changing"
+match = { user = "*" }
+limits = [{ kind = "requests", amount = 1, per = "hour" }]
+"#;
+
+async fn start_file(path: &Path, watch: bool) -> Service {
+    let mut config = Config::load(path).unwrap();
+    config.server.http = "127.0.0.1:0".parse().unwrap();
+    config.server.grpc = None;
+    let clock = ManualClock::new(Timestamp::from_secs(1_750_000_000));
+    let running = server::start(Options {
+        config,
+        clock: Some(Arc::new(clock.clone())),
+        watch,
+        overrides: server::Overrides {
+            http: Some("127.0.0.1:0".parse().unwrap()),
+            grpc: Some(None),
+            ..Default::default()
+        },
+    })
+    .await
+    .unwrap();
+    let base = running.url();
+    Service {
+        running,
+        clock,
+        http: reqwest::Client::new(),
+        base,
+    }
+}
+
+async fn generation(s: &Service) -> u64 {
+    s.get("/readyz", None).await.body["config_generation"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn reload_swaps_the_policy_and_unchanged_limits_keep_their_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tollgate.toml");
+    std::fs::write(&path, V1).unwrap();
+    let s = start_file(&path, false).await;
+    let who = json!({ "tenant": "a", "user": "u" });
+    assert!(s.check(None, who.clone(), json!({})).await.allowed());
+    // `changing` (1/hour) now denies.
+    let d = s.check(None, who.clone(), json!({})).await;
+    assert_eq!(d.body["denied_by"]["rule"], "changing");
+
+    // Raise `changing` to 10/hour; `steady` is unchanged and keeps its one spent request.
+    std::fs::write(&path, V1.replace("amount = 1,", "amount = 10,")).unwrap();
+    assert_eq!(s.running.reload().unwrap(), 2);
+    assert_eq!(generation(&s).await, 2);
+    let a = s.check(None, who.clone(), json!({})).await;
+    assert!(a.allowed(), "{}", a.body);
+    // steady: 2 spent now, so the next call is denied by it.
+    let d = s.check(None, who.clone(), json!({})).await;
+    assert_eq!(d.body["denied_by"]["rule"], "steady", "{}", d.body);
+
+    // An invalid file is refused, counted, and the running policy stays.
+    std::fs::write(&path, V1.replace("amount = 2,", "amount = 0,")).unwrap();
+    let e = s.running.reload().unwrap_err();
+    assert_eq!(e.rule.as_deref(), Some("steady"));
+    assert_eq!(e.location.as_ref().unwrap().line, 5, "{e}");
+    assert_eq!(s.running.reload_errors(), 1);
+    assert_eq!(generation(&s).await, 2);
+    assert!(s
+        .metrics()
+        .await
+        .lines()
+        .any(|l| l.starts_with("tollgate_config_reloads_total{result=\"error\"}")));
+    let d = s.check(None, json!({ "tenant": "b" }), json!({})).await;
+    assert!(d.allowed());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_changed_file_is_reloaded_by_the_watcher() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("watched.toml");
+    std::fs::write(&path, V1).unwrap();
+    let s = start_file(&path, true).await;
+    assert_eq!(generation(&s).await, 1);
+    // Editors replace files: write a new file and rename it over the old one.
+    let tmp = dir.path().join("watched.toml.tmp");
+    std::fs::write(&tmp, V1.replace("amount = 1,", "amount = 3,")).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    eventually("the watcher to reload", || async {
+        generation(&s).await >= 2
+    })
+    .await;
+    let who = json!({ "user": "w" });
+    for _ in 0..3 {
+        assert!(s.check(None, who.clone(), json!({})).await.allowed());
+    }
+    assert!(!s.check(None, who.clone(), json!({})).await.allowed());
+
+    // A broken edit is refused by the watcher too.
+    std::fs::write(&path, "[[rules]]\nname = 5\n").unwrap();
+    eventually("the refused reload", || async {
+        s.running.reload_errors() >= 1
+    })
+    .await;
+    assert_eq!(generation(&s).await, 2);
+    s.stop().await;
+}
+
+const SHADOW: &str = r#"
+[[rules]]
+name = "shadow-trial"
+match = { tenant = "*" }
+shadow = true
+limits = [{ kind = "requests", amount = 1, per = "hour" }]
+
+[[rules]]
+name = "enforced-cap"
+match = { tenant = "*" }
+limits = [{ kind = "requests", amount = 3, per = "hour" }]
+"#;
+
+#[tokio::test]
+async fn shadow_rules_count_denials_and_admit() {
+    let s = start(SHADOW).await;
+    let who = json!({ "tenant": "sh" });
+    assert!(s.check(None, who.clone(), json!({})).await.allowed());
+    // The shadow rule would deny; the call is admitted and the would-be denial reported.
+    let a = s.check(None, who.clone(), json!({})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.allowed());
+    assert_eq!(a.body["shadow"]["would_deny"], true);
+    assert_eq!(a.body["shadow"]["rules"][0]["rule"], "shadow-trial");
+    // The enforced rule was spent by the shadow-admitted call.
+    assert!(s.check(None, who.clone(), json!({})).await.allowed());
+    assert_eq!(s.used(None, "tenant=sh", "requests").await, 1);
+    let usage = s.get("/v1/usage?tenant=sh", None).await;
+    let enforced = usage.body["limits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["rule"] == "enforced-cap")
+        .unwrap()
+        .clone();
+    assert_eq!(enforced["used"], 3);
+    // The enforced rule denies for real.
+    let d = s.check(None, who.clone(), json!({})).await;
+    assert_eq!(d.status, 429, "{}", d.body);
+    assert_eq!(d.body["denied_by"]["rule"], "enforced-cap");
+    let m = s.metrics().await;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("tollgate_shadow_denials_total{")
+                && l.contains("rule=\"shadow-trial\"")
+                && l.ends_with(" 2")),
+        "{m}"
+    );
+    assert!(m.lines().any(|l| l.contains("outcome=\"shadow_allowed\"")));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn global_shadow_mode_admits_everything() {
+    let policy = SHADOW
+        .replace("shadow-trial", "g-trial")
+        .replace("enforced-cap", "g-cap");
+    let s = start(&format!("[server]\nshadow = true\n{policy}")).await;
+    let who = json!({ "tenant": "gs" });
+    for i in 0..6 {
+        let a = s.check(None, who.clone(), json!({})).await;
+        assert_eq!(a.status, 200, "call {i}: {}", a.body);
+        assert_eq!(
+            a.body.get("shadow").is_some(),
+            i >= 1,
+            "call {i}: {}",
+            a.body
+        );
+    }
+    // Reserve follows shadow mode too.
+    let r = s.post("/v1/reserve", None, json!({ "subject": who })).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body["permit"]["id"].is_string());
+    s.stop().await;
+}
