@@ -548,80 +548,14 @@ impl<P: Store> FallbackStore<P> {
     ) -> Vec<Settlement<MemoryKey>> {
         items
             .iter()
-            .map(|s| match s {
-                Settlement::Refund {
-                    key,
-                    limit,
-                    spent_at,
-                    cost,
-                } => Settlement::Refund {
-                    key: key.local,
-                    limit: self.share(limit),
-                    spent_at: *spent_at,
-                    cost: *cost,
-                },
-                Settlement::Charge {
-                    key,
-                    limit,
-                    spent_at,
-                    cost,
-                } => Settlement::Charge {
-                    key: key.local,
-                    limit: self.share(limit),
-                    spent_at: *spent_at,
-                    cost: *cost,
-                },
-                Settlement::Release { key, limit, lease } => Settlement::Release {
-                    key: key.local,
-                    limit: self.share(limit),
-                    lease: *lease,
-                },
-                Settlement::Renew { key, limit, lease } => Settlement::Renew {
-                    key: key.local,
-                    limit: self.share(limit),
-                    lease: *lease,
-                },
-            })
+            .map(|s| s.map(|k| k.local, |l| self.share(l)))
             .collect()
     }
 
     fn primary_settlements(items: &[Settlement<FallbackKey<P::Key>>]) -> Vec<Settlement<P::Key>> {
         items
             .iter()
-            .map(|s| match s {
-                Settlement::Refund {
-                    key,
-                    limit,
-                    spent_at,
-                    cost,
-                } => Settlement::Refund {
-                    key: key.primary.clone(),
-                    limit: *limit,
-                    spent_at: *spent_at,
-                    cost: *cost,
-                },
-                Settlement::Charge {
-                    key,
-                    limit,
-                    spent_at,
-                    cost,
-                } => Settlement::Charge {
-                    key: key.primary.clone(),
-                    limit: *limit,
-                    spent_at: *spent_at,
-                    cost: *cost,
-                },
-                Settlement::Release { key, limit, lease } => Settlement::Release {
-                    key: key.primary.clone(),
-                    limit: *limit,
-                    lease: *lease,
-                },
-                Settlement::Renew { key, limit, lease } => Settlement::Renew {
-                    key: key.primary.clone(),
-                    limit: *limit,
-                    lease: *lease,
-                },
-            })
+            .map(|s| s.map(|k| k.primary.clone(), |l| *l))
             .collect()
     }
 }
@@ -673,12 +607,8 @@ impl<P: Store> Store for FallbackStore<P> {
         route: Route,
     ) -> Result<usize, StoreError> {
         // Capacity given back may end a remembered denial early.
-        self.cache.forget(items.iter().map(|s| match s {
-            Settlement::Refund { key, .. }
-            | Settlement::Charge { key, .. }
-            | Settlement::Release { key, .. }
-            | Settlement::Renew { key, .. } => key.primary.clone(),
-        }));
+        self.cache
+            .forget(items.iter().map(|s| s.key().primary.clone()));
         if route == LOCAL {
             return Ok(self.local.settle_sync(&self.local_settlements(items)));
         }

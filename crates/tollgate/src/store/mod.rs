@@ -167,6 +167,68 @@ pub enum Settlement<K> {
     },
 }
 
+impl<K> Settlement<K> {
+    /// The bucket the settlement concerns.
+    pub fn key(&self) -> &K {
+        match self {
+            Settlement::Refund { key, .. }
+            | Settlement::Charge { key, .. }
+            | Settlement::Release { key, .. }
+            | Settlement::Renew { key, .. } => key,
+        }
+    }
+
+    /// The same settlement for another store's key and, if it differs there, limit.
+    pub fn map<K2>(
+        &self,
+        key: impl FnOnce(&K) -> K2,
+        limit: impl FnOnce(&Limit) -> Limit,
+    ) -> Settlement<K2> {
+        match self {
+            Settlement::Refund {
+                key: k,
+                limit: l,
+                spent_at,
+                cost,
+            } => Settlement::Refund {
+                key: key(k),
+                limit: limit(l),
+                spent_at: *spent_at,
+                cost: *cost,
+            },
+            Settlement::Charge {
+                key: k,
+                limit: l,
+                spent_at,
+                cost,
+            } => Settlement::Charge {
+                key: key(k),
+                limit: limit(l),
+                spent_at: *spent_at,
+                cost: *cost,
+            },
+            Settlement::Release {
+                key: k,
+                limit: l,
+                lease,
+            } => Settlement::Release {
+                key: key(k),
+                limit: limit(l),
+                lease: *lease,
+            },
+            Settlement::Renew {
+                key: k,
+                limit: l,
+                lease,
+            } => Settlement::Renew {
+                key: key(k),
+                limit: limit(l),
+                lease: *lease,
+            },
+        }
+    }
+}
+
 /// A place that keeps buckets.
 pub trait Store: Send + Sync + 'static {
     /// How this store names a bucket.

@@ -431,7 +431,7 @@ impl RedisStore {
         items: &[&Settlement<RedisKey>],
         rolled_back: Option<(&str, &str)>,
     ) -> Result<usize, StoreError> {
-        let mut keys: Vec<&str> = items.iter().map(|s| settlement_key(s).as_str()).collect();
+        let mut keys: Vec<&str> = items.iter().map(|s| s.key().as_str()).collect();
         let req_key = rolled_back.map(|(tag, id)| keys::request_key(&self.config.prefix, tag, id));
         if let Some(k) = &req_key {
             keys.push(k);
@@ -591,14 +591,6 @@ fn ints(v: Value) -> Result<Vec<i64>, StoreError> {
     }
 }
 
-fn settlement_key(s: &Settlement<RedisKey>) -> &RedisKey {
-    match s {
-        Settlement::Refund { key, .. }
-        | Settlement::Charge { key, .. }
-        | Settlement::Release { key, .. }
-        | Settlement::Renew { key, .. } => key,
-    }
-}
 
 /// The algorithm code and parameters of `limit` for the scripts, refusing limits whose
 /// arithmetic would leave the range Lua's doubles hold exactly.
@@ -743,7 +735,7 @@ impl Store for RedisStore {
         items: &[Settlement<RedisKey>],
         _route: Route,
     ) -> Result<usize, StoreError> {
-        let groups = self.groups(items.iter().map(settlement_key));
+        let groups = self.groups(items.iter().map(Settlement::key));
         let mut found = 0usize;
         for (_, idx) in groups {
             let group: Vec<&Settlement<RedisKey>> =
