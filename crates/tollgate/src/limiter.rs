@@ -455,6 +455,23 @@ fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
     futures::executor::block_on(f)
 }
 
+/// What a limit has left after the decision. An admitting verdict reports what is left after
+/// its cost; when the decision spends nothing (another limit denied), the cost is added back,
+/// which is exact for every algorithm. A concurrency check that takes no slot (`cost` 0) is
+/// evaluated as taking one, so its slot is added back too.
+fn remaining<K>(p: &Planned<K>, v: &Verdict, spends: bool) -> u64 {
+    if !v.admitted {
+        return v.remaining;
+    }
+    let back = match p.kind {
+        LimitKind::Concurrency if p.op.cost == 0 || !spends => 1,
+        LimitKind::Concurrency => 0,
+        _ if spends => 0,
+        _ => p.op.cost,
+    };
+    v.remaining.saturating_add(back).min(v.capacity)
+}
+
 /// Turns the store's verdicts into a decision.
 pub(crate) fn build_decision<K>(
     plan: &Plan<K>,
@@ -462,6 +479,7 @@ pub(crate) fn build_decision<K>(
     store_full: bool,
     spent: bool,
 ) -> Decision {
+    let all_admitted = verdicts.iter().all(|v| v.admitted);
     let statuses: SmallVec<[LimitStatus; 3]> = plan
         .iter()
         .zip(verdicts)
@@ -474,7 +492,7 @@ pub(crate) fn build_decision<K>(
             window: p.op.limit.window(),
             quota: p.op.limit.is_quota(),
             admitted: v.admitted,
-            remaining: v.remaining,
+            remaining: remaining(p, v, all_admitted && !(store_full && !spent)),
             reset_after: Duration::from_micros(v.reset_after_us),
             retry_after: Duration::from_micros(v.retry_after_us),
         })
