@@ -492,7 +492,7 @@ pub(crate) fn build_decision<K>(
             window: p.op.limit.window(),
             quota: p.op.limit.is_quota(),
             admitted: v.admitted,
-            remaining: remaining(p, v, all_admitted && !(store_full && !spent)),
+            remaining: remaining(p, v, all_admitted && (spent || !store_full)),
             reset_after: Duration::from_micros(v.reset_after_us),
             retry_after: Duration::from_micros(v.retry_after_us),
         })
