@@ -193,7 +193,22 @@ impl Overrides {
             config.server.grpc = g;
         }
         if let Some(s) = &self.store {
-            config.store = s.clone();
+            // A URL from the command line keeps the file's Redis settings.
+            let options = match &config.store {
+                StoreConfig::Redis { options, .. } | StoreConfig::RedisCluster { options, .. } => {
+                    Some(options.clone())
+                }
+                StoreConfig::Memory { .. } => None,
+            };
+            config.store = match (s.clone(), options) {
+                (StoreConfig::Redis { url, .. }, Some(options)) => {
+                    StoreConfig::Redis { url, options }
+                }
+                (StoreConfig::RedisCluster { nodes, .. }, Some(options)) => {
+                    StoreConfig::RedisCluster { nodes, options }
+                }
+                (other, _) => other,
+            };
         }
         if self.shadow {
             config.server.shadow = true;
@@ -310,6 +325,12 @@ pub async fn start_with<S: Store>(
             source,
         })?;
     let router = crate::http::router(Arc::clone(&app), server.max_body_bytes);
+    let http_listener = {
+        use axum::serve::ListenerExt;
+        http_listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        })
+    };
     let stop = stopped(rx.clone());
     tasks.push(tokio::spawn(async move {
         let served = axum::serve(
@@ -413,5 +434,37 @@ pub async fn terminated() {
     {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("ctrl-c: shutting down");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redis_url_from_the_command_line_keeps_the_files_settings() {
+        let mut c = Config::from_toml(
+            "[redis]\nurl = \"redis://a:1\"\nprefix = \"p\"\ndeadline = \"2s\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let o = Overrides {
+            store: Some(StoreConfig::Redis {
+                url: "redis://b:2".into(),
+                options: RedisOptions::default(),
+            }),
+            shadow: true,
+            ..Overrides::default()
+        };
+        o.apply(&mut c);
+        let StoreConfig::Redis { url, options } = &c.store else {
+            panic!("{:?}", c.store)
+        };
+        assert_eq!(
+            (url.as_str(), options.prefix.as_str()),
+            ("redis://b:2", "p")
+        );
+        assert_eq!(options.deadline, Duration::from_secs(2));
+        assert!(c.server.shadow);
     }
 }
