@@ -591,7 +591,6 @@ fn ints(v: Value) -> Result<Vec<i64>, StoreError> {
     }
 }
 
-
 /// The algorithm code and parameters of `limit` for the scripts, refusing limits whose
 /// arithmetic would leave the range Lua's doubles hold exactly.
 fn params(limit: &Limit) -> Result<(u8, [i64; 3]), StoreError> {
