@@ -16,6 +16,10 @@ use tollgate::{
 use tollgate_test::{RedisCluster, RedisServer};
 
 const DEADLINE: Duration = Duration::from_millis(25);
+
+/// The fault tests measure latencies: they run one at a time so that they do not slow each
+/// other down.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const TASKS: usize = 8;
 
 type Store = FallbackStore<RedisStore>;
@@ -241,6 +245,7 @@ fn check_window(samples: &[Sample], w: &Window_, report: &mut String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_restarted_paused_and_resumed() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let mut server = RedisServer::start().unwrap();
     let l = limiter(vec![server.url()], false);
     let store = || l.store();
@@ -352,7 +357,13 @@ async fn redis_killed_restarted_paused_and_resumed() {
     // Redis never counted more than was attempted: nothing was replayed.
     let stats = store().stats();
     let used: u64 = {
-        let direct = RedisStore::connect(&server.url()).await.unwrap();
+        let config = RedisConfig {
+            prefix: "faults".into(),
+            ..RedisConfig::default()
+        };
+        let direct = RedisStore::connect_with(&server.url(), config)
+            .await
+            .unwrap();
         let counter = Limiter::with_store(policy(), direct);
         let mut total = 0;
         for u in 0..50 {
@@ -384,6 +395,7 @@ async fn redis_killed_restarted_paused_and_resumed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starting_while_redis_is_down_works_and_recovers() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     // A port with no Redis behind it (yet).
     let mut server = RedisServer::start().unwrap();
     server.kill();
@@ -424,6 +436,7 @@ async fn starting_while_redis_is_down_works_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permits_taken_while_degraded_are_released_after_the_primary_returns() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let mut server = RedisServer::start().unwrap();
     server.kill();
     let redis = RedisStore::connect_lazy(&[server.url()], false, RedisConfig::default());
@@ -501,6 +514,7 @@ async fn permits_taken_while_degraded_are_released_after_the_primary_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_master_fails_over() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let mut cluster = RedisCluster::start().unwrap();
     let l = limiter(cluster.urls(), true);
     wait_for("the cluster connection", Duration::from_secs(5), || {
@@ -579,6 +593,7 @@ fn script_calls(server: &RedisServer) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_denied_traffic_costs_redis_nothing() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let server = RedisServer::start().unwrap();
     let redis = RedisStore::connect(&server.url()).await.unwrap();
     let policy = Policy::builder()
