@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tollgate::{Cost, Decision, LimitStatus, Outcome, Subject};
+use tollgate::{Cost, LimitStatus, Subject};
 
 use crate::app::Judged;
 use crate::config::{truncate, valid_attribute_name, MAX_ATTRIBUTES, MAX_VALUE_BYTES};
@@ -167,24 +167,12 @@ fn status_json(s: &LimitStatus) -> Value {
     })
 }
 
-/// `allowed`, `denied`, `too_large` or `store_full`.
-pub fn outcome_str(d: &Decision) -> &'static str {
-    match d.outcome() {
-        Outcome::Allowed => "allowed",
-        Outcome::Denied => "denied",
-        Outcome::TooLarge => "too_large",
-        Outcome::StoreFull => "store_full",
-        Outcome::Unavailable => "unavailable",
-        _ => "other",
-    }
-}
-
 /// The JSON of one decision.
 pub fn decision_json(j: &Judged) -> Value {
     let d = &j.decision;
     let mut v = json!({
         "allowed": d.is_allowed(),
-        "outcome": outcome_str(d),
+        "outcome": d.outcome().as_str(),
         "limits": d.statuses().iter().map(status_json).collect::<Vec<_>>(),
     });
     if let Some(reason) = d.reason() {
@@ -203,7 +191,7 @@ pub fn decision_json(j: &Judged) -> Value {
     if let Some(shadow) = &j.shadow {
         let mut s = json!({
             "would_deny": true,
-            "outcome": outcome_str(shadow),
+            "outcome": shadow.outcome().as_str(),
             "rules": shadow
                 .statuses()
                 .iter()

@@ -197,21 +197,10 @@ impl Api {
     }
 }
 
-fn outcome_label(d: &Decision) -> &'static str {
-    match d.outcome() {
-        Outcome::Allowed => "allowed",
-        Outcome::Denied => "denied",
-        Outcome::TooLarge => "too_large",
-        Outcome::StoreFull => "store_full",
-        Outcome::Unavailable => "unavailable",
-        _ => "other",
-    }
-}
-
 pub(crate) fn record(api: Api, j: &Judged, started: Instant) {
     let (outcome, by): (&'static str, Option<&LimitStatus>) = match &j.shadow {
         Some(shadow) => ("shadow_allowed", shadow.denied_by()),
-        None => (outcome_label(&j.decision), j.decision.denied_by()),
+        None => (j.decision.outcome().as_str(), j.decision.denied_by()),
     };
     let (rule, limit) = by.map_or(("", ""), |s| (s.rule, s.label));
     metrics::counter!(

@@ -32,54 +32,19 @@ pub const MAX_VALUE_BYTES: usize = 256;
 /// The longest attribute name, in bytes.
 pub const MAX_NAME_BYTES: usize = 64;
 
-/// A configuration that cannot be used, naming the file, line and field.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    /// Where the field is, when known.
-    pub location: Option<Location>,
-    /// The rule at fault, for errors inside `[[rules]]`.
-    pub rule: Option<String>,
-    /// The field, such as `server.http` or `limits[0].burst`.
-    pub field: String,
-    /// What is wrong.
-    pub message: String,
-}
+/// A configuration that cannot be used, naming the file, line, rule and field: the same error
+/// as a policy's (the rules are policy, the other sections are read alongside them).
+pub type ConfigError = PolicyError;
 
-impl ConfigError {
-    fn at(source: &Source<'_>, span: Option<Range<usize>>, field: &str, msg: String) -> Self {
-        ConfigError {
-            location: span.map(|s| source.locate(s.start)),
-            rule: None,
-            field: field.to_owned(),
-            message: msg,
-        }
+/// An error about `field`, placed at `span` of `source`.
+fn at(source: &Source<'_>, span: Option<Range<usize>>, field: &str, msg: String) -> ConfigError {
+    ConfigError {
+        location: span.map(|s| source.locate(s.start)),
+        rule: None,
+        field: field.to_owned(),
+        message: msg,
     }
 }
-
-impl From<PolicyError> for ConfigError {
-    fn from(e: PolicyError) -> Self {
-        ConfigError {
-            location: e.location,
-            rule: e.rule,
-            field: e.field,
-            message: e.message,
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(loc) = &self.location {
-            write!(f, "{loc}: ")?;
-        }
-        if let Some(rule) = &self.rule {
-            write!(f, "rule {rule:?}: ")?;
-        }
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// How the service renders rate-limit headers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -552,7 +517,7 @@ fn duration(
     tollgate_core::parse_duration(v.get_ref())
         .filter(|d| !d.is_zero())
         .ok_or_else(|| {
-            ConfigError::at(
+            at(
                 source,
                 Some(v.span()),
                 field,
@@ -567,7 +532,7 @@ fn socket_addr(
     field: &str,
 ) -> Result<SocketAddr, ConfigError> {
     v.get_ref().trim().parse().map_err(|_| {
-        ConfigError::at(
+        at(
             source,
             Some(v.span()),
             field,
@@ -584,7 +549,7 @@ fn redis_url(source: &Source<'_>, v: &Spanned<String>, field: &str) -> Result<St
     if u.starts_with("redis://") || u.starts_with("rediss://") {
         Ok(u.to_owned())
     } else {
-        Err(ConfigError::at(
+        Err(at(
             source,
             Some(v.span()),
             field,
@@ -610,7 +575,7 @@ pub fn parse_headers(s: &str) -> Option<Headers> {
 /// Reads an environment variable named by the config (for secrets kept out of the file).
 fn from_env(source: &Source<'_>, v: &Spanned<String>, field: &str) -> Result<String, ConfigError> {
     std::env::var(v.get_ref()).map_err(|_| {
-        ConfigError::at(
+        at(
             source,
             Some(v.span()),
             field,
@@ -628,7 +593,7 @@ fn token(
 ) -> Result<Option<Token>, ConfigError> {
     let (value, span, name) = match (plain, env) {
         (Some(_), Some(e)) => {
-            return Err(ConfigError::at(
+            return Err(at(
                 source,
                 Some(e.span()),
                 &format!("{field}_env"),
@@ -646,7 +611,7 @@ fn token(
         }
     };
     if value.len() < MIN_TOKEN_BYTES || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(ConfigError::at(
+        return Err(at(
             source,
             Some(span),
             &name,
@@ -712,7 +677,7 @@ impl Config {
                             let Some(on) = flag.get_ref().as_bool() else {
                                 return Err(ConfigError {
                                     rule: name,
-                                    ..ConfigError::at(
+                                    ..at(
                                         &source,
                                         Some(flag.span()),
                                         "shadow",
@@ -729,7 +694,7 @@ impl Config {
                                         shadow_rules.insert(n);
                                     }
                                     None => {
-                                        return Err(ConfigError::at(
+                                        return Err(at(
                                             &source,
                                             Some(item_span),
                                             &format!("rules[{i}].name"),
@@ -787,7 +752,7 @@ impl Config {
             }
             if let Some(v) = &s.max_body_bytes {
                 if !(64..=16 * 1024 * 1024).contains(v.get_ref()) {
-                    return Err(ConfigError::at(
+                    return Err(at(
                         source,
                         Some(v.span()),
                         "server.max_body_bytes",
@@ -798,7 +763,7 @@ impl Config {
             }
             if let Some(v) = &s.headers {
                 srv.headers = parse_headers(v.get_ref()).ok_or_else(|| {
-                    ConfigError::at(
+                    at(
                         source,
                         Some(v.span()),
                         "server.headers",
@@ -816,7 +781,7 @@ impl Config {
                     .enumerate()
                     .map(|(i, p)| {
                         p.get_ref().parse::<Cidr>().map_err(|m| {
-                            ConfigError::at(
+                            at(
                                 source,
                                 Some(p.span()),
                                 &format!("server.trusted_proxies[{i}]"),
@@ -831,7 +796,7 @@ impl Config {
             }
             if let Some(v) = &s.max_permits {
                 if *v.get_ref() == 0 {
-                    return Err(ConfigError::at(
+                    return Err(at(
                         source,
                         Some(v.span()),
                         "server.max_permits",
@@ -847,7 +812,7 @@ impl Config {
 
         if let (Some(r), Some(m)) = (&raw.redis, &raw.memory) {
             let _ = r;
-            return Err(ConfigError::at(
+            return Err(at(
                 source,
                 Some(m.span()),
                 "memory",
@@ -859,7 +824,7 @@ impl Config {
             let mut max_buckets = None;
             if let Some(v) = &m.max_buckets {
                 if *v.get_ref() == 0 {
-                    return Err(ConfigError::at(
+                    return Err(at(
                         source,
                         Some(v.span()),
                         "memory.max_buckets",
@@ -876,7 +841,7 @@ impl Config {
             let mut options = RedisOptions::default();
             if let Some(p) = &r.prefix {
                 if p.get_ref().is_empty() || p.get_ref().contains(['{', '}', ' ']) {
-                    return Err(ConfigError::at(
+                    return Err(at(
                         source,
                         Some(p.span()),
                         "redis.prefix",
@@ -902,7 +867,7 @@ impl Config {
                     .ok()
                     .filter(|n| *n >= 1)
                     .ok_or_else(|| {
-                        ConfigError::at(
+                        at(
                             source,
                             Some(v.span()),
                             "redis.instances",
@@ -912,7 +877,7 @@ impl Config {
             }
             self.store = match (&r.url, &r.cluster) {
                 (Some(_), Some(c)) => {
-                    return Err(ConfigError::at(
+                    return Err(at(
                         source,
                         Some(c.span()),
                         "redis.cluster",
@@ -925,7 +890,7 @@ impl Config {
                 },
                 (None, Some(c)) => {
                     if c.get_ref().is_empty() {
-                        return Err(ConfigError::at(
+                        return Err(at(
                             source,
                             Some(c.span()),
                             "redis.cluster",
@@ -941,7 +906,7 @@ impl Config {
                     StoreConfig::RedisCluster { nodes, options }
                 }
                 (None, None) => {
-                    return Err(ConfigError::at(
+                    return Err(at(
                         source,
                         Some(span),
                         "redis.url",
@@ -970,7 +935,7 @@ impl Config {
                 let field = format!("auth.clients[{i}].token");
                 let tok = token(source, &c.token, &c.token_env, &field, cspan.clone())?
                     .ok_or_else(|| {
-                        ConfigError::at(
+                        at(
                             source,
                             Some(cspan.clone()),
                             &field,
@@ -981,16 +946,11 @@ impl Config {
                     || auth.admin_token.as_ref() == Some(&tok);
                 if dup {
                     let span = c.token.as_ref().or(c.token_env.as_ref()).map(Spanned::span);
-                    return Err(ConfigError::at(
-                        source,
-                        span,
-                        &field,
-                        "duplicates another token".into(),
-                    ));
+                    return Err(at(source, span, &field, "duplicates another token".into()));
                 }
                 if let Some(t) = &c.tenant {
                     if t.get_ref().is_empty() || t.get_ref().len() > MAX_VALUE_BYTES {
-                        return Err(ConfigError::at(
+                        return Err(at(
                             source,
                             Some(t.span()),
                             &format!("auth.clients[{i}].tenant"),
@@ -1018,25 +978,25 @@ impl Config {
                 for (attr, header) in attrs.get_ref() {
                     let field = format!("forward_auth.attributes.{attr}");
                     valid_attribute_name(attr)
-                        .map_err(|m| ConfigError::at(source, Some(header.span()), &field, m))?;
+                        .map_err(|m| at(source, Some(header.span()), &field, m))?;
                     let h = valid_header_name(header.get_ref())
-                        .map_err(|m| ConfigError::at(source, Some(header.span()), &field, m))?;
+                        .map_err(|m| at(source, Some(header.span()), &field, m))?;
                     fa.attributes.insert(attr.clone(), h);
                 }
             }
             if let Some(h) = &f.tokens_header {
-                fa.tokens_header = if h.get_ref().is_empty() {
-                    None
-                } else {
-                    Some(valid_header_name(h.get_ref()).map_err(|m| {
-                        ConfigError::at(source, Some(h.span()), "forward_auth.tokens_header", m)
-                    })?)
-                };
+                fa.tokens_header =
+                    if h.get_ref().is_empty() {
+                        None
+                    } else {
+                        Some(valid_header_name(h.get_ref()).map_err(|m| {
+                            at(source, Some(h.span()), "forward_auth.tokens_header", m)
+                        })?)
+                    };
             }
             if let Some(a) = &f.ip_attribute {
-                valid_attribute_name(a.get_ref()).map_err(|m| {
-                    ConfigError::at(source, Some(a.span()), "forward_auth.ip_attribute", m)
-                })?;
+                valid_attribute_name(a.get_ref())
+                    .map_err(|m| at(source, Some(a.span()), "forward_auth.ip_attribute", m))?;
                 fa.ip_attribute = Some(a.get_ref().clone());
             }
         }
@@ -1044,15 +1004,14 @@ impl Config {
         if let Some(g) = raw.grpc {
             let g = g.into_inner();
             if let Some(a) = &g.domain_attribute {
-                valid_attribute_name(a.get_ref()).map_err(|m| {
-                    ConfigError::at(source, Some(a.span()), "grpc.domain_attribute", m)
-                })?;
+                valid_attribute_name(a.get_ref())
+                    .map_err(|m| at(source, Some(a.span()), "grpc.domain_attribute", m))?;
                 self.grpc.domain_attribute = Some(a.get_ref().clone());
             }
             if let Some(d) = &g.descriptors {
                 for (key, attr) in d.get_ref() {
                     valid_attribute_name(attr.get_ref()).map_err(|m| {
-                        ConfigError::at(
+                        at(
                             source,
                             Some(attr.span()),
                             &format!("grpc.descriptors.{key}"),
@@ -1069,7 +1028,7 @@ impl Config {
                     "tokens" => HitsAddend::Tokens,
                     "requests" => HitsAddend::Requests,
                     other => {
-                        return Err(ConfigError::at(
+                        return Err(at(
                             source,
                             Some(h.span()),
                             "grpc.hits_addend",

@@ -442,17 +442,12 @@ impl<S: Store> Limiter<S> {
                 });
             }
             Err(_) => {
-                if futures_lite_block_on(limiter.settle(&items, route)).is_err() {
+                if futures::executor::block_on(limiter.settle(&items, route)).is_err() {
                     metrics::counter!("tollgate_store_errors_total").increment(1);
                 }
             }
         }
     }
-}
-
-/// Runs a future to completion on this thread (for a store's release outside any runtime).
-fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
-    futures::executor::block_on(f)
 }
 
 /// What a limit has left after the decision. An admitting verdict reports what is left after

@@ -34,7 +34,7 @@ pub use keys::MAX_VALUE_BYTES;
 use scripts::Script;
 
 /// Integers that Lua's doubles hold exactly.
-const EXACT: u128 = 1 << 53;
+const EXACT: u128 = EXACT_U64 as u128;
 
 /// Settings of a [`RedisStore`].
 #[derive(Clone, Debug)]
@@ -720,7 +720,18 @@ impl Store for RedisStore {
             now: now.unwrap_or(Timestamp::EPOCH),
             verdicts: verdicts
                 .into_iter()
-                .map(Option::unwrap_or_default_verdict)
+                .map(|v| {
+                    // Every op is in exactly one group, so every verdict is set; a missing one
+                    // would deny.
+                    v.unwrap_or(Verdict {
+                        admitted: false,
+                        never_fits: false,
+                        capacity: 0,
+                        remaining: 0,
+                        reset_after_us: 0,
+                        retry_after_us: 0,
+                    })
+                })
                 .collect(),
             spent: all && mode == Mode::Spend && !spent_groups.is_empty(),
             store_full: false,
@@ -829,24 +840,6 @@ impl Store for RedisStore {
             }
         }
         Ok(removed)
-    }
-}
-
-trait UnwrapVerdict {
-    fn unwrap_or_default_verdict(self) -> Verdict;
-}
-
-impl UnwrapVerdict for Option<Verdict> {
-    /// Every op is in exactly one group, so every verdict is set; a missing one denies.
-    fn unwrap_or_default_verdict(self) -> Verdict {
-        self.unwrap_or(Verdict {
-            admitted: false,
-            never_fits: false,
-            capacity: 0,
-            remaining: 0,
-            reset_after_us: 0,
-            retry_after_us: 0,
-        })
     }
 }
 
