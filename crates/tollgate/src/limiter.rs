@@ -64,16 +64,35 @@ pub(crate) struct Inner<S: Store> {
     stats: Stats,
 }
 
-/// One planned operation and what the decision reports about it.
-#[derive(Clone)]
-pub(crate) struct Planned<K> {
-    pub(crate) op: Op<K>,
+/// What a decision reports about one planned operation.
+#[derive(Clone, Copy)]
+pub(crate) struct Meta {
     pub(crate) rule: &'static str,
     pub(crate) label: &'static str,
     pub(crate) kind: LimitKind,
 }
 
-pub(crate) type Plan<K> = SmallVec<[Planned<K>; 3]>;
+/// A subject resolved against the policy: the store's operations, and beside them (same order)
+/// what the decision reports about each, so the store reads `ops` without a copy.
+#[derive(Clone)]
+pub(crate) struct Plan<K> {
+    pub(crate) ops: SmallVec<[Op<K>; 3]>,
+    pub(crate) meta: SmallVec<[Meta; 3]>,
+}
+
+impl<K> Plan<K> {
+    fn new() -> Self {
+        Plan {
+            ops: SmallVec::new(),
+            meta: SmallVec::new(),
+        }
+    }
+
+    /// The operations and their reports, pairwise.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Op<K>, &Meta)> {
+        self.ops.iter().zip(self.meta.iter())
+    }
+}
 
 impl Limiter<MemoryStore> {
     /// A limiter with the built-in default policy, an in-memory store and the system clock.
@@ -185,13 +204,13 @@ impl<S: Store> Limiter<S> {
                     LimitKind::Concurrency => u64::from(take_slots),
                     k => cost.of(k),
                 };
-                plan.push(Planned {
-                    op: Op {
-                        key: self.inner.store.bucket_key(&name),
-                        limit: rl.limit,
-                        cost,
-                        failure: rule.failure_mode,
-                    },
+                plan.ops.push(Op {
+                    key: self.inner.store.bucket_key(&name),
+                    limit: rl.limit,
+                    cost,
+                    failure: rule.failure_mode,
+                });
+                plan.meta.push(Meta {
                     rule: rule.name,
                     label: rl.label,
                     kind,
@@ -283,14 +302,18 @@ impl<S: Store> Limiter<S> {
         lease: LeaseId,
         request_id: Option<&str>,
     ) -> Result<(Decision, tollgate_core::Timestamp, Route), Error> {
-        if plan.is_empty() {
+        if plan.ops.is_empty() {
             let d = Decision::unlimited();
             self.inner.stats.record(&d, None);
             return Ok((d, tollgate_core::Timestamp::EPOCH, Route::PRIMARY));
         }
         let started = Instant::now();
-        let ops: SmallVec<[Op<S::Key>; 3]> = plan.iter().map(|p| p.op.clone()).collect();
-        let outcome = match self.inner.store.decide(&ops, mode, lease, request_id).await {
+        let outcome = match self
+            .inner
+            .store
+            .decide(&plan.ops, mode, lease, request_id)
+            .await
+        {
             Ok(o) => o,
             Err(e) => {
                 metrics::counter!("tollgate_store_errors_total").increment(1);
@@ -320,17 +343,16 @@ impl<S: Store> Limiter<S> {
     /// Only if the store fails.
     pub async fn usage(&self, subject: &Subject<'_>) -> Result<Vec<LimitUsage>, Error> {
         let plan = self.plan(subject, &Cost::requests(0), false);
-        let ops: Vec<Op<S::Key>> = plan.iter().map(|p| p.op.clone()).collect();
-        let (_, usage) = self.inner.store.usage(&ops).await?;
+        let (_, usage) = self.inner.store.usage(&plan.ops).await?;
         Ok(plan
             .iter()
             .zip(usage)
-            .map(|(p, u)| LimitUsage {
-                rule: p.rule,
-                label: p.label,
-                kind: p.kind,
-                amount: p.op.limit.amount(),
-                window: p.op.limit.window(),
+            .map(|((op, m), u)| LimitUsage {
+                rule: m.rule,
+                label: m.label,
+                kind: m.kind,
+                amount: op.limit.amount(),
+                window: op.limit.window(),
                 used: u.used,
                 capacity: u.capacity,
                 available: u.available,
@@ -346,8 +368,9 @@ impl<S: Store> Limiter<S> {
     pub async fn reset(&self, subject: &Subject<'_>) -> Result<(), Error> {
         let keys: Vec<S::Key> = self
             .plan(subject, &Cost::requests(0), false)
+            .ops
             .into_iter()
-            .map(|p| p.op.key)
+            .map(|op| op.key)
             .collect();
         self.inner.store.reset(&keys).await?;
         self.inner.released.notify_waiters();
@@ -363,11 +386,11 @@ impl<S: Store> Limiter<S> {
         if self.inner.policy.load().rule(rule).is_none() {
             return Err(Error::UnknownRule(rule.to_owned()));
         }
-        let keys: Vec<S::Key> = self
-            .plan(subject, &Cost::requests(0), false)
-            .into_iter()
-            .filter(|p| p.rule == rule)
-            .map(|p| p.op.key)
+        let plan = self.plan(subject, &Cost::requests(0), false);
+        let keys: Vec<S::Key> = plan
+            .iter()
+            .filter(|(_, m)| m.rule == rule)
+            .map(|(op, _)| op.key.clone())
             .collect();
         self.inner.store.reset(&keys).await?;
         self.inner.released.notify_waiters();
@@ -454,15 +477,15 @@ impl<S: Store> Limiter<S> {
 /// its cost; when the decision spends nothing (another limit denied), the cost is added back,
 /// which is exact for every algorithm. A concurrency check that takes no slot (`cost` 0) is
 /// evaluated as taking one, so its slot is added back too.
-fn remaining<K>(p: &Planned<K>, v: &Verdict, spends: bool) -> u64 {
+fn remaining<K>(op: &Op<K>, kind: LimitKind, v: &Verdict, spends: bool) -> u64 {
     if !v.admitted {
         return v.remaining;
     }
-    let back = match p.kind {
-        LimitKind::Concurrency if p.op.cost == 0 || !spends => 1,
+    let back = match kind {
+        LimitKind::Concurrency if op.cost == 0 || !spends => 1,
         LimitKind::Concurrency => 0,
         _ if spends => 0,
-        _ => p.op.cost,
+        _ => op.cost,
     };
     v.remaining.saturating_add(back).min(v.capacity)
 }
@@ -478,16 +501,16 @@ pub(crate) fn build_decision<K>(
     let statuses: SmallVec<[LimitStatus; 3]> = plan
         .iter()
         .zip(verdicts)
-        .map(|(p, v)| LimitStatus {
-            rule: p.rule,
-            label: p.label,
-            kind: p.kind,
-            amount: p.op.limit.amount(),
+        .map(|((op, m), v)| LimitStatus {
+            rule: m.rule,
+            label: m.label,
+            kind: m.kind,
+            amount: op.limit.amount(),
             capacity: v.capacity,
-            window: p.op.limit.window(),
-            quota: p.op.limit.is_quota(),
+            window: op.limit.window(),
+            quota: op.limit.is_quota(),
             admitted: v.admitted,
-            remaining: remaining(p, v, all_admitted && (spent || !store_full)),
+            remaining: remaining(op, m.kind, v, all_admitted && (spent || !store_full)),
             reset_after: Duration::from_micros(v.reset_after_us),
             retry_after: Duration::from_micros(v.retry_after_us),
         })

@@ -131,12 +131,14 @@ impl<S: Store> Permit<S> {
         route: Route,
     ) -> Self {
         let held = plan
+            .ops
             .into_iter()
-            .map(|p| Held {
-                key: p.op.key,
-                limit: p.op.limit,
-                kind: p.kind,
-                spent: p.op.cost,
+            .zip(plan.meta)
+            .map(|(op, m)| Held {
+                key: op.key,
+                limit: op.limit,
+                kind: m.kind,
+                spent: op.cost,
             })
             .collect();
         Permit {

@@ -98,7 +98,11 @@ impl<S: Store> Limiter<S> {
             .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 86_400));
         let plan = self.plan(subject, &cost, true);
 
-        let (key, queue) = match self.inner.waiters.waiting(plan.iter().map(|p| &p.op.key)) {
+        let (key, queue) = match self
+            .inner
+            .waiters
+            .waiting(plan.ops.iter().map(|op| &op.key))
+        {
             Some(q) => q,
             None => {
                 let first = self.reserve_planned(plan.clone()).await?;
@@ -113,10 +117,10 @@ impl<S: Store> Limiter<S> {
                 let Some(i) = d.denied_by else {
                     return Ok(first);
                 };
-                let Some(p) = plan.get(i) else {
+                let Some(op) = plan.ops.get(i) else {
                     return Ok(first);
                 };
-                let key = p.op.key.clone();
+                let key = op.key.clone();
                 let q = self.inner.waiters.join(&key);
                 (key, q)
             }
