@@ -18,6 +18,10 @@
 //! - `three_limit/10k/<mode>`: tollgate only, one rule with requests, tokens and concurrency
 //!   limits checked together with `Limiter::check`.
 //!
+//! `tollgate` is `Limiter::check_now`, the synchronous call the memory store answers (as
+//! governor's `check_key` is synchronous); `tollgate_async` is the async `Limiter::check` on the
+//! same store, polled once.
+//!
 //! Keys are built before measuring (`tenant-{i}` strings for tollgate, the index as `u64` for
 //! governor), and each limiter is filled with every key before measuring. The memory store's
 //! future is ready at once, so it is polled a single time with `now_or_never`: no runtime is
@@ -105,16 +109,25 @@ struct Tollgate<'k> {
     limiter: Limiter,
     keys: &'k [String],
     cost: Cost,
+    /// Through the async `check` (polled once) instead of `check_now`.
+    asynchronous: bool,
 }
 
 impl Target for Tollgate<'_> {
     #[inline]
     fn check(&self, i: usize) -> bool {
         let subject = Subject::new().tenant(self.keys[i].as_str());
-        self.limiter
-            .check(&subject, self.cost)
-            .now_or_never()
-            .expect("the memory store's future is ready at once")
+        let decision = if self.asynchronous {
+            self.limiter
+                .check(&subject, self.cost)
+                .now_or_never()
+                .expect("the memory store's future is ready at once")
+        } else {
+            self.limiter
+                .check_now(&subject, self.cost)
+                .expect("the memory store decides at once")
+        };
+        decision
             .expect("the memory store does not fail")
             .is_allowed()
     }
@@ -280,13 +293,14 @@ fn benches(c: &mut Criterion) {
         for mode in Mode::ALL {
             let name = format!("check/{label}/{}", mode.name());
             let mut group = c.benchmark_group(&name);
-            measure(&mut group, &name, "tollgate", n, mode.admits(), || {
-                Tollgate {
+            for (lib, asynchronous) in [("tollgate", false), ("tollgate_async", true)] {
+                measure(&mut group, &name, lib, n, mode.admits(), || Tollgate {
                     limiter: Limiter::with_policy(single_limit(mode.requests())),
                     keys,
                     cost: Cost::ONE,
-                }
-            });
+                    asynchronous,
+                });
+            }
             measure(&mut group, &name, "governor", n, mode.admits(), || {
                 Governor {
                     limiter: DefaultKeyedRateLimiter::keyed(mode.quota()),
@@ -305,6 +319,7 @@ fn benches(c: &mut Criterion) {
                 limiter: Limiter::with_policy(three_limits(mode)),
                 keys: &names[..n],
                 cost: Cost::tokens(1_000),
+                asynchronous: false,
             }
         });
         group.finish();

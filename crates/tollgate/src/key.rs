@@ -10,6 +10,8 @@
 use std::hash::{BuildHasher, Hasher};
 use std::sync::OnceLock;
 
+use foldhash::quality::SeedableRandomState;
+use foldhash::SharedSeed;
 use siphasher::sip128::{Hasher128, SipHasher13};
 
 /// Everything a store may use to name one bucket.
@@ -32,7 +34,7 @@ pub struct BucketName<'a> {
 fn keys() -> (u64, u64) {
     static KEYS: OnceLock<(u64, u64)> = OnceLock::new();
     *KEYS.get_or_init(|| {
-        // std's RandomState is seeded from the OS once per process: a random SipHash key.
+        // std's RandomState is seeded from the OS once per process: two random keys.
         let s = std::collections::hash_map::RandomState::new();
         let mut a = s.build_hasher();
         a.write_u8(1);
@@ -47,16 +49,40 @@ fn hasher() -> SipHasher13 {
     SipHasher13::new_with_keys(k0, k1)
 }
 
-/// The keyed hash of a rule's partition values. Lengths are hashed too, so `("ab","c")` and
-/// `("a","bc")` differ.
-pub fn partition_hash(rule_id: u32, values: &[&str]) -> u128 {
-    let mut h = hasher();
+/// The two seeded hashers of partition values: foldhash (hashbrown's default hasher), once
+/// per process-random seed.
+fn partition_hashers() -> &'static (SeedableRandomState, SeedableRandomState) {
+    static STATES: OnceLock<(SeedableRandomState, SeedableRandomState)> = OnceLock::new();
+    STATES.get_or_init(|| {
+        let (k0, k1) = keys();
+        let shared = SharedSeed::global_random();
+        (
+            SeedableRandomState::with_seed(k0, shared),
+            SeedableRandomState::with_seed(k1, shared),
+        )
+    })
+}
+
+fn hash_values(mut h: impl Hasher, rule_id: u32, values: &[&str]) -> u64 {
     h.write_u32(rule_id);
     for v in values {
         h.write_usize(v.len());
         h.write(v.as_bytes());
     }
-    h.finish128().as_u128()
+    h.finish()
+}
+
+/// The keyed hash of a rule's partition values: 128 bits from two independently seeded
+/// 64-bit hashes. Lengths are hashed too, so `("ab","c")` and `("a","bc")` differ.
+///
+/// Every decision computes it, so it uses a fast seeded hash (foldhash) rather than SipHash.
+/// Values cannot be chosen to collide without the process's random seeds, which never leave
+/// the process; with 128 bits, accidental collisions between partitions are negligible.
+pub fn partition_hash(rule_id: u32, values: &[&str]) -> u128 {
+    let (a, b) = partition_hashers();
+    let hi = hash_values(a.build_hasher(), rule_id, values);
+    let lo = hash_values(b.build_hasher(), rule_id, values);
+    (u128::from(hi) << 64) | u128::from(lo)
 }
 
 /// The keyed hash of a rule's limit label.

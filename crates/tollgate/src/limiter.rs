@@ -1,7 +1,7 @@
 //! The limiter: resolves a subject against the policy and asks the store for a decision.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use smallvec::SmallVec;
@@ -9,13 +9,13 @@ use tollgate_core::{Clock, LeaseId, LimitKind, Verdict};
 
 use crate::cost::Cost;
 use crate::decision::{Decision, LimitStatus, Outcome};
-use crate::error::Error;
+use crate::error::{Error, StoreError};
 use crate::key::{partition_hash, BucketName};
 use crate::permit::{Permit, Reservation};
 use crate::policy::{default_policy, Policy};
-use crate::stats::{Stats, StatsSnapshot};
+use crate::stats::{DenialLabels, Stats, StatsSnapshot};
 use crate::store::memory::MemoryStore;
-use crate::store::{Degraded, Mode, Op, Route, Settlement, Store};
+use crate::store::{Degraded, Mode, Op, Route, Settlement, Store, StoreOutcome};
 use crate::subject::Subject;
 use crate::wait::WaitQueues;
 
@@ -70,6 +70,7 @@ pub(crate) struct Meta {
     pub(crate) rule: &'static str,
     pub(crate) label: &'static str,
     pub(crate) kind: LimitKind,
+    pub(crate) denial: &'static DenialLabels,
 }
 
 /// A subject resolved against the policy: the store's operations, and beside them (same order)
@@ -172,6 +173,7 @@ impl<S: Store> Limiter<S> {
 
     /// Resolves `subject` into one operation per applicable limit. Concurrency limits take a
     /// slot when `take_slots`, and are only checked otherwise.
+    #[inline]
     pub(crate) fn plan(
         &self,
         subject: &Subject<'_>,
@@ -184,11 +186,10 @@ impl<S: Store> Limiter<S> {
             if !rule.matches(subject) {
                 continue;
             }
-            let values: SmallVec<[&str; 4]> = rule
-                .partition
-                .iter()
-                .map(|a| subject.get(a).unwrap_or_default())
-                .collect();
+            let mut values: SmallVec<[&str; 4]> = SmallVec::new();
+            for a in &rule.partition {
+                values.push(subject.get(a).unwrap_or_default());
+            }
             let ph = partition_hash(rule.id, &values);
             for rl in &rule.limits_for(subject).limits {
                 let name = BucketName {
@@ -214,6 +215,7 @@ impl<S: Store> Limiter<S> {
                     rule: rule.name,
                     label: rl.label,
                     kind,
+                    denial: rl.denial,
                 });
             }
         }
@@ -227,10 +229,52 @@ impl<S: Store> Limiter<S> {
     /// # Errors
     /// Only if the store fails; a denial is an `Ok` decision.
     pub async fn check(&self, subject: &Subject<'_>, cost: Cost) -> Result<Decision, Error> {
-        let plan = self.plan(subject, &cost, false);
-        self.decide(&plan, Mode::Spend, 0, None)
+        self.decide_subject(subject, cost, Mode::Spend, None)
             .await
             .map(|(d, _, _)| d)
+    }
+
+    /// [`check`](Self::check) without an async context, for stores that decide at once: the
+    /// memory store always does. `None` means the store must be awaited (Redis): use
+    /// [`check`](Self::check).
+    ///
+    /// ```
+    /// use tollgate::{Cost, Limiter, Subject};
+    /// let limiter = Limiter::new();
+    /// let who = Subject::new().tenant("acme").provider("openai");
+    /// let decision = limiter.check_now(&who, Cost::ONE).expect("the memory store decides at once")?;
+    /// assert!(decision.is_allowed());
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    #[inline]
+    pub fn check_now(&self, subject: &Subject<'_>, cost: Cost) -> Option<Result<Decision, Error>> {
+        let plan = self.plan(subject, &cost, false);
+        self.decide_now(&plan, Mode::Spend, 0, None)
+            .map(|r| r.map(|(d, _, _)| d))
+    }
+
+    /// [`peek`](Self::peek) without an async context, for stores that decide at once (see
+    /// [`check_now`](Self::check_now)).
+    pub fn peek_now(&self, subject: &Subject<'_>, cost: Cost) -> Option<Result<Decision, Error>> {
+        let plan = self.plan(subject, &cost, false);
+        self.decide_now(&plan, Mode::Peek, 0, None)
+            .map(|r| r.map(|(d, _, _)| d))
+    }
+
+    /// Plans and decides. A store that decides at once is asked without building a future;
+    /// otherwise the plan moves into a boxed future, so that the caller's future stays small.
+    async fn decide_subject(
+        &self,
+        subject: &Subject<'_>,
+        cost: Cost,
+        mode: Mode,
+        request_id: Option<&str>,
+    ) -> Result<(Decision, tollgate_core::Timestamp, Route), Error> {
+        let plan = self.plan(subject, &cost, false);
+        if let Some(r) = self.decide_now(&plan, mode, 0, request_id) {
+            return r;
+        }
+        Box::pin(async move { self.decide_awaited(&plan, mode, 0, request_id).await }).await
     }
 
     /// [`check`](Self::check) made idempotent by `request_id`: a retry with the same id within
@@ -244,8 +288,7 @@ impl<S: Store> Limiter<S> {
         cost: Cost,
         request_id: &str,
     ) -> Result<Decision, Error> {
-        let plan = self.plan(subject, &cost, false);
-        self.decide(&plan, Mode::Spend, 0, Some(request_id))
+        self.decide_subject(subject, cost, Mode::Spend, Some(request_id))
             .await
             .map(|(d, _, _)| d)
     }
@@ -255,8 +298,7 @@ impl<S: Store> Limiter<S> {
     /// # Errors
     /// Only if the store fails.
     pub async fn peek(&self, subject: &Subject<'_>, cost: Cost) -> Result<Decision, Error> {
-        let plan = self.plan(subject, &cost, false);
-        self.decide(&plan, Mode::Peek, 0, None)
+        self.decide_subject(subject, cost, Mode::Peek, None)
             .await
             .map(|(d, _, _)| d)
     }
@@ -302,18 +344,66 @@ impl<S: Store> Limiter<S> {
         lease: LeaseId,
         request_id: Option<&str>,
     ) -> Result<(Decision, tollgate_core::Timestamp, Route), Error> {
+        if let Some(r) = self.decide_now(plan, mode, lease, request_id) {
+            return r;
+        }
+        Box::pin(self.decide_awaited(plan, mode, lease, request_id)).await
+    }
+
+    /// The decision for `plan` if the store can make it without waiting.
+    #[inline]
+    fn decide_now(
+        &self,
+        plan: &Plan<S::Key>,
+        mode: Mode,
+        lease: LeaseId,
+        request_id: Option<&str>,
+    ) -> Option<Result<(Decision, tollgate_core::Timestamp, Route), Error>> {
         if plan.ops.is_empty() {
             let d = Decision::unlimited();
-            self.inner.stats.record(&d, None);
+            self.inner.stats.record(&d, None, None);
+            return Some(Ok((d, tollgate_core::Timestamp::EPOCH, Route::PRIMARY)));
+        }
+        let started = crate::stats::sample_latency().then(quanta::Instant::now);
+        let outcome = self
+            .inner
+            .store
+            .decide_sync(&plan.ops, mode, lease, request_id)?;
+        Some(self.finish(plan, mode, started, outcome))
+    }
+
+    /// The decision for `plan`, waiting for the store.
+    async fn decide_awaited(
+        &self,
+        plan: &Plan<S::Key>,
+        mode: Mode,
+        lease: LeaseId,
+        request_id: Option<&str>,
+    ) -> Result<(Decision, tollgate_core::Timestamp, Route), Error> {
+        if plan.ops.is_empty() {
+            let d = Decision::unlimited();
+            self.inner.stats.record(&d, None, None);
             return Ok((d, tollgate_core::Timestamp::EPOCH, Route::PRIMARY));
         }
-        let started = Instant::now();
-        let outcome = match self
+        let started = Some(quanta::Instant::now());
+        let outcome = self
             .inner
             .store
             .decide(&plan.ops, mode, lease, request_id)
-            .await
-        {
+            .await;
+        self.finish(plan, mode, started, outcome)
+    }
+
+    /// Turns the store's answer into the decision, and counts it.
+    #[inline]
+    fn finish(
+        &self,
+        plan: &Plan<S::Key>,
+        mode: Mode,
+        started: Option<quanta::Instant>,
+        outcome: Result<StoreOutcome, StoreError>,
+    ) -> Result<(Decision, tollgate_core::Timestamp, Route), Error> {
+        let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
                 metrics::counter!("tollgate_store_errors_total").increment(1);
@@ -331,7 +421,13 @@ impl<S: Store> Limiter<S> {
             }
         }
         if mode == Mode::Spend {
-            self.inner.stats.record(&decision, Some(started.elapsed()));
+            let denier = decision
+                .denied_by
+                .and_then(|i| plan.meta.get(i))
+                .map(|m| m.denial);
+            self.inner
+                .stats
+                .record(&decision, denier, started.map(|t| t.elapsed()));
         }
         Ok((decision, outcome.now, outcome.route))
     }
@@ -491,6 +587,7 @@ fn remaining<K>(op: &Op<K>, kind: LimitKind, v: &Verdict, spends: bool) -> u64 {
 }
 
 /// Turns the store's verdicts into a decision.
+#[inline]
 pub(crate) fn build_decision<K>(
     plan: &Plan<K>,
     verdicts: &[Verdict],
@@ -498,10 +595,10 @@ pub(crate) fn build_decision<K>(
     spent: bool,
 ) -> Decision {
     let all_admitted = verdicts.iter().all(|v| v.admitted);
-    let statuses: SmallVec<[LimitStatus; 3]> = plan
-        .iter()
-        .zip(verdicts)
-        .map(|((op, m), v)| LimitStatus {
+    let spends = all_admitted && (spent || !store_full);
+    let mut statuses: SmallVec<[LimitStatus; 3]> = SmallVec::with_capacity(verdicts.len());
+    for ((op, m), v) in plan.iter().zip(verdicts) {
+        statuses.push(LimitStatus {
             rule: m.rule,
             label: m.label,
             kind: m.kind,
@@ -510,11 +607,11 @@ pub(crate) fn build_decision<K>(
             window: op.limit.window(),
             quota: op.limit.is_quota(),
             admitted: v.admitted,
-            remaining: remaining(op, m.kind, v, all_admitted && (spent || !store_full)),
+            remaining: remaining(op, m.kind, v, spends),
             reset_after: Duration::from_micros(v.reset_after_us),
             retry_after: Duration::from_micros(v.retry_after_us),
-        })
-        .collect();
+        });
+    }
     let mut denied_by = None;
     let mut retry_after = Duration::ZERO;
     let outcome = if store_full && !spent {

@@ -1,13 +1,77 @@
 //! Counting decisions: through the `metrics` facade for exporters, and in striped atomics for
 //! a snapshot that needs no exporter.
+//!
+//! The labels of a denial (rule, kind, reason) are known when the policy is built, so each
+//! limit carries them as `&'static` label sets ([`DenialLabels`]): counting a denial builds no
+//! key and allocates nothing, and the recorder is still asked on every decision, so a recorder
+//! installed at any time sees every decision from then on.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use crate::decision::Decision;
+use metrics::{Key, Label, Level, Metadata};
+use tollgate_core::LimitKind;
+
+use crate::decision::{Decision, DenyReason, Outcome};
 
 const STRIPES: usize = 16;
+
+const DECISIONS: &str = "tollgate_decisions_total";
+
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+static ALLOWED_LABELS: [Label; 1] = [Label::from_static_parts("outcome", "allowed")];
+static ALLOWED: Key = Key::from_static_parts(DECISIONS, &ALLOWED_LABELS);
+
+/// The label sets of the denials one limit can cause, interned once per (rule, kind, quota).
+#[derive(Debug)]
+pub(crate) struct DenialLabels {
+    /// Denied because the limit has no room now (reason `requests`, `tokens`, `concurrency`
+    /// or `quota`).
+    denied: Key,
+    /// Denied because the cost can never fit (reason `too_large`).
+    too_large: Key,
+}
+
+fn labels(rule: &'static str, kind: LimitKind, reason: DenyReason) -> &'static [Label] {
+    Box::leak(Box::new([
+        Label::from_static_parts("outcome", "denied"),
+        Label::from_static_parts("rule", rule),
+        Label::from_static_parts("kind", kind.as_str()),
+        Label::from_static_parts("reason", reason.code()),
+    ]))
+}
+
+/// The process-wide label sets for denials by a limit of `kind` in rule `rule`. Each distinct
+/// triple is stored once, however often policies are rebuilt (as rule names are interned).
+pub(crate) fn denial_labels(
+    rule: &'static str,
+    kind: LimitKind,
+    quota: bool,
+) -> &'static DenialLabels {
+    type Interned = HashMap<(&'static str, LimitKind, bool), &'static DenialLabels>;
+    static SETS: OnceLock<Mutex<Interned>> = OnceLock::new();
+    let mut sets = SETS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    sets.entry((rule, kind, quota)).or_insert_with(|| {
+        let reason = match kind {
+            LimitKind::Concurrency => DenyReason::Concurrency,
+            _ if quota => DenyReason::Quota,
+            LimitKind::Requests => DenyReason::Requests,
+            _ => DenyReason::Tokens,
+        };
+        Box::leak(Box::new(DenialLabels {
+            denied: Key::from_static_parts(DECISIONS, labels(rule, kind, reason)),
+            too_large: Key::from_static_parts(DECISIONS, labels(rule, kind, DenyReason::TooLarge)),
+        }))
+    })
+}
 
 #[repr(align(128))]
 #[derive(Default)]
@@ -29,6 +93,32 @@ fn stripe_index() -> usize {
     INDEX.with(Cell::get)
 }
 
+/// Synchronous decisions (the memory store's, about a hundred nanoseconds) have their latency
+/// measured for one decision in this many per thread: two clock reads would cost more than
+/// half of the decision. Decisions that wait for a store (Redis) are all measured.
+pub(crate) const LATENCY_SAMPLE: u32 = 64;
+
+/// Whether this synchronous decision is one whose latency is measured.
+pub(crate) fn sample_latency() -> bool {
+    thread_local! {
+        static COUNTDOWN: Cell<u32> = const { Cell::new(0) };
+    }
+    COUNTDOWN.with(|c| {
+        let n = c.get();
+        if n == 0 {
+            c.set(LATENCY_SAMPLE - 1);
+            true
+        } else {
+            c.set(n - 1);
+            false
+        }
+    })
+}
+
+fn count(key: &Key) {
+    metrics::with_recorder(|r| r.register_counter(key, &METADATA)).increment(1);
+}
+
 impl Stats {
     pub(crate) fn new() -> Self {
         Stats {
@@ -36,25 +126,34 @@ impl Stats {
         }
     }
 
-    pub(crate) fn record(&self, d: &Decision, elapsed: Option<Duration>) {
+    /// Counts `d`. `denier` holds the label sets of the limit that denied it, if one did.
+    pub(crate) fn record(
+        &self,
+        d: &Decision,
+        denier: Option<&'static DenialLabels>,
+        elapsed: Option<Duration>,
+    ) {
         let stripe = &self.stripes[stripe_index()];
         if d.is_allowed() {
             stripe.allowed.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("tollgate_decisions_total", "outcome" => "allowed").increment(1);
+            count(&ALLOWED);
         } else {
             stripe.denied.fetch_add(1, Ordering::Relaxed);
-            let reason = d.reason().map_or("unknown", |r| r.code());
-            let (rule, kind) = d
-                .denied_by()
-                .map_or(("", ""), |s| (s.rule, s.kind.as_str()));
-            metrics::counter!(
-                "tollgate_decisions_total",
-                "outcome" => "denied",
-                "rule" => rule,
-                "kind" => kind,
-                "reason" => reason
-            )
-            .increment(1);
+            match (d.outcome(), denier) {
+                (Outcome::Denied, Some(l)) => count(&l.denied),
+                (Outcome::TooLarge, Some(l)) => count(&l.too_large),
+                _ => {
+                    let reason = d.reason().map_or("unknown", |r| r.code());
+                    metrics::counter!(
+                        DECISIONS,
+                        "outcome" => "denied",
+                        "rule" => "",
+                        "kind" => "",
+                        "reason" => reason
+                    )
+                    .increment(1);
+                }
+            }
         }
         if let Some(e) = elapsed {
             metrics::histogram!("tollgate_decision_seconds").record(e.as_secs_f64());

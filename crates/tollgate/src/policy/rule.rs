@@ -18,6 +18,8 @@ pub struct RuleLimit {
     /// unchanged (so its bucket keeps its state).
     pub(crate) label: &'static str,
     pub(crate) salt: u128,
+    /// How a denial by this limit is counted.
+    pub(crate) denial: &'static crate::stats::DenialLabels,
 }
 
 impl RuleLimit {
@@ -333,6 +335,7 @@ fn build_set(
             limit,
             label,
             salt: salt_of(rule, label),
+            denial: crate::stats::denial_labels(rule, limit.kind(), limit.is_quota()),
         });
     }
     let (name, _) = intern(set_name);

@@ -95,7 +95,15 @@ impl GcraCell {
     }
 
     fn from_state(g: Gcra, limit: &Limit) -> Self {
-        let scale = u128::from(limit.gcra().scale.max(1));
+        let scale64 = limit.gcra().scale.max(1);
+        if let Ok(tat) = u64::try_from(g.tat) {
+            // The usual case: a 64-bit division instead of a 128-bit one.
+            return GcraCell {
+                micros: tat / scale64,
+                rem: tat % scale64,
+            };
+        }
+        let scale = u128::from(scale64);
         let micros = g.tat.checked_div(scale).unwrap_or(0);
         match u64::try_from(micros) {
             Ok(m) => GcraCell {
@@ -139,18 +147,44 @@ impl Shard {
         }
     }
 
-    fn evaluate(&self, op: &Op<MemoryKey>, now: Timestamp) -> Verdict {
+    /// The verdict for `op` at `now`, and whether its bucket holds state (a missing bucket is
+    /// full, and spending creates it).
+    fn evaluate(&self, op: &Op<MemoryKey>, now: Timestamp) -> (Verdict, bool) {
         if op.limit.algorithm() == Algorithm::Gcra {
-            let g = self
-                .gcra
-                .get(&op.key)
-                .map(|c| c.to_state(&op.limit))
-                .unwrap_or_default();
-            return g.evaluate(&op.limit, now, op.cost);
+            let cell = self.gcra.get(&op.key);
+            let g = cell.map(|c| c.to_state(&op.limit)).unwrap_or_default();
+            return (g.evaluate(&op.limit, now, op.cost), cell.is_some());
         }
         match self.other.get(&op.key) {
-            Some((s, _)) => s.evaluate(&op.limit, now, op.cost),
-            None => BucketState::new(&op.limit).evaluate(&op.limit, now, op.cost),
+            Some((s, _)) => (s.evaluate(&op.limit, now, op.cost), true),
+            None => (
+                BucketState::new(&op.limit).evaluate(&op.limit, now, op.cost),
+                false,
+            ),
+        }
+    }
+
+    /// Spends `cost` from a GCRA bucket with one probe of the map: the bucket is created if
+    /// missing and forgotten if it ends up full.
+    fn spend_gcra(&mut self, key: MemoryKey, limit: &Limit, now: Timestamp, cost: u64) {
+        use std::collections::hash_map::Entry;
+        match self.gcra.entry(key) {
+            Entry::Occupied(mut e) => {
+                let mut g = e.get().to_state(limit);
+                g.spend(limit, now, cost);
+                if g.ttl_us(limit, now) == 0 {
+                    e.remove();
+                } else {
+                    *e.get_mut() = GcraCell::from_state(g, limit);
+                }
+            }
+            Entry::Vacant(e) => {
+                let mut g = Gcra::default();
+                g.spend(limit, now, cost);
+                if g.ttl_us(limit, now) != 0 {
+                    e.insert(GcraCell::from_state(g, limit));
+                }
+            }
         }
     }
 
@@ -376,25 +410,41 @@ impl MemoryStore {
         &self.shards[i & self.mask].0
     }
 
-    /// Locks the shards of `keys`, in ascending order.
-    fn lock_all(&self, keys: impl Iterator<Item = MemoryKey>) -> Locked<'_> {
-        let mut idx: SmallVec<[usize; 4]> = keys.map(|k| self.shard_index(k)).collect();
-        idx.sort_unstable();
-        idx.dedup();
-        Locked {
-            guards: idx.into_iter().map(|i| (i, self.shard(i).lock())).collect(),
+    /// Locks the shards of `keys`, in ascending order. The usual decision (every limit of one
+    /// rule partition) needs one shard: it is locked without sorting.
+    fn lock_all(&self, mut keys: impl Iterator<Item = MemoryKey>) -> Locked<'_> {
+        let Some(first) = keys.next() else {
+            return Locked::Many(SmallVec::new());
+        };
+        let first = self.shard_index(first);
+        let mut idx: SmallVec<[usize; 4]> = SmallVec::new();
+        for k in keys {
+            let i = self.shard_index(k);
+            if i != first && !idx.contains(&i) {
+                idx.push(i);
+            }
         }
+        if idx.is_empty() {
+            return Locked::One(first, self.shard(first).lock());
+        }
+        idx.push(first);
+        idx.sort_unstable();
+        Locked::Many(idx.into_iter().map(|i| (i, self.shard(i).lock())).collect())
     }
 
     /// Evaluates and, if all admit and `mode` spends, spends: the synchronous core of
     /// [`Store::decide`].
+    #[inline]
     pub fn decide_now(&self, ops: &[Op<MemoryKey>], mode: Mode, lease: LeaseId) -> StoreOutcome {
         let now = self.clock.now();
         let mut locked = self.lock_all(ops.iter().map(|o| o.key));
-        let verdicts: SmallVec<[Verdict; 3]> = ops
-            .iter()
-            .map(|op| locked.shard(self.shard_index(op.key)).evaluate(op, now))
-            .collect();
+        let mut verdicts: SmallVec<[Verdict; 3]> = SmallVec::with_capacity(ops.len());
+        let mut creates = false;
+        for op in ops {
+            let (v, exists) = locked.shard(self.shard_index(op.key)).evaluate(op, now);
+            creates |= !exists;
+            verdicts.push(v);
+        }
         let admitted = verdicts.iter().all(|v| v.admitted);
         let mut outcome = StoreOutcome {
             now,
@@ -407,7 +457,8 @@ impl MemoryStore {
         if !admitted || mode == Mode::Peek {
             return outcome;
         }
-        let fits = self.make_room(&mut locked, ops, now);
+        // Only a decision that creates a bucket can meet the cap.
+        let fits = !creates || self.make_room(&mut locked, ops, now);
         if !fits {
             outcome.store_full = true;
             metrics::counter!("tollgate_memory_store_full_total").increment(1);
@@ -420,24 +471,46 @@ impl MemoryStore {
             if !fits && !shard.contains(&op.key, &op.limit) {
                 continue;
             }
-            if op.limit.algorithm() == Algorithm::Concurrency && op.cost == 0 {
-                continue;
+            match op.limit.algorithm() {
+                Algorithm::Concurrency if op.cost == 0 => {}
+                Algorithm::Gcra => shard.spend_gcra(op.key, &op.limit, now, op.cost),
+                _ => shard.update(op.key, &op.limit, now, |s| {
+                    s.spend(&op.limit, now, op.cost, lease)
+                }),
             }
-            shard.update(op.key, &op.limit, now, |s| {
-                s.spend(&op.limit, now, op.cost, lease)
-            });
         }
         outcome.spent = true;
+        outcome
+    }
+
+    /// [`decide_now`](Self::decide_now), answering a request id seen within the idempotency
+    /// window with its first decision.
+    #[inline]
+    fn decide_once(
+        &self,
+        ops: &[Op<MemoryKey>],
+        mode: Mode,
+        lease: LeaseId,
+        request_id: Option<&str>,
+    ) -> StoreOutcome {
+        let Some(id) = request_id else {
+            return self.decide_now(ops, mode, lease);
+        };
+        if let Some(replay) = self.seen.get(id, self.clock.now()) {
+            return replay;
+        }
+        let outcome = self.decide_now(ops, mode, lease);
+        self.seen.remember(id, &outcome);
         outcome
     }
 
     /// Ensures every shard can take the new buckets `ops` would create, sweeping if needed.
     fn make_room(&self, locked: &mut Locked<'_>, ops: &[Op<MemoryKey>], now: Timestamp) -> bool {
         let mut fits = true;
-        for (i, shard) in locked.guards.iter_mut() {
+        for (i, shard) in locked.iter_mut() {
             let new = ops
                 .iter()
-                .filter(|op| self.shard_index(op.key) == *i && !shard.contains(&op.key, &op.limit))
+                .filter(|op| self.shard_index(op.key) == i && !shard.contains(&op.key, &op.limit))
                 .count();
             if new == 0 {
                 continue;
@@ -516,17 +589,36 @@ impl MemoryStore {
     }
 }
 
-struct Locked<'a> {
-    guards: SmallVec<[(usize, MutexGuard<'a, Shard>); 4]>,
+/// The shards a decision holds locked.
+enum Locked<'a> {
+    /// One shard: the usual case.
+    One(usize, MutexGuard<'a, Shard>),
+    /// Several, locked in ascending order.
+    Many(SmallVec<[(usize, MutexGuard<'a, Shard>); 4]>),
 }
 
-impl Locked<'_> {
+impl<'a> Locked<'a> {
     fn shard(&mut self, i: usize) -> &mut Shard {
-        match self.guards.iter_mut().find(|(j, _)| *j == i) {
-            Some((_, g)) => g,
+        let found = match self {
+            Locked::One(j, g) => (*j == i).then_some(&mut **g),
+            Locked::Many(guards) => guards
+                .iter_mut()
+                .find(|(j, _)| *j == i)
+                .map(|(_, g)| &mut **g),
+        };
+        match found {
+            Some(g) => g,
             // Every op's shard was locked by `lock_all` from the same keys.
             None => unreachable!("shard {i} was not locked"),
         }
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut Shard)> + use<'_, 'a> {
+        let (one, many) = match self {
+            Locked::One(i, g) => (Some((*i, &mut **g)), None),
+            Locked::Many(guards) => (None, Some(guards.iter_mut().map(|(i, g)| (*i, &mut **g)))),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
     }
 }
 
@@ -546,15 +638,18 @@ impl Store for MemoryStore {
         lease: LeaseId,
         request_id: Option<&str>,
     ) -> Result<StoreOutcome, StoreError> {
-        let Some(id) = request_id else {
-            return Ok(self.decide_now(ops, mode, lease));
-        };
-        if let Some(replay) = self.seen.get(id, self.clock.now()) {
-            return Ok(replay);
-        }
-        let outcome = self.decide_now(ops, mode, lease);
-        self.seen.remember(id, &outcome);
-        Ok(outcome)
+        Ok(self.decide_once(ops, mode, lease, request_id))
+    }
+
+    #[inline]
+    fn decide_sync(
+        &self,
+        ops: &[Op<MemoryKey>],
+        mode: Mode,
+        lease: LeaseId,
+        request_id: Option<&str>,
+    ) -> Option<Result<StoreOutcome, StoreError>> {
+        Some(Ok(self.decide_once(ops, mode, lease, request_id)))
     }
 
     async fn settle(

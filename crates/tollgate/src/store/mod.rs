@@ -250,6 +250,19 @@ pub trait Store: Send + Sync + 'static {
         request_id: Option<&str>,
     ) -> impl Future<Output = Result<StoreOutcome, StoreError>> + Send;
 
+    /// [`decide`](Self::decide) without waiting, if this store can (the memory store always
+    /// can). `None` means the decision must be awaited through `decide`.
+    fn decide_sync(
+        &self,
+        ops: &[Op<Self::Key>],
+        mode: Mode,
+        lease: LeaseId,
+        request_id: Option<&str>,
+    ) -> Option<Result<StoreOutcome, StoreError>> {
+        let _ = (ops, mode, lease, request_id);
+        None
+    }
+
     /// Applies settlements of decisions applied at `route`. Returns how many releases and
     /// renewals found their lease.
     fn settle(
