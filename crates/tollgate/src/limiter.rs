@@ -173,15 +173,28 @@ impl<S: Store> Limiter<S> {
 
     /// Resolves `subject` into one operation per applicable limit. Concurrency limits take a
     /// slot when `take_slots`, and are only checked otherwise.
-    #[inline]
     pub(crate) fn plan(
         &self,
         subject: &Subject<'_>,
         cost: &Cost,
         take_slots: bool,
     ) -> Plan<S::Key> {
-        let policy = self.inner.policy.load();
         let mut plan = Plan::new();
+        self.plan_into(subject, cost, take_slots, &mut plan);
+        plan
+    }
+
+    /// [`plan`](Self::plan) into an empty plan the caller owns, so that the hot path moves
+    /// no plan around.
+    #[inline]
+    fn plan_into(
+        &self,
+        subject: &Subject<'_>,
+        cost: &Cost,
+        take_slots: bool,
+        plan: &mut Plan<S::Key>,
+    ) {
+        let policy = self.inner.policy.load();
         for rule in policy.rules() {
             if !rule.matches(subject) {
                 continue;
@@ -219,7 +232,6 @@ impl<S: Store> Limiter<S> {
                 });
             }
         }
-        plan
     }
 
     /// Admits the call and spends `cost` from every applicable limit, or denies it and spends
@@ -248,17 +260,30 @@ impl<S: Store> Limiter<S> {
     /// ```
     #[inline]
     pub fn check_now(&self, subject: &Subject<'_>, cost: Cost) -> Option<Result<Decision, Error>> {
-        let plan = self.plan(subject, &cost, false);
-        self.decide_now(&plan, Mode::Spend, 0, None)
-            .map(|r| r.map(|(d, _, _)| d))
+        self.subject_now(subject, cost, Mode::Spend)
     }
 
     /// [`peek`](Self::peek) without an async context, for stores that decide at once (see
     /// [`check_now`](Self::check_now)).
     pub fn peek_now(&self, subject: &Subject<'_>, cost: Cost) -> Option<Result<Decision, Error>> {
-        let plan = self.plan(subject, &cost, false);
-        self.decide_now(&plan, Mode::Peek, 0, None)
-            .map(|r| r.map(|(d, _, _)| d))
+        self.subject_now(subject, cost, Mode::Peek)
+    }
+
+    /// Plans and decides at once, building the plan and the decision in place.
+    #[inline]
+    fn subject_now(
+        &self,
+        subject: &Subject<'_>,
+        cost: Cost,
+        mode: Mode,
+    ) -> Option<Result<Decision, Error>> {
+        let mut plan = Plan::new();
+        self.plan_into(subject, &cost, false, &mut plan);
+        let mut decision = Decision::unlimited();
+        match self.decide_now_into(&plan, mode, 0, None, &mut decision)? {
+            Ok(_) => Some(Ok(decision)),
+            Err(e) => Some(Err(e)),
+        }
     }
 
     /// Plans and decides. A store that decides at once is asked without building a future;
@@ -351,7 +376,6 @@ impl<S: Store> Limiter<S> {
     }
 
     /// The decision for `plan` if the store can make it without waiting.
-    #[inline]
     fn decide_now(
         &self,
         plan: &Plan<S::Key>,
@@ -359,17 +383,34 @@ impl<S: Store> Limiter<S> {
         lease: LeaseId,
         request_id: Option<&str>,
     ) -> Option<Result<(Decision, tollgate_core::Timestamp, Route), Error>> {
+        let mut decision = Decision::unlimited();
+        match self.decide_now_into(plan, mode, lease, request_id, &mut decision)? {
+            Ok((now, route)) => Some(Ok((decision, now, route))),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// [`decide_now`](Self::decide_now) into `decision`, which starts as
+    /// [`Decision::unlimited`].
+    #[inline]
+    fn decide_now_into(
+        &self,
+        plan: &Plan<S::Key>,
+        mode: Mode,
+        lease: LeaseId,
+        request_id: Option<&str>,
+        decision: &mut Decision,
+    ) -> Option<Result<(tollgate_core::Timestamp, Route), Error>> {
         if plan.ops.is_empty() {
-            let d = Decision::unlimited();
-            self.inner.stats.record(&d, None, None);
-            return Some(Ok((d, tollgate_core::Timestamp::EPOCH, Route::PRIMARY)));
+            self.inner.stats.record(decision, None, None);
+            return Some(Ok((tollgate_core::Timestamp::EPOCH, Route::PRIMARY)));
         }
         let started = crate::stats::sample_latency().then(quanta::Instant::now);
         let outcome = self
             .inner
             .store
             .decide_sync(&plan.ops, mode, lease, request_id)?;
-        Some(self.finish(plan, mode, started, outcome))
+        Some(self.finish(plan, mode, started, outcome, decision))
     }
 
     /// The decision for `plan`, waiting for the store.
@@ -391,10 +432,13 @@ impl<S: Store> Limiter<S> {
             .store
             .decide(&plan.ops, mode, lease, request_id)
             .await;
-        self.finish(plan, mode, started, outcome)
+        let mut decision = Decision::unlimited();
+        let (now, route) = self.finish(plan, mode, started, outcome, &mut decision)?;
+        Ok((decision, now, route))
     }
 
-    /// Turns the store's answer into the decision, and counts it.
+    /// Turns the store's answer into the decision (written into `decision`, which starts as
+    /// [`Decision::unlimited`]), and counts it.
     #[inline]
     fn finish(
         &self,
@@ -402,7 +446,8 @@ impl<S: Store> Limiter<S> {
         mode: Mode,
         started: Option<quanta::Instant>,
         outcome: Result<StoreOutcome, StoreError>,
-    ) -> Result<(Decision, tollgate_core::Timestamp, Route), Error> {
+        decision: &mut Decision,
+    ) -> Result<(tollgate_core::Timestamp, Route), Error> {
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
@@ -410,8 +455,13 @@ impl<S: Store> Limiter<S> {
                 return Err(e.into());
             }
         };
-        let mut decision =
-            build_decision(plan, &outcome.verdicts, outcome.store_full, outcome.spent);
+        fill_decision(
+            plan,
+            &outcome.verdicts,
+            outcome.store_full,
+            outcome.spent,
+            decision,
+        );
         if let Some(Degraded::FailureModes { unavailable }) = outcome.degraded {
             decision.degraded = true;
             if unavailable {
@@ -427,9 +477,9 @@ impl<S: Store> Limiter<S> {
                 .map(|m| m.denial);
             self.inner
                 .stats
-                .record(&decision, denier, started.map(|t| t.elapsed()));
+                .record(decision, denier, started.map(|t| t.elapsed()));
         }
-        Ok((decision, outcome.now, outcome.route))
+        Ok((outcome.now, outcome.route))
     }
 
     /// For every applicable limit: used, capacity, available and time to reset. Spends
@@ -586,19 +636,20 @@ fn remaining<K>(op: &Op<K>, kind: LimitKind, v: &Verdict, spends: bool) -> u64 {
     v.remaining.saturating_add(back).min(v.capacity)
 }
 
-/// Turns the store's verdicts into a decision.
+/// Turns the store's verdicts into `d`, a fresh [`Decision::unlimited`] (built in place: a
+/// decision is a few hundred bytes).
 #[inline]
-pub(crate) fn build_decision<K>(
+fn fill_decision<K>(
     plan: &Plan<K>,
     verdicts: &[Verdict],
     store_full: bool,
     spent: bool,
-) -> Decision {
+    d: &mut Decision,
+) {
     let all_admitted = verdicts.iter().all(|v| v.admitted);
     let spends = all_admitted && (spent || !store_full);
-    let mut statuses: SmallVec<[LimitStatus; 3]> = SmallVec::with_capacity(verdicts.len());
     for ((op, m), v) in plan.iter().zip(verdicts) {
-        statuses.push(LimitStatus {
+        d.statuses.push(LimitStatus {
             rule: m.rule,
             label: m.label,
             kind: m.kind,
@@ -633,11 +684,7 @@ pub(crate) fn build_decision<K>(
         }
         Outcome::Denied
     };
-    Decision {
-        outcome,
-        statuses,
-        denied_by,
-        retry_after,
-        degraded: false,
-    }
+    d.outcome = outcome;
+    d.denied_by = denied_by;
+    d.retry_after = retry_after;
 }

@@ -57,6 +57,7 @@ impl Attr {
         }
     }
 
+    #[inline]
     fn slot(&self) -> Option<usize> {
         match self {
             Attr::Tenant => Some(0),
@@ -98,31 +99,38 @@ pub struct Subject<'a> {
 
 impl<'a> Subject<'a> {
     /// A subject with no attributes.
+    #[inline]
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Sets the tenant.
+    #[inline]
     pub fn tenant(self, v: impl Into<Cow<'a, str>>) -> Self {
         self.with_slot(0, v.into())
     }
     /// Sets the agent.
+    #[inline]
     pub fn agent(self, v: impl Into<Cow<'a, str>>) -> Self {
         self.with_slot(1, v.into())
     }
     /// Sets the user.
+    #[inline]
     pub fn user(self, v: impl Into<Cow<'a, str>>) -> Self {
         self.with_slot(2, v.into())
     }
     /// Sets the provider.
+    #[inline]
     pub fn provider(self, v: impl Into<Cow<'a, str>>) -> Self {
         self.with_slot(3, v.into())
     }
     /// Sets the model.
+    #[inline]
     pub fn model(self, v: impl Into<Cow<'a, str>>) -> Self {
         self.with_slot(4, v.into())
     }
     /// Sets the tier.
+    #[inline]
     pub fn tier(self, v: impl Into<Cow<'a, str>>) -> Self {
         self.with_slot(5, v.into())
     }
@@ -149,6 +157,7 @@ impl<'a> Subject<'a> {
         }
     }
 
+    #[inline]
     fn with_slot(mut self, slot: usize, v: Cow<'a, str>) -> Self {
         if let Some(s) = self.known.get_mut(slot) {
             *s = Some(v);
@@ -157,6 +166,7 @@ impl<'a> Subject<'a> {
     }
 
     /// The value of `attr`, if the subject has it.
+    #[inline]
     pub fn get(&self, attr: &Attr) -> Option<&str> {
         match attr.slot() {
             Some(slot) => self.known.get(slot).and_then(|v| v.as_deref()),

@@ -101,11 +101,13 @@ impl Rule {
     }
 
     /// Whether the rule applies to `subject`.
+    #[inline]
     pub fn matches(&self, subject: &Subject<'_>) -> bool {
         self.selectors.matches(subject)
     }
 
     /// The limit set for `subject`: the most specific matching override, or the defaults.
+    #[inline]
     pub fn limits_for(&self, subject: &Subject<'_>) -> &LimitSet {
         self.overrides
             .iter()

@@ -36,6 +36,7 @@ impl Matcher {
     }
 
     /// Whether `value` matches.
+    #[inline]
     pub fn matches(&self, value: &str) -> bool {
         match self {
             Matcher::Each => true,
@@ -71,6 +72,7 @@ pub struct Selectors(pub(crate) Vec<(Attr, Matcher)>);
 
 impl Selectors {
     /// Whether every matcher matches the subject (a missing attribute never matches).
+    #[inline]
     pub fn matches(&self, subject: &Subject<'_>) -> bool {
         self.0
             .iter()
