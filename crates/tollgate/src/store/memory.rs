@@ -442,7 +442,7 @@ impl MemoryStore {
         let mut creates = false;
         for op in ops {
             let (v, exists) = locked.shard(self.shard_index(op.key)).evaluate(op, now);
-            creates |= !exists;
+            creates |= !exists && !creates_nothing(op);
             verdicts.push(v);
         }
         let admitted = verdicts.iter().all(|v| v.admitted);
@@ -510,7 +510,11 @@ impl MemoryStore {
         for (i, shard) in locked.iter_mut() {
             let new = ops
                 .iter()
-                .filter(|op| self.shard_index(op.key) == i && !shard.contains(&op.key, &op.limit))
+                .filter(|op| {
+                    self.shard_index(op.key) == i
+                        && !creates_nothing(op)
+                        && !shard.contains(&op.key, &op.limit)
+                })
                 .count();
             if new == 0 {
                 continue;
@@ -587,6 +591,11 @@ impl MemoryStore {
             .collect();
         (now, usage)
     }
+}
+
+/// A concurrency check that takes no slot: it never creates a bucket.
+fn creates_nothing(op: &Op<MemoryKey>) -> bool {
+    op.limit.algorithm() == Algorithm::Concurrency && op.cost == 0
 }
 
 /// The shards a decision holds locked.
