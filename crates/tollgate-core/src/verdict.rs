@@ -48,6 +48,10 @@ pub struct Usage {
 pub(crate) fn div_ceil_u64(a: u128, b: u128) -> u64 {
     // Most buckets' scaled times fit in 64 bits: a 64-bit division is several times cheaper.
     if let (Ok(a), Ok(b)) = (u64::try_from(a), u64::try_from(b)) {
+        // A scale of one (whole units per microsecond) is the usual divisor.
+        if b == 1 {
+            return a;
+        }
         return a.checked_div(b).map_or(u64::MAX, |q| {
             if q.wrapping_mul(b) < a {
                 q.saturating_add(1)
@@ -69,6 +73,9 @@ pub(crate) fn div_ceil_u64(a: u128, b: u128) -> u64 {
 /// `floor(a / b)` saturated into a u64; `b` must not be zero.
 pub(crate) fn div_floor_u64(a: u128, b: u128) -> u64 {
     if let (Ok(a), Ok(b)) = (u64::try_from(a), u64::try_from(b)) {
+        if b == 1 {
+            return a;
+        }
         return a.checked_div(b).unwrap_or(u64::MAX);
     }
     u64::try_from(a.checked_div(b).unwrap_or(u128::MAX)).unwrap_or(u64::MAX)

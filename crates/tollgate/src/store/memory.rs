@@ -97,7 +97,13 @@ impl GcraCell {
     fn from_state(g: Gcra, limit: &Limit) -> Self {
         let scale64 = limit.gcra().scale.max(1);
         if let Ok(tat) = u64::try_from(g.tat) {
-            // The usual case: a 64-bit division instead of a 128-bit one.
+            // The usual cases: no division at all, or a 64-bit one instead of a 128-bit one.
+            if scale64 == 1 {
+                return GcraCell {
+                    micros: tat,
+                    rem: 0,
+                };
+            }
             return GcraCell {
                 micros: tat / scale64,
                 rem: tat % scale64,
