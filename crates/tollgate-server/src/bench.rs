@@ -72,6 +72,9 @@ pub struct BenchArgs {
     /// soon as the previous answer arrived.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Threads that send the load [default: one per CPU core].
+    #[arg(long, env = "TOLLGATE_BENCH_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
     /// No progress line.
     #[arg(long, short)]
     pub quiet: bool,
