@@ -398,3 +398,65 @@ fn sigterm_lets_the_request_in_flight_finish_refuses_new_connections_and_exits_0
     assert_eq!(status.code(), Some(0), "{status:?}");
     wait_for_log(&s, "tollgate stopped");
 }
+
+#[test]
+fn every_serve_flag_can_be_an_environment_variable() {
+    let redis = tollgate_test::RedisServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tollgate.toml");
+    std::fs::write(&path, CONFIG).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .env("TOLLGATE_CONFIG", &path)
+        .env("TOLLGATE_HTTP", "127.0.0.1:0")
+        .env("TOLLGATE_GRPC", "off")
+        .env("TOLLGATE_REDIS", redis.url())
+        .env("TOLLGATE_SHADOW", "true")
+        .env("TOLLGATE_NO_WATCH", "true")
+        .env("TOLLGATE_LOG_FORMAT", "json")
+        .env("TOLLGATE_LOG_LEVEL", "info")
+        .env("TOLLGATE_WORKERS", "1")
+        .env_remove("RUST_LOG")
+        .env_remove("TOLLGATE_REDIS_CLUSTER")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut http = None;
+    // Every log line is JSON.
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        if v["message"] == "tollgate listening" {
+            assert_eq!(v["grpc"], "off", "{v}");
+            assert_eq!(v["store"], "redis", "{v}");
+            http = v["http"].as_str().map(str::to_owned);
+            break;
+        }
+    }
+    let http = format!("http://{}", http.expect("listening line"));
+    // Shadow mode from the environment: the 2-per-hour rule admits a third call.
+    for _ in 0..3 {
+        let out = Command::new(BIN)
+            .args(["check", "--tenant", "env", "--json"])
+            .env("TOLLGATE_URL", &http)
+            .env_remove("TOLLGATE_TOKEN")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // A bad value in a variable is refused, naming the flag.
+    let out = Command::new(BIN)
+        .arg("serve")
+        .env("TOLLGATE_WORKERS", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--workers"),
+        "{out:?}"
+    );
+}

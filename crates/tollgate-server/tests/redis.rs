@@ -181,7 +181,10 @@ async fn readyz_stays_ready_but_degraded_while_redis_is_down_behind_the_fallback
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["status"], "degraded");
     assert_eq!(r.body["breaker"], "open", "{}", r.body);
-    assert!(s.metrics().await.contains("tollgate_breaker_state 2"));
+    let m = s.metrics().await;
+    assert!(m.contains("tollgate_breaker_state 2"), "{m}");
+    assert!(m.contains("tollgate_store_errors_total"), "{m}");
+    assert!(m.contains("tollgate_degraded_decisions_total"), "{m}");
 
     // Redis returns: once the breaker has closed again (its probes are decisions), ready.
     redis.restart().unwrap();
