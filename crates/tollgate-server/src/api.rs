@@ -1,11 +1,12 @@
 //! The JSON shapes of the HTTP API, their validation, and how decisions are rendered.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tollgate::{Cost, LimitStatus, Subject};
+use tollgate::{Cost, Decision, LimitStatus, Subject};
 
 use crate::app::Judged;
 use crate::config::{truncate, valid_attribute_name, MAX_ATTRIBUTES, MAX_VALUE_BYTES};
@@ -65,6 +66,101 @@ pub struct DecisionRequest {
     /// Makes a check idempotent: a retry with the same id answers the first decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+}
+
+/// An attribute name or value as read from a request: borrowed from the body unless it had
+/// to be unescaped.
+#[derive(Debug)]
+pub struct Str<'a>(pub Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Str<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+/// A subject's attributes in the order given, borrowed from the body where possible.
+#[derive(Debug, Default)]
+pub struct Attrs<'a>(pub Vec<(Str<'a>, Str<'a>)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Attrs<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Attrs<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of attribute names to string values")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut v = Vec::with_capacity(m.size_hint().unwrap_or(4).min(MAX_ATTRIBUTES + 1));
+                while let Some(entry) = m.next_entry::<Str<'a>, Str<'a>>()? {
+                    v.push(entry);
+                }
+                Ok(Attrs(v))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+impl<'a> Attrs<'a> {
+    /// The attributes as name/value pairs.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (&*k.0, &*v.0))
+    }
+}
+
+/// [`DecisionRequest`] borrowed from the body: what the hot path reads.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionRequestRef<'a> {
+    /// The subject's attributes.
+    #[serde(borrow)]
+    pub subject: Attrs<'a>,
+    /// The cost (default: one request).
+    #[serde(default)]
+    pub cost: CostBody,
+    /// Makes a check idempotent.
+    #[serde(default, borrow)]
+    pub request_id: Option<Str<'a>>,
+}
+
+/// Parses a decision request without copying its strings. Errors are those of
+/// [`parse_json`], naming the field at fault.
+///
+/// # Errors
+/// 400 with the field path and what is wrong.
+pub fn parse_decision(body: &[u8]) -> Result<DecisionRequestRef<'_>, ApiError> {
+    match serde_json::from_slice::<DecisionRequestRef<'_>>(body) {
+        Ok(r) => Ok(r),
+        // The slow parser names the field; it fails the same way.
+        Err(fast) => match parse_json::<DecisionRequest>(body) {
+            Err(e) => Err(e),
+            Ok(_) => Err(ApiError::bad_request(format!("invalid JSON body: {fast}"))),
+        },
+    }
 }
 
 /// The body of `/v1/permits/{id}/commit`.
@@ -152,59 +248,158 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
-fn status_json(s: &LimitStatus) -> Value {
-    json!({
-        "rule": s.rule,
-        "limit": s.label,
-        "kind": s.kind.as_str(),
-        "amount": s.amount,
-        "window": s.window.to_string(),
-        "capacity": s.capacity,
-        "admitted": s.admitted,
-        "remaining": s.remaining,
-        "reset_after_ms": ms(s.reset_after),
-        "retry_after_ms": ms(s.retry_after),
-    })
+/// A value rendered through its `Display`, straight into the output (no `String`).
+struct Shown<T>(T);
+
+impl<T: std::fmt::Display> Serialize for Shown<T> {
+    fn serialize<Z: serde::Serializer>(&self, z: Z) -> Result<Z::Ok, Z::Error> {
+        z.collect_str(&self.0)
+    }
+}
+
+/// One limit's status. Fields in alphabetical order, as the JSON has always had them.
+#[derive(Serialize)]
+struct StatusOut<'a> {
+    admitted: bool,
+    amount: u64,
+    capacity: u64,
+    kind: &'static str,
+    limit: &'static str,
+    remaining: u64,
+    reset_after_ms: u64,
+    retry_after_ms: u64,
+    rule: &'static str,
+    window: Shown<&'a tollgate::Window>,
+}
+
+impl<'a> StatusOut<'a> {
+    fn of(s: &'a LimitStatus) -> Self {
+        StatusOut {
+            admitted: s.admitted,
+            amount: s.amount,
+            capacity: s.capacity,
+            kind: s.kind.as_str(),
+            limit: s.label,
+            remaining: s.remaining,
+            reset_after_ms: ms(s.reset_after),
+            retry_after_ms: ms(s.retry_after),
+            rule: s.rule,
+            window: Shown(&s.window),
+        }
+    }
+}
+
+/// The statuses of a decision, serialised as an array without collecting them.
+struct Statuses<'a>(&'a [LimitStatus]);
+
+impl Serialize for Statuses<'_> {
+    fn serialize<Z: serde::Serializer>(&self, z: Z) -> Result<Z::Ok, Z::Error> {
+        z.collect_seq(self.0.iter().map(StatusOut::of))
+    }
+}
+
+/// The limits a shadow decision would have denied on.
+struct ShadowRules<'a>(&'a [LimitStatus]);
+
+impl Serialize for ShadowRules<'_> {
+    fn serialize<Z: serde::Serializer>(&self, z: Z) -> Result<Z::Ok, Z::Error> {
+        z.collect_seq(self.0.iter().filter(|s| !s.admitted).map(LimitRef::of))
+    }
+}
+
+#[derive(Serialize)]
+struct LimitRef {
+    kind: &'static str,
+    limit: &'static str,
+    rule: &'static str,
+}
+
+impl LimitRef {
+    fn of(s: &LimitStatus) -> Self {
+        LimitRef {
+            kind: s.kind.as_str(),
+            limit: s.label,
+            rule: s.rule,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ShadowOut<'a> {
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
+    rules: ShadowRules<'a>,
+    would_deny: bool,
+}
+
+/// A granted permit, in the answer to `/v1/reserve`.
+#[derive(Clone, Debug, Serialize)]
+pub struct PermitOut<'a> {
+    /// Time to expiry, in milliseconds.
+    pub expires_in_ms: u64,
+    /// The permit's id.
+    pub id: &'a str,
+}
+
+/// The JSON of one decision, borrowing from it. Fields in alphabetical order.
+#[derive(Serialize)]
+struct DecisionOut<'a> {
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    denied_by: Option<LimitRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<&'static str>,
+    limits: Statuses<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<Shown<&'a Decision>>,
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    permit: Option<PermitOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shadow: Option<ShadowOut<'a>>,
+}
+
+impl<'a> DecisionOut<'a> {
+    fn of(j: &'a Judged, permit: Option<PermitOut<'a>>) -> Self {
+        let d = &j.decision;
+        DecisionOut {
+            allowed: d.is_allowed(),
+            denied_by: d.denied_by().map(LimitRef::of),
+            error_code: d.reason().map(|r| r.error_code()),
+            limits: Statuses(d.statuses()),
+            message: (!d.is_allowed()).then_some(Shown(d)),
+            outcome: d.outcome().as_str(),
+            permit,
+            reason: d.reason().map(|r| r.code()),
+            retry_after_ms: d.retry_after().map(ms),
+            shadow: j.shadow.as_ref().map(|s| ShadowOut {
+                outcome: s.outcome().as_str(),
+                retry_after_ms: s.retry_after().map(ms),
+                rules: ShadowRules(s.statuses()),
+                would_deny: true,
+            }),
+        }
+    }
+}
+
+/// The JSON of one decision, with the permit of a granted reservation, as bytes: rendered
+/// straight from the decision, without building a `serde_json::Value`.
+pub fn decision_body(j: &Judged, permit: Option<PermitOut<'_>>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(192 + 256 * j.decision.statuses().len());
+    // Serialising these types into a Vec cannot fail: every key is a string and every value
+    // a number, a bool or a string.
+    let _ = serde_json::to_writer(&mut out, &DecisionOut::of(j, permit));
+    out
 }
 
 /// The JSON of one decision.
 pub fn decision_json(j: &Judged) -> Value {
-    let d = &j.decision;
-    let mut v = json!({
-        "allowed": d.is_allowed(),
-        "outcome": d.outcome().as_str(),
-        "limits": d.statuses().iter().map(status_json).collect::<Vec<_>>(),
-    });
-    if let Some(reason) = d.reason() {
-        v["reason"] = json!(reason.code());
-        v["error_code"] = json!(reason.error_code());
-    }
-    if let Some(retry) = d.retry_after() {
-        v["retry_after_ms"] = json!(ms(retry));
-    }
-    if let Some(by) = d.denied_by() {
-        v["denied_by"] = json!({ "rule": by.rule, "limit": by.label, "kind": by.kind.as_str() });
-    }
-    if !d.is_allowed() {
-        v["message"] = json!(d.to_string());
-    }
-    if let Some(shadow) = &j.shadow {
-        let mut s = json!({
-            "would_deny": true,
-            "outcome": shadow.outcome().as_str(),
-            "rules": shadow
-                .statuses()
-                .iter()
-                .filter(|s| !s.admitted)
-                .map(|s| json!({ "rule": s.rule, "limit": s.label, "kind": s.kind.as_str() }))
-                .collect::<Vec<_>>(),
-        });
-        if let Some(r) = shadow.retry_after() {
-            s["retry_after_ms"] = json!(ms(r));
-        }
-        v["shadow"] = s;
-    }
-    v
+    serde_json::to_value(DecisionOut::of(j, None)).unwrap_or(Value::Null)
 }
 
 /// The JSON of one limit's usage.

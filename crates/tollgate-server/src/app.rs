@@ -320,6 +320,12 @@ impl<S: Store> App<S> {
         self.runtime.load_full()
     }
 
+    /// The current configuration, for a short look (no reference count is taken; do not
+    /// hold it across an await).
+    pub fn runtime_ref(&self) -> arc_swap::Guard<Arc<Runtime>> {
+        self.runtime.load()
+    }
+
     /// `memory`, `redis` or `redis-cluster`.
     pub fn store_kind(&self) -> &'static str {
         self.store_kind

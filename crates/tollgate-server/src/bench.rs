@@ -65,6 +65,16 @@ pub struct BenchArgs {
     /// Tokens per call.
     #[arg(long, default_value_t = 0)]
     pub tokens: u64,
+    /// Open loop: send this many decisions per second in total, on a fixed schedule spread
+    /// over the `--concurrency` connections, whatever the answers' latency. A call sent late
+    /// because the previous answer on its connection was late is timed from when it was due,
+    /// so a service that falls behind shows it (no coordinated omission). Without it the load is closed-loop: each connection sends as
+    /// soon as the previous answer arrived.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Threads that send the load [default: one per CPU core].
+    #[arg(long, env = "TOLLGATE_BENCH_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
     /// No progress line.
     #[arg(long, short)]
     pub quiet: bool,
@@ -92,12 +102,147 @@ impl Counts {
     }
 }
 
+/// One HTTP/1.1 connection of a worker, kept alive across calls.
+struct HttpConn {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+}
+
+/// Where and how to send `POST /v1/check`: the request parts prepared once.
+#[derive(Clone)]
+struct HttpTarget {
+    /// `host:port` to connect to.
+    addr: String,
+    /// The `Host` header.
+    host: axum::http::HeaderValue,
+    /// `Bearer <token>`.
+    auth: Option<axum::http::HeaderValue>,
+    /// The request path, `/v1/check` under the base URL's path.
+    path: axum::http::Uri,
+    /// One body per tenant, rendered once.
+    bodies: Arc<Vec<bytes::Bytes>>,
+}
+
+impl HttpTarget {
+    fn new(a: &BenchArgs, tenants: u64) -> Result<Self, String> {
+        let uri: axum::http::Uri = a
+            .client
+            .url
+            .parse()
+            .map_err(|_| format!("--url {:?} is not a URL", a.client.url))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(format!(
+                "--url {:?}: bench speaks plain http:// (put it next to the service)",
+                a.client.url
+            ));
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("--url {:?} has no host", a.client.url))?;
+        let port = uri.port_u16().unwrap_or(80);
+        let authority = uri.authority().map_or(host, |x| x.as_str()).to_owned();
+        let path = format!("{}/v1/check", uri.path().trim_end_matches('/'));
+        let auth = match &a.client.token {
+            Some(t) => Some(
+                axum::http::HeaderValue::from_str(&format!("Bearer {t}"))
+                    .map_err(|_| "the token is not a valid header value".to_owned())?,
+            ),
+            None => None,
+        };
+        // Bodies for at most 100,000 tenants are kept; beyond that tenants repeat.
+        let n = tenants.min(100_000);
+        let bodies = (0..n)
+            .map(|i| {
+                let v = json!({
+                    "subject": { "tenant": format!("bench-{i}"), "provider": a.provider },
+                    "cost": { "tokens": a.tokens },
+                });
+                bytes::Bytes::from(v.to_string())
+            })
+            .collect();
+        Ok(HttpTarget {
+            addr: format!(
+                "{}:{port}",
+                host.trim_start_matches('[').trim_end_matches(']')
+            ),
+            host: axum::http::HeaderValue::from_str(&authority)
+                .map_err(|_| format!("--url {:?}: bad host", a.client.url))?,
+            auth,
+            path: path
+                .parse()
+                .map_err(|_| format!("--url {:?}: bad path", a.client.url))?,
+            bodies: Arc::new(bodies),
+        })
+    }
+
+    async fn connect(&self) -> Result<HttpConn, String> {
+        let tcp = tokio::net::TcpStream::connect(&self.addr)
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", self.addr))?;
+        let _ = tcp.set_nodelay(true);
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .map_err(|e| format!("HTTP handshake with {}: {e}", self.addr))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(HttpConn { sender })
+    }
+
+    async fn call(&self, conn: &mut Option<HttpConn>, tenant: u64) -> Answer {
+        use http_body_util::BodyExt;
+        if conn.as_ref().is_none_or(|c| c.sender.is_closed()) {
+            match self.connect().await {
+                Ok(c) => *conn = Some(c),
+                Err(e) => return Answer::Error(e),
+            }
+        }
+        let Some(c) = conn.as_mut() else {
+            return Answer::Error("not connected".into());
+        };
+        if let Err(e) = c.sender.ready().await {
+            *conn = None;
+            return Answer::Error(format!("connection: {e}"));
+        }
+        let i = usize::try_from(tenant).unwrap_or(0) % self.bodies.len().max(1);
+        let body = self.bodies.get(i).cloned().unwrap_or_default();
+        let mut req = axum::http::Request::new(http_body_util::Full::new(body));
+        *req.method_mut() = axum::http::Method::POST;
+        *req.uri_mut() = self.path.clone();
+        let h = req.headers_mut();
+        h.insert(axum::http::header::HOST, self.host.clone());
+        h.insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        );
+        if let Some(a) = &self.auth {
+            h.insert(axum::http::header::AUTHORIZATION, a.clone());
+        }
+        match c.sender.send_request(req).await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                // Read the body so the connection is reused.
+                if let Err(e) = r.into_body().collect().await {
+                    *conn = None;
+                    return Answer::Error(format!("reading the answer: {e}"));
+                }
+                match status {
+                    200 => Answer::Allowed,
+                    429 => Answer::Denied,
+                    s => Answer::Error(format!("HTTP {s}")),
+                }
+            }
+            Err(e) => {
+                *conn = None;
+                Answer::Error(e.to_string())
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
 enum Target {
-    Http {
-        client: reqwest::Client,
-        url: String,
-        token: Option<String>,
-    },
+    Http(HttpTarget),
     Grpc {
         client: RateLimitServiceClient<tonic::transport::Channel>,
         token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
@@ -110,31 +255,17 @@ enum Answer {
     Error(String),
 }
 
-impl Target {
-    async fn call(&mut self, tenant: &str, provider: &str, tokens: u64) -> Answer {
-        match self {
-            Target::Http { client, url, token } => {
-                let mut rb = client.post(url.as_str()).json(&json!({
-                    "subject": { "tenant": tenant, "provider": provider },
-                    "cost": { "tokens": tokens },
-                }));
-                if let Some(t) = token {
-                    rb = rb.bearer_auth(t);
-                }
-                match rb.send().await {
-                    Ok(r) => {
-                        let status = r.status().as_u16();
-                        // Read the body so the connection is reused.
-                        let _ = r.bytes().await;
-                        match status {
-                            200 => Answer::Allowed,
-                            429 => Answer::Denied,
-                            s => Answer::Error(format!("HTTP {s}")),
-                        }
-                    }
-                    Err(e) => Answer::Error(e.to_string()),
-                }
-            }
+/// A worker's handle on the target: its own HTTP connection, or a clone of the multiplexed
+/// gRPC channel.
+struct Worker {
+    target: Target,
+    conn: Option<HttpConn>,
+}
+
+impl Worker {
+    async fn call(&mut self, tenant: u64, provider: &str, tokens: u64) -> Answer {
+        match &mut self.target {
+            Target::Http(h) => h.call(&mut self.conn, tenant).await,
             Target::Grpc { client, token } => {
                 let mut req = tonic::Request::new(RateLimitRequest {
                     domain: "bench".into(),
@@ -142,7 +273,7 @@ impl Target {
                         entries: vec![
                             Entry {
                                 key: "tenant".into(),
-                                value: tenant.into(),
+                                value: format!("bench-{tenant}"),
                             },
                             Entry {
                                 key: "provider".into(),
@@ -168,15 +299,12 @@ impl Target {
 
 async fn target(a: &BenchArgs) -> Result<Target, String> {
     match a.protocol {
-        Protocol::Http => Ok(Target::Http {
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .pool_max_idle_per_host(a.concurrency)
-                .build()
-                .map_err(|e| e.to_string())?,
-            url: format!("{}/v1/check", a.client.url.trim_end_matches('/')),
-            token: a.client.token.clone(),
-        }),
+        Protocol::Http => {
+            let t = HttpTarget::new(a, a.tenants.max(1))?;
+            // Fail early when nothing listens.
+            t.connect().await?;
+            Ok(Target::Http(t))
+        }
         Protocol::Grpc => {
             let client = RateLimitServiceClient::connect(a.grpc_url.clone())
                 .await
@@ -229,6 +357,7 @@ impl Report {
         json!({
             "protocol": format!("{:?}", a.protocol).to_lowercase(),
             "concurrency": a.concurrency,
+            "rate": a.rate,
             "tenants": a.tenants,
             "elapsed_s": self.elapsed.as_secs_f64(),
             "decisions": self.decisions,
@@ -265,42 +394,62 @@ pub async fn measure(a: &BenchArgs) -> Result<Report, String> {
     let deadline = started + a.duration;
     let limit = a.requests.unwrap_or(u64::MAX);
     let tenants = a.tenants.max(1);
-    let mut workers = Vec::with_capacity(a.concurrency.max(1));
-    let shared = Arc::new(tokio::sync::Mutex::new(Some(tgt)));
-    for w in 0..a.concurrency.max(1) {
+    let concurrency = a.concurrency.max(1);
+    if let Some(r) = a.rate {
+        if !(r.is_finite() && r > 0.0) {
+            return Err(format!(
+                "--rate {r}: give a positive number of decisions per second"
+            ));
+        }
+    }
+    // Open loop: each worker sends every `interval`, the workers staggered evenly.
+    let interval = a
+        .rate
+        .map(|r| Duration::from_secs_f64(concurrency as f64 / r));
+    let mut workers = Vec::with_capacity(concurrency);
+    for w in 0..concurrency {
         let counts = Arc::clone(&counts);
         let first_error = Arc::clone(&first_error);
         let provider = a.provider.clone();
         let tokens = a.tokens;
         let mut hist = template.clone();
-        // Each worker gets its own handle: HTTP clients share a pool, gRPC channels multiplex.
-        let mut tgt = match &*shared.lock().await {
-            Some(Target::Http { client, url, token }) => Target::Http {
-                client: client.clone(),
-                url: url.clone(),
-                token: token.clone(),
-            },
-            Some(Target::Grpc { client, token }) => Target::Grpc {
-                client: client.clone(),
-                token: token.clone(),
-            },
-            None => return Err("no target".into()),
+        // Each worker has its own HTTP connection; gRPC channels multiplex.
+        let mut worker = Worker {
+            target: tgt.clone(),
+            conn: None,
         };
+        let stagger = interval.map(|i| i.mul_f64(w as f64 / concurrency as f64));
         workers.push(tokio::spawn(async move {
             let mut i = w as u64;
+            let mut due = started + stagger.unwrap_or_default();
             loop {
+                // Open loop: when the previous answer came in time, wait for the schedule and
+                // time from the send (the timer's own lateness, up to a millisecond, is the
+                // client's, not the service's); when it came late, send at once and time from
+                // when the call was due, so the service's slowness is counted in full.
+                let mut behind = None;
+                if interval.is_some() {
+                    if Instant::now() < due {
+                        tokio::time::sleep_until(due.into()).await;
+                    } else {
+                        behind = Some(due);
+                    }
+                }
                 if Instant::now() >= deadline
                     || counts.issued.fetch_add(1, Ordering::Relaxed) >= limit
                 {
                     break;
                 }
-                let tenant = format!("bench-{}", i % tenants);
+                let tenant = i % tenants;
                 i = i.wrapping_add(7919);
-                let t0 = Instant::now();
-                let answer = tgt.call(&tenant, &provider, tokens).await;
+                let t0 = behind.unwrap_or_else(Instant::now);
+                let answer = worker.call(tenant, &provider, tokens).await;
                 let us = u64::try_from(t0.elapsed().as_micros())
                     .unwrap_or(u64::MAX)
                     .max(1);
+                if let Some(every) = interval {
+                    due += every;
+                }
                 match answer {
                     Answer::Allowed => {
                         counts.allowed.fetch_add(1, Ordering::Relaxed);
@@ -387,9 +536,17 @@ pub async fn run(a: BenchArgs) -> ExitCode {
             Protocol::Grpc => format!("{} ShouldRateLimit", a.grpc_url),
         };
         let h = &report.latency_us;
+        let mode = a.rate.map_or_else(
+            || format!("{} in flight", a.concurrency),
+            |r| {
+                format!(
+                    "open loop at {r:.0}/s over {} connections (late calls timed from when they were due)",
+                    a.concurrency
+                )
+            },
+        );
         println!(
-            "{target}: {} in flight, {} tenants, {:.1}s",
-            a.concurrency,
+            "{target}: {mode}, {} tenants, {:.1}s",
             a.tenants,
             report.elapsed.as_secs_f64()
         );

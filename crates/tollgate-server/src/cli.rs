@@ -75,6 +75,9 @@ pub struct ServeArgs {
     /// Log level or filter (`info`, `tollgate_server=debug`); RUST_LOG wins when set.
     #[arg(long, env = "TOLLGATE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Threads that answer requests [default: one per CPU core].
+    #[arg(long, env = "TOLLGATE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
 }
 
 /// `tollgate config ...`.
@@ -208,10 +211,17 @@ pub fn run(cli: Cli) -> ExitCode {
     if let Command::Config(ConfigCommand::Check { file }) = &cli.command {
         return config_check(file);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    let workers = match &cli.command {
+        Command::Serve(a) => a.workers,
+        Command::Bench(a) => a.workers,
+        _ => Some(1),
+    };
+    if let Some(n) = workers {
+        builder.worker_threads(usize::from(n));
+    }
+    let runtime = match builder.build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("tollgate: cannot start the runtime: {e}");

@@ -76,6 +76,9 @@ pub struct ServerConfig {
     pub max_permits: usize,
     /// How long shutdown waits for in-flight requests (default 10 s).
     pub shutdown_grace: Duration,
+    /// Whether `/readyz` answers 200 while the rules' failure modes decide because Redis is
+    /// down (default true: the service still decides; see the README). `false` answers 503.
+    pub ready_when_degraded: bool,
 }
 
 impl Default for ServerConfig {
@@ -90,6 +93,7 @@ impl Default for ServerConfig {
             permit_ttl: Duration::from_secs(600),
             max_permits: 100_000,
             shutdown_grace: Duration::from_secs(10),
+            ready_when_degraded: true,
         }
     }
 }
@@ -415,6 +419,7 @@ struct RawServer {
     permit_ttl: S<String>,
     max_permits: S<u64>,
     shutdown_grace: S<String>,
+    ready_when_degraded: S<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -807,6 +812,9 @@ impl Config {
             }
             if let Some(v) = &s.shutdown_grace {
                 srv.shutdown_grace = duration(source, v, "server.shutdown_grace")?;
+            }
+            if let Some(v) = &s.ready_when_degraded {
+                srv.ready_when_degraded = *v.get_ref();
             }
         }
 

@@ -12,20 +12,22 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde_json::json;
+use tollgate::store::fallback::BreakerState;
 use tollgate::store::Store;
 
 use crate::api::{
-    decision_json, parse_json, subject_from, usage_json, CommitRequest, DecisionRequest,
+    decision_body, parse_decision, parse_json, subject_from, usage_json, CommitRequest, PermitOut,
     ResetRequest,
 };
 use crate::app::{Api, App, Judged, Principal, Settle};
 use crate::config::{Cidr, Headers};
 use crate::error::ApiError;
+use crate::store::ServedStore;
 
 type AppState<S> = State<Arc<App<S>>>;
 
 /// The API's routes over `app`. Bodies larger than `max_body` bytes get 413.
-pub fn router<S: Store>(app: Arc<App<S>>, max_body: usize) -> Router {
+pub fn router<S: ServedStore>(app: Arc<App<S>>, max_body: usize) -> Router {
     Router::new()
         .route("/v1/check", post(check::<S>))
         .route("/v1/peek", post(peek::<S>))
@@ -87,16 +89,22 @@ pub fn add_decision_headers(headers: &mut HeaderMap, j: &Judged, style: Headers)
             .map(|r| vec![("retry-after", r)])
             .unwrap_or_default(),
     };
+    headers.reserve(pairs.len());
     for (name, value) in pairs {
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        // The rendered String becomes the header's bytes without a copy.
+        if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
             headers.append(HeaderName::from_static(name), v);
         }
     }
 }
 
-fn decision_response<S: Store>(app: &App<S>, j: &Judged, deny_status: StatusCode) -> Response {
-    let style = app.runtime().config.server.headers;
-    let status = if j.is_allowed() {
+fn decision_response(
+    j: &Judged,
+    style: Headers,
+    deny_status: StatusCode,
+    permit: Option<PermitOut<'_>>,
+) -> Response {
+    let status = if j.is_allowed() || permit.is_some() {
         StatusCode::OK
     } else if j.decision.outcome() == tollgate::Outcome::Unavailable {
         // A rule that fails closed while the shared store is down: not a rate-limit denial.
@@ -104,13 +112,18 @@ fn decision_response<S: Store>(app: &App<S>, j: &Judged, deny_status: StatusCode
     } else {
         deny_status
     };
-    let mut r = (status, Json(decision_json(j))).into_response();
+    let mut r = Response::new(axum::body::Body::from(decision_body(j, permit)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     add_decision_headers(r.headers_mut(), j, style);
     r
 }
 
 async fn authed<S: Store>(app: &App<S>, headers: &HeaderMap) -> Result<Principal, ApiError> {
-    app.runtime().principal(bearer(headers))
+    app.runtime_ref().principal(bearer(headers))
 }
 
 async fn decide<S: Store>(
@@ -119,15 +132,19 @@ async fn decide<S: Store>(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let who = authed(app, headers).await?;
+    let rt = app.runtime_ref();
+    let who = rt.principal(bearer(headers))?;
+    let style = rt.config.server.headers;
+    drop(rt);
     let body = body_of(body)?;
-    let req: DecisionRequest = parse_json(&body)?;
-    let mut subject = subject_from(
-        req.subject.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        "subject",
-    )?;
+    if body.is_empty() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    let req = parse_decision(&body)?;
+    let mut subject = subject_from(req.subject.pairs(), "subject")?;
     who.bind(&mut subject)?;
-    if let Some(id) = &req.request_id {
+    let request_id = req.request_id.as_ref().map(|s| &*s.0);
+    if let Some(id) = request_id {
         if id.is_empty() || id.len() > 128 {
             return Err(ApiError::bad_request("request_id: 1 to 128 bytes"));
         }
@@ -136,28 +153,29 @@ async fn decide<S: Store>(
     match api {
         Api::Reserve => {
             let r = app.reserve(&subject, cost, who).await?;
-            let mut resp = decision_response(app, &r.judged, StatusCode::TOO_MANY_REQUESTS);
-            if let Some(id) = r.id {
-                let mut body = decision_json(&r.judged);
-                body["permit"] = json!({
-                    "id": id,
-                    "expires_in_ms": u64::try_from(r.expires_in.as_millis()).unwrap_or(u64::MAX),
-                });
-                let headers = resp.headers().clone();
-                resp = (StatusCode::OK, Json(body)).into_response();
-                resp.headers_mut().extend(headers);
-            }
-            Ok(resp)
+            let permit = r.id.as_deref().map(|id| PermitOut {
+                id,
+                expires_in_ms: u64::try_from(r.expires_in.as_millis()).unwrap_or(u64::MAX),
+            });
+            Ok(decision_response(
+                &r.judged,
+                style,
+                StatusCode::TOO_MANY_REQUESTS,
+                permit,
+            ))
         }
         Api::Peek => {
             let j = app.decide(api, &subject, cost, false, None).await?;
-            Ok(decision_response(app, &j, StatusCode::OK))
+            Ok(decision_response(&j, style, StatusCode::OK, None))
         }
         _ => {
-            let j = app
-                .decide(api, &subject, cost, true, req.request_id.as_deref())
-                .await?;
-            Ok(decision_response(app, &j, StatusCode::TOO_MANY_REQUESTS))
+            let j = app.decide(api, &subject, cost, true, request_id).await?;
+            Ok(decision_response(
+                &j,
+                style,
+                StatusCode::TOO_MANY_REQUESTS,
+                None,
+            ))
         }
     }
 }
@@ -326,21 +344,48 @@ async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
-async fn readyz<S: Store>(State(app): AppState<S>) -> Response {
-    let store = app.limiter().store();
-    match crate::store::probe(store).await {
-        Ok(()) => Json(json!({
-            "status": "ready",
-            "store": app.store_kind(),
-            "config_generation": app.runtime().generation,
-        }))
-        .into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "store": app.store_kind(), "error": e.to_string() })),
-        )
-            .into_response(),
+/// Readiness: 200 when the service can decide, 503 when it cannot.
+///
+/// Behind the fallback store (Redis with `fallback = true`, the default) the service can
+/// always decide: while Redis is down the rules' failure modes do (`open`, `closed`,
+/// `local`). It then answers 200 with `"status": "degraded"`, the breaker's state and Redis's
+/// error, so that a load balancer keeps sending traffic to the instances (taking every
+/// instance out of service because their shared Redis is down would turn a degraded limiter
+/// into an outage), while the body and the `tollgate_breaker_state` gauge tell the operator.
+/// `[server] ready_when_degraded = false` answers 503 instead. Without the fallback, a Redis
+/// that does not answer is 503.
+async fn readyz<S: ServedStore>(State(app): AppState<S>) -> Response {
+    let health = app.limiter().store().health().await;
+    let rt = app.runtime();
+    let ready = health.can_decide && (!health.degraded || rt.config.server.ready_when_degraded);
+    let status = if !health.can_decide {
+        "unavailable"
+    } else if health.degraded {
+        "degraded"
+    } else {
+        "ready"
+    };
+    let mut body = json!({
+        "status": status,
+        "store": app.store_kind(),
+        "config_generation": rt.generation,
+    });
+    if let Some(b) = health.breaker {
+        body["breaker"] = json!(match b {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        });
     }
+    if let Some(e) = health.error {
+        body["error"] = json!(e);
+    }
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
 }
 
 /// The client's address: walking `X-Forwarded-For` from the right while the hop that added an

@@ -212,7 +212,7 @@ pub fn document() -> Value {
             } },
             "/metrics": { "get": { "summary": "Prometheus metrics", "security": [], "responses": { "200": { "description": "Prometheus text format" } } } },
             "/healthz": { "get": { "summary": "Liveness", "security": [], "responses": { "200": { "description": "Alive" } } } },
-            "/readyz": { "get": { "summary": "Readiness: the store answers", "security": [], "responses": { "200": { "description": "Ready" }, "503": { "description": "The store does not answer" } } } },
+            "/readyz": { "get": { "summary": "Readiness: the service can decide", "description": "status is ready, degraded (Redis down or the breaker not closed: the rules' failure modes decide) or unavailable. Degraded answers 200 unless [server] ready_when_degraded = false.", "security": [], "responses": { "200": { "description": "Ready, or degraded" }, "503": { "description": "The store cannot decide (or degraded with ready_when_degraded = false)" } } } },
             "/openapi.json": { "get": { "summary": "This document", "security": [], "responses": { "200": { "description": "OpenAPI 3.1" } } } },
         },
     })

@@ -15,6 +15,7 @@ use tollgate::{Clock, MemoryStore, SystemClock};
 
 use crate::app::App;
 use crate::config::{Config, ConfigError, RedisOptions, StoreConfig};
+use crate::store::ServedStore;
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -298,7 +299,7 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 ///
 /// # Errors
 /// A listener that cannot be bound.
-pub async fn start_with<S: Store>(
+pub async fn start_with<S: ServedStore>(
     opts: Options,
     store: S,
     clock: Arc<dyn Clock>,

@@ -5,8 +5,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tollgate::key::BucketName;
+use tollgate::store::fallback::{BreakerState, FallbackStore};
+use tollgate::store::redis::RedisStore;
 use tollgate::store::{FailureMode, Mode, Op, Route, Settlement, Store, StoreOutcome};
-use tollgate::StoreError;
+use tollgate::{MemoryStore, StoreError};
 use tollgate_core::{LeaseId, Timestamp, Usage};
 
 /// A store shared by several limiters (the service keeps one limiter for the whole policy and
@@ -101,4 +103,79 @@ pub async fn probe<S: Store>(store: &S) -> Result<(), StoreError> {
         failure: FailureMode::default(),
     };
     store.usage(&[op]).await.map(drop)
+}
+
+/// How the store is doing, as `/readyz` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// Whether decisions can be made now: by the store, or (behind the fallback) by the
+    /// rules' failure modes.
+    pub can_decide: bool,
+    /// Whether the rules' failure modes decide instead of the shared store: its breaker is
+    /// not closed, or it did not answer the probe.
+    pub degraded: bool,
+    /// The fallback's circuit breaker, when there is one.
+    pub breaker: Option<BreakerState>,
+    /// Why the shared store did not answer the probe.
+    pub error: Option<String>,
+}
+
+/// The stores the service runs on, with what `/readyz` needs to know about each.
+pub trait ServedStore: Store {
+    /// Probes the store (spending nothing) and reports whether it can decide.
+    fn health(&self) -> impl Future<Output = Health> + Send;
+}
+
+fn probed(result: Result<(), StoreError>) -> Health {
+    match result {
+        Ok(()) => Health {
+            can_decide: true,
+            degraded: false,
+            breaker: None,
+            error: None,
+        },
+        Err(e) => Health {
+            can_decide: false,
+            degraded: false,
+            breaker: None,
+            error: Some(e.to_string()),
+        },
+    }
+}
+
+impl ServedStore for MemoryStore {
+    async fn health(&self) -> Health {
+        probed(probe(self).await)
+    }
+}
+
+impl ServedStore for RedisStore {
+    async fn health(&self) -> Health {
+        probed(probe(self).await)
+    }
+}
+
+impl ServedStore for FallbackStore<RedisStore> {
+    /// Always able to decide: while Redis is down the rules' failure modes do. The probe goes
+    /// to Redis directly (within its response timeout), so that it does not move the breaker.
+    async fn health(&self) -> Health {
+        let deadline = self.primary().config().response_timeout;
+        let primary = match tokio::time::timeout(deadline, probe(self.primary())).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout(deadline)),
+        };
+        let breaker = self.breaker_state();
+        Health {
+            can_decide: true,
+            degraded: primary.is_err() || breaker != BreakerState::Closed,
+            breaker: Some(breaker),
+            error: primary.err().map(|e| e.to_string()),
+        }
+    }
+}
+
+impl<S: ServedStore> ServedStore for Shared<S> {
+    fn health(&self) -> impl Future<Output = Health> + Send {
+        self.0.health()
+    }
 }

@@ -330,3 +330,133 @@ fn serve_without_a_config_uses_the_defaults_and_env_flags() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish_refuses_new_connections_and_exits_0() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tollgate.toml");
+    std::fs::write(&path, CONFIG).unwrap();
+    let mut s = serve(&path, &[("TOLLGATE_NO_WATCH", "true")]);
+    let addr = s.http.trim_start_matches("http://").to_owned();
+
+    // A slow client: the head and half the body are sent, the rest only after SIGTERM.
+    let body = br#"{"subject":{"tenant":"in-flight"},"cost":{"tokens":5}}"#;
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut slow = TcpStream::connect(&addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        slow,
+        "POST /v1/check HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    slow.write_all(first).unwrap();
+    slow.flush().unwrap();
+    // The service has the request: an answered peek on another connection proves it is up,
+    // and the slow request's head was written before it.
+    assert_eq!(
+        client(&s, &["peek", "--tenant", "x"]).status.code(),
+        Some(0)
+    );
+
+    signal(&s.child, "-TERM");
+    wait_for_log(&s, "SIGTERM: shutting down");
+    // New connections are refused once the listener is closed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(&addr).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "still accepting connections after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        s.child.try_wait().unwrap().is_none(),
+        "exited with a request in flight"
+    );
+
+    // The request in flight completes, and the connection is closed after it (read to EOF).
+    slow.write_all(rest).unwrap();
+    slow.flush().unwrap();
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"allowed\":true"), "{answer}");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "tollgate did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    wait_for_log(&s, "tollgate stopped");
+}
+
+#[test]
+fn every_serve_flag_can_be_an_environment_variable() {
+    let redis = tollgate_test::RedisServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tollgate.toml");
+    std::fs::write(&path, CONFIG).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .env("TOLLGATE_CONFIG", &path)
+        .env("TOLLGATE_HTTP", "127.0.0.1:0")
+        .env("TOLLGATE_GRPC", "off")
+        .env("TOLLGATE_REDIS", redis.url())
+        .env("TOLLGATE_SHADOW", "true")
+        .env("TOLLGATE_NO_WATCH", "true")
+        .env("TOLLGATE_LOG_FORMAT", "json")
+        .env("TOLLGATE_LOG_LEVEL", "info")
+        .env("TOLLGATE_WORKERS", "1")
+        .env_remove("RUST_LOG")
+        .env_remove("TOLLGATE_REDIS_CLUSTER")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut http = None;
+    // Every log line is JSON.
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        if v["message"] == "tollgate listening" {
+            assert_eq!(v["grpc"], "off", "{v}");
+            assert_eq!(v["store"], "redis", "{v}");
+            http = v["http"].as_str().map(str::to_owned);
+            break;
+        }
+    }
+    let http = format!("http://{}", http.expect("listening line"));
+    // Shadow mode from the environment: the 2-per-hour rule admits a third call.
+    for _ in 0..3 {
+        let out = Command::new(BIN)
+            .args(["check", "--tenant", "env", "--json"])
+            .env("TOLLGATE_URL", &http)
+            .env_remove("TOLLGATE_TOKEN")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // A bad value in a variable is refused, naming the flag.
+    let out = Command::new(BIN)
+        .arg("serve")
+        .env("TOLLGATE_WORKERS", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--workers"),
+        "{out:?}"
+    );
+}

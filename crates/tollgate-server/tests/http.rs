@@ -308,6 +308,10 @@ limits = [{ kind = "requests", amount = 1, per = "hour" }]
     assert!(m.contains("tollgate_decisions_total{"), "{m}");
     assert!(m.contains("tollgate_decision_seconds_bucket"), "{m}");
     assert!(
+        m.contains("tollgate_server_request_seconds_bucket{api=\"check\""),
+        "{m}"
+    );
+    assert!(
         m.lines()
             .any(|l| l.starts_with("tollgate_server_decisions_total{")
                 && l.contains("outcome=\"denied\"")

@@ -133,3 +133,93 @@ async fn with_the_fallback_the_service_starts_while_redis_is_down() {
     assert_eq!(a.body["outcome"], "unavailable");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_stays_ready_but_degraded_while_redis_is_down_behind_the_fallback() {
+    let mut redis = RedisServer::start().unwrap();
+    let toml = |ready_when_degraded: bool| {
+        format!(
+            "{POLICY}\n[server]\nready_when_degraded = {ready_when_degraded}\n[redis]\nurl = \"{}\"\nprefix = \"readyz\"\ndeadline = \"2s\"\n",
+            redis.url()
+        )
+    };
+    let s = start(&toml(true)).await;
+    let strict = start(&toml(false)).await;
+    for svc in [&s, &strict] {
+        // It connects in the background: ready once Redis answers the probe.
+        eventually("Redis to answer /readyz", || async {
+            svc.get("/readyz", None).await.body["status"] == "ready"
+        })
+        .await;
+        let r = svc.get("/readyz", None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["status"], "ready");
+        assert_eq!(r.body["breaker"], "closed");
+    }
+
+    redis.kill();
+    // Redis is gone: the failure modes decide (fail open by default), so the service can
+    // still decide and says it is degraded.
+    let r = s.get("/readyz", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["status"], "degraded");
+    assert!(
+        r.body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{}",
+        r.body
+    );
+    let r = strict.get("/readyz", None).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.body["status"], "degraded");
+
+    // Failing calls open the breaker; decisions go on, marked degraded.
+    for _ in 0..6 {
+        let a = s.check(None, json!({ "tenant": "down" }), json!({})).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let r = s.get("/readyz", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["status"], "degraded");
+    assert_eq!(r.body["breaker"], "open", "{}", r.body);
+    let m = s.metrics().await;
+    assert!(m.contains("tollgate_breaker_state 2"), "{m}");
+    assert!(m.contains("tollgate_store_errors_total"), "{m}");
+    assert!(m.contains("tollgate_degraded_decisions_total"), "{m}");
+
+    // Redis returns: once the breaker has closed again (its probes are decisions), ready.
+    redis.restart().unwrap();
+    eventually("the breaker to close after Redis returns", || async {
+        let _ = s.check(None, json!({ "tenant": "back" }), json!({})).await;
+        s.get("/readyz", None).await.body["status"] == "ready"
+    })
+    .await;
+    s.stop().await;
+    strict.stop().await;
+}
+
+#[tokio::test]
+async fn readyz_is_503_when_redis_without_the_fallback_stops_answering() {
+    let mut redis = RedisServer::start().unwrap();
+    let mut c = config(POLICY);
+    c.store = StoreConfig::Redis {
+        url: redis.url(),
+        options: RedisOptions {
+            fallback: false,
+            prefix: "readyz-nofallback".into(),
+            ..Default::default()
+        },
+    };
+    let s = start_config(c).await;
+    let r = s.get("/readyz", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["status"], "ready");
+    assert!(r.body.get("breaker").is_none(), "{}", r.body);
+    redis.kill();
+    let r = s.get("/readyz", None).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.body["status"], "unavailable");
+    // Decisions fail as 503 too, with a message, not a panic.
+    let a = s.check(None, json!({ "tenant": "t" }), json!({})).await;
+    assert_eq!(a.status, 503, "{}", a.body);
+    s.stop().await;
+}
