@@ -39,6 +39,16 @@ impl<S: Store> Store for Shared<S> {
         self.0.decide(ops, mode, lease, request_id)
     }
 
+    fn decide_sync(
+        &self,
+        ops: &[Op<Self::Key>],
+        mode: Mode,
+        lease: LeaseId,
+        request_id: Option<&str>,
+    ) -> Option<Result<StoreOutcome, StoreError>> {
+        self.0.decide_sync(ops, mode, lease, request_id)
+    }
+
     fn settle(
         &self,
         items: &[Settlement<Self::Key>],
