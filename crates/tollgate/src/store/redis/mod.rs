@@ -1170,6 +1170,19 @@ impl Store for RedisStore {
             }
             None => None,
         };
+        if !self.cluster && !ops.is_empty() {
+            // One server: one script call for the whole decision, nothing to roll back.
+            let group: smallvec::SmallVec<[&Op<RedisKey>; 4]> = ops.iter().collect();
+            let (now, spent, verdicts) = self.decide_group(&group, mode, lease, request).await?;
+            return Ok(StoreOutcome {
+                now,
+                verdicts: verdicts.into_iter().collect(),
+                spent: spent && mode == Mode::Spend,
+                store_full: false,
+                route: Route::PRIMARY,
+                degraded: None,
+            });
+        }
         let groups = self.groups(ops.iter().map(|o| &o.key));
         let mut verdicts: Vec<Option<Verdict>> = vec![None; ops.len()];
         let mut now = None;
