@@ -10,7 +10,8 @@
 # case are interleaved. Before each run the script waits (at most QUIET_WAIT s, default 300) until
 # the machine is idle for 3 s, and every run records the CPU that other processes used meanwhile.
 # Servers and load generators run under `nice -n $NICE` (default -15; 0 to leave the priority as
-# it is) so that other jobs on a shared machine disturb the measurement less.
+# it is) so that other jobs on a shared machine disturb the measurement less. CLOSED_ONLY=1 runs
+# only the ceilings and the closed-loop cases (no open loop, no cluster).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 OUT=${1:-bench-results}
@@ -118,6 +119,9 @@ for rep in $(seq "$REPS"); do
     bench "limits3-t$t" "$rep" --limits 3 --threads "$t"
   done
 done
+# CLOSED_ONLY=1 stops here: the ceilings and the closed-loop cases only.
+HALF=none
+if [ -z "${CLOSED_ONLY:-}" ]; then
 # Half of the best measured maximum of one limit, open loop, 50 callers.
 MAX=$(jq -n "[$(median limits1-t2 .decisions_per_s), $(median limits1-t1 .decisions_per_s)] | max")
 HALF=$(jq -n "$MAX / 2 | floor")
@@ -133,6 +137,7 @@ for rep in $(seq "$REPS"); do
     bench "cluster-limits1-t$t" "$rep" --cluster --limits 1 --threads "$t"
   done
 done
+fi
 
 {
   echo "medians of $REPS runs (decisions/s, latency µs, CPU µs per decision)"

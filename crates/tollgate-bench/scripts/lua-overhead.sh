@@ -29,6 +29,8 @@ cp "$MIN" "$W/min.lua"
 { cat "$W/gcra_prelude.lua"; echo; cat "$MIN"; } > "$W/gcra_prelude_min.lua"
 { cat "$LUA/algorithms.lua"; echo; cat "$LUA/decide.lua"; } > "$W/decide.lua"
 { cat "$W/gcra_prelude.lua"; echo; cat "$LUA/decide.lua"; } > "$W/decide_gcra_prelude.lua"
+# The standalone script the store runs for GCRA and concurrency decisions.
+cp "$LUA/fast_decide.lua" "$W/fast_decide.lua"
 # The same decide.lua as a Redis 7 function: the prelude runs once, at FUNCTION LOAD.
 # (Redis 7.0 runs a library's body without `math`, so `floor` looks it up at call time.)
 { echo '#!lua name=tgbench'
@@ -36,16 +38,18 @@ cp "$MIN" "$W/min.lua"
   echo "redis.register_function('tgbench_decide', function(KEYS, ARGV)"; cat "$LUA/decide.lua"; echo; echo 'end)'; } > "$W/fcall_decide.lua"
 
 # The arguments: min_gcra.lua takes interval and tolerance in µs (10 s, 10^8 calls);
-# decide.lua takes the store's arguments for one GCRA op (6/min, burst 10^8, cost 1).
+# decide.lua takes the store's arguments for one GCRA op (6/min, burst 10^8, cost 1), and
+# fast_decide.lua the same op in its own form (signature, inc = cost x step, tau = burst x step).
 args_for() {
   case $1 in
+    fast_decide) echo "sg 10000000 1000000000000000" ;;
     *decide*) echo "spend 0 '' '' 60000 1 1 1 10000000 100000000 1" ;;
     *) echo "10000000 1000000000000000" ;;
   esac
 }
 cpu() { redis-cli -p "$P" INFO cpu | tr -d '\r' | awk -F: '/^used_cpu_(user|sys)_main_thread:/{s+=$2} END{printf "%.6f", s}'; }
 
-VARIANTS="empty prelude_only min gcra_prelude_min prelude_min decide_gcra_prelude decide fcall_decide"
+VARIANTS="empty prelude_only min gcra_prelude_min prelude_min decide_gcra_prelude decide fcall_decide fast_decide"
 declare -A SHA USEC CPU
 for v in $VARIANTS; do
   case $v in

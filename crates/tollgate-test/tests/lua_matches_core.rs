@@ -71,7 +71,10 @@ fn limit() -> impl Strategy<Value = Limit> {
 struct Fixture {
     _server: RedisServer,
     rt: tokio::runtime::Runtime,
+    /// The store as it runs in production: GCRA and concurrency through the standalone scripts.
     store: RedisStore,
+    /// The same server through the general scripts only.
+    general: RedisStore,
     clock: ManualClock,
 }
 
@@ -89,10 +92,19 @@ fn fixture() -> Fixture {
         ))
         .unwrap()
         .with_time_override(clock.clone());
+    let general = rt
+        .block_on(RedisStore::connect_with(
+            &server.url(),
+            RedisConfig::default(),
+        ))
+        .unwrap()
+        .with_time_override(clock.clone())
+        .with_general_scripts();
     Fixture {
         _server: server,
         rt,
         store,
+        general,
         clock,
     }
 }
@@ -107,11 +119,16 @@ proptest! {
     #[test]
     fn lua_equals_core(limit in limit(), steps in proptest::collection::vec(step(), 1..40), case in any::<u64>()) {
         FIXTURE.with(|f| {
-            let key = f.store.bucket_key(&tollgate::key::BucketName {
-                rule: "prop", rule_id: 0, limit: "l", partition: &[&format!("case-{case}")],
+            // Every step on two buckets: one through the store's fast scripts (GCRA and
+            // concurrency), one through the general scripts; both must equal the model.
+            let stores = [(&f.store, "fast"), (&f.general, "general")];
+            let keys = stores.map(|(store, path)| store.bucket_key(&tollgate::key::BucketName {
+                rule: "prop", rule_id: 0, limit: "l", partition: &[&format!("case-{case}-{path}")],
                 partition_hash: 0, limit_salt: 0,
-            });
-            f.rt.block_on(f.store.reset(std::slice::from_ref(&key))).unwrap();
+            }));
+            for ((store, _), key) in stores.iter().zip(&keys) {
+                f.rt.block_on(store.reset(std::slice::from_ref(key))).unwrap();
+            }
             f.clock.set(Timestamp::from_secs(1_700_000_000));
             let mut model = BucketState::new(&limit);
             let mut last_spend = f.clock.now_ts();
@@ -130,42 +147,130 @@ proptest! {
                     Step::Spend(c) | Step::Peek(c) => {
                         let spend = matches!(s, Step::Spend(_));
                         let cost = if limit.algorithm() == Algorithm::Concurrency { u64::from(spend) } else { c };
-                        let op = Op { key: key.clone(), limit, cost, failure: Default::default() };
                         let mode = if spend { Mode::Spend } else { Mode::Peek };
                         if spend { lease += 1; }
-                        let out = f.rt.block_on(f.store.decide(std::slice::from_ref(&op), mode, lease, None)).unwrap();
                         let want = model.evaluate(&limit, now, cost);
-                        prop_assert_eq!(out.now, now);
-                        prop_assert_eq!(out.verdicts[0], want, "{:?} at {} cost {}", limit, now, cost);
+                        for ((store, path), key) in stores.iter().zip(&keys) {
+                            let op = Op { key: key.clone(), limit, cost, failure: Default::default() };
+                            let out = f.rt.block_on(store.decide(std::slice::from_ref(&op), mode, lease, None)).unwrap();
+                            prop_assert_eq!(out.now, now);
+                            prop_assert_eq!(out.verdicts[0], want, "{} scripts: {:?} at {} cost {}", path, limit, now, cost);
+                            prop_assert_eq!(out.spent, spend && want.admitted);
+                        }
                         if spend && want.admitted {
                             model.spend(&limit, now, cost, lease);
                             last_spend = now;
                         }
-                        prop_assert_eq!(out.spent, spend && want.admitted);
                     }
                     Step::Refund(c) | Step::Charge(c) => {
-                        let item = if matches!(s, Step::Refund(_)) {
+                        let refund = matches!(s, Step::Refund(_));
+                        if refund {
                             model.refund(&limit, now, last_spend, c);
-                            Settlement::Refund { key: key.clone(), limit, spent_at: last_spend, cost: c }
                         } else {
                             model.charge(&limit, now, last_spend, c);
-                            Settlement::Charge { key: key.clone(), limit, spent_at: last_spend, cost: c }
-                        };
-                        f.rt.block_on(f.store.settle(&[item], Route::PRIMARY)).unwrap();
+                        }
+                        for ((store, _), key) in stores.iter().zip(&keys) {
+                            let item = if refund {
+                                Settlement::Refund { key: key.clone(), limit, spent_at: last_spend, cost: c }
+                            } else {
+                                Settlement::Charge { key: key.clone(), limit, spent_at: last_spend, cost: c }
+                            };
+                            f.rt.block_on(store.settle(&[item], Route::PRIMARY)).unwrap();
+                        }
                     }
                     Step::Release | Step::Renew => {
-                        let (want, item) = if matches!(s, Step::Release) {
-                            (model.release(now, lease), Settlement::Release { key: key.clone(), limit, lease })
-                        } else {
-                            (model.renew(&limit, now, lease), Settlement::Renew { key: key.clone(), limit, lease })
-                        };
-                        let found = f.rt.block_on(f.store.settle(&[item], Route::PRIMARY)).unwrap();
-                        prop_assert_eq!(found == 1, want && limit.algorithm() == Algorithm::Concurrency);
+                        let release = matches!(s, Step::Release);
+                        let want = if release { model.release(now, lease) } else { model.renew(&limit, now, lease) };
+                        for ((store, path), key) in stores.iter().zip(&keys) {
+                            let item = if release {
+                                Settlement::Release { key: key.clone(), limit, lease }
+                            } else {
+                                Settlement::Renew { key: key.clone(), limit, lease }
+                            };
+                            let found = f.rt.block_on(store.settle(&[item], Route::PRIMARY)).unwrap();
+                            prop_assert_eq!(found == 1, want && limit.algorithm() == Algorithm::Concurrency, "{} scripts", path);
+                        }
                     }
                 }
                 let now = f.clock.now_ts();
-                let (_, usage) = f.rt.block_on(f.store.usage(&[Op { key: key.clone(), limit, cost: 0, failure: Default::default() }])).unwrap();
-                prop_assert_eq!(usage[0], model.usage(&limit, now), "usage of {:?} at {}", limit, now);
+                for ((store, path), key) in stores.iter().zip(&keys) {
+                    let (_, usage) = f.rt.block_on(store.usage(&[Op { key: key.clone(), limit, cost: 0, failure: Default::default() }])).unwrap();
+                    prop_assert_eq!(usage[0], model.usage(&limit, now), "{} scripts: usage of {:?} at {}", path, limit, now);
+                }
+            }
+            Ok(())
+        })?;
+    }
+
+    /// Decisions over several limits at once (all spend or none), through both script paths.
+    #[test]
+    fn several_limits_equal_core(
+        limits in proptest::collection::vec(limit(), 1..4),
+        steps in proptest::collection::vec(step(), 1..30),
+        case in any::<u64>(),
+    ) {
+        FIXTURE.with(|f| {
+            let stores = [(&f.store, "fast"), (&f.general, "general")];
+            let names = &["l0", "l1", "l2", "l3"][..limits.len()];
+            let keys: Vec<Vec<_>> = stores.iter().map(|(store, path)| {
+                let partition = format!("multi-{case}-{path}");
+                names.iter().map(|name| store.bucket_key(&tollgate::key::BucketName {
+                    rule: "prop", rule_id: 0, limit: name, partition: &[&partition],
+                    partition_hash: 0, limit_salt: 0,
+                })).collect()
+            }).collect();
+            for ((store, _), ks) in stores.iter().zip(&keys) {
+                f.rt.block_on(store.reset(ks)).unwrap();
+            }
+            f.clock.set(Timestamp::from_secs(1_700_000_000));
+            let mut models: Vec<BucketState> = limits.iter().map(BucketState::new).collect();
+            let mut lease = 1u64;
+            for s in steps {
+                let now = f.clock.now_ts();
+                match s {
+                    Step::Advance(us) => f.clock.advance(Duration::from_micros(us)),
+                    Step::Spend(c) | Step::Peek(c) => {
+                        let spend = matches!(s, Step::Spend(_));
+                        let costs: Vec<u64> = limits.iter().map(|l| {
+                            if l.algorithm() == Algorithm::Concurrency { u64::from(spend) } else { c }
+                        }).collect();
+                        if spend { lease += 1; }
+                        let want: Vec<_> = models.iter().zip(&limits).zip(&costs)
+                            .map(|((m, l), c)| m.evaluate(l, now, *c)).collect();
+                        let all = want.iter().all(|v| v.admitted);
+                        for ((store, path), ks) in stores.iter().zip(&keys) {
+                            let ops: Vec<_> = ks.iter().zip(&limits).zip(&costs)
+                                .map(|((key, limit), cost)| Op { key: key.clone(), limit: *limit, cost: *cost, failure: Default::default() })
+                                .collect();
+                            let mode = if spend { Mode::Spend } else { Mode::Peek };
+                            let out = f.rt.block_on(store.decide(&ops, mode, lease, None)).unwrap();
+                            prop_assert_eq!(out.now, now);
+                            prop_assert_eq!(&out.verdicts[..], &want[..], "{} scripts: {:?} at {} costs {:?}", path, limits, now, costs);
+                            prop_assert_eq!(out.spent, spend && all);
+                        }
+                        if spend && all {
+                            for ((m, l), c) in models.iter_mut().zip(&limits).zip(&costs) {
+                                m.spend(l, now, *c, lease);
+                            }
+                        }
+                    }
+                    Step::Release => {
+                        let want: Vec<bool> = models.iter_mut().zip(&limits)
+                            .map(|(m, l)| m.release(now, lease) && l.algorithm() == Algorithm::Concurrency)
+                            .collect();
+                        let want = want.iter().filter(|w| **w).count();
+                        for ((store, path), ks) in stores.iter().zip(&keys) {
+                            let items: Vec<_> = ks.iter().zip(&limits)
+                                .map(|(key, limit)| Settlement::Release { key: key.clone(), limit: *limit, lease })
+                                .collect();
+                            let found = f.rt.block_on(store.settle(&items, Route::PRIMARY)).unwrap();
+                            prop_assert_eq!(found, want, "{} scripts", path);
+                        }
+                    }
+                    // Time runs forwards here (concurrency, see above); settlements of costs are
+                    // covered one limit at a time.
+                    _ => {}
+                }
             }
             Ok(())
         })?;

@@ -25,6 +25,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{RedisError, Value};
+use tollgate_core::algorithms::gcra::Gcra;
 use tollgate_core::{Algorithm, Clock, LeaseId, Limit, Timestamp, Usage, Verdict, Window};
 
 use super::{Mode, Op, Route, Settlement, Store, StoreOutcome};
@@ -105,6 +106,10 @@ pub struct RedisStore {
     cluster: bool,
     config: RedisConfig,
     time: Option<Arc<dyn Clock>>,
+    /// Whether calls that allow it go through the standalone GCRA/concurrency scripts.
+    fast: bool,
+    /// Combines concurrent fast settlements into one script call (standalone only).
+    batcher: SettleBatcher,
     target: String,
     nodes: Vec<String>,
 }
@@ -199,6 +204,8 @@ impl RedisStore {
             cluster: false,
             config,
             time: None,
+            fast: true,
+            batcher: SettleBatcher::default(),
             nodes: vec![url.to_owned()],
             target,
         })
@@ -235,6 +242,8 @@ impl RedisStore {
             cluster: true,
             config,
             time: None,
+            fast: true,
+            batcher: SettleBatcher::default(),
             nodes: nodes.to_vec(),
             target,
         })
@@ -284,6 +293,8 @@ impl RedisStore {
             cluster,
             config,
             time: None,
+            fast: true,
+            batcher: SettleBatcher::default(),
             nodes: nodes.to_vec(),
             target,
         }
@@ -313,6 +324,14 @@ impl RedisStore {
         self
     }
 
+    /// Runs every call through the general scripts (`decide.lua`, `settle.lua`), even those
+    /// that the standalone GCRA/concurrency scripts (`fast_decide.lua`, `fast_settle.lua`)
+    /// would serve. Both give the same results; tests use this to check the general scripts.
+    pub fn with_general_scripts(mut self) -> Self {
+        self.fast = false;
+        self
+    }
+
     /// The settings.
     pub fn config(&self) -> &RedisConfig {
         &self.config
@@ -332,27 +351,29 @@ impl RedisStore {
         keys: &[&str],
         args: &[String],
     ) -> Result<Value, StoreError> {
-        let Some(conn) = self.conn.load_full() else {
-            return Err(StoreError::Unavailable(format!(
-                "{}: not connected yet",
-                self.target
-            )));
-        };
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&script.sha).arg(keys.len()).arg(keys).arg(args);
-        match conn.query(&cmd).await {
-            Ok(v) => Ok(v),
-            Err(e) if e.code() == Some("NOSCRIPT") => {
-                // The script did not run: sending it again cannot spend twice.
-                metrics::counter!("tollgate_redis_script_loads_total").increment(1);
-                let mut cmd = redis::cmd("EVAL");
-                cmd.arg(&script.source).arg(keys.len()).arg(keys).arg(args);
-                conn.query(&cmd)
-                    .await
-                    .map_err(|e| store_error(&e, self.config.response_timeout))
-            }
-            Err(e) => Err(store_error(&e, self.config.response_timeout)),
-        }
+        self.eval_with(script, keys.len(), |cmd| {
+            cmd.arg(keys).arg(args);
+        })
+        .await
+    }
+
+    /// Runs `script` with EVALSHA, or EVAL if the server does not have it, with its `nkeys`
+    /// keys and then its arguments appended by `args` (called again for the EVAL).
+    async fn eval_with(
+        &self,
+        script: &Script,
+        nkeys: usize,
+        args: impl Fn(&mut redis::Cmd),
+    ) -> Result<Value, StoreError> {
+        eval_on(
+            self.conn.load_full(),
+            &self.target,
+            self.config.response_timeout,
+            script,
+            nkeys,
+            args,
+        )
+        .await
     }
 
     /// Indices of `keys` grouped by slot, in ascending slot order (one group when standalone).
@@ -376,6 +397,10 @@ impl RedisStore {
         lease: LeaseId,
         request: Option<&str>,
     ) -> Result<(Timestamp, bool, Vec<Verdict>), StoreError> {
+        if self.fast && request.is_none() && ops.iter().all(|o| FastOp::serves(o.limit.algorithm()))
+        {
+            return self.decide_fast(ops, mode, lease).await;
+        }
         let mut keys: Vec<&str> = ops.iter().map(|o| o.key.as_str()).collect();
         let req_key = request.map(|id| keys::request_key(&self.config.prefix, &ops[0].key.tag, id));
         if let Some(k) = &req_key {
@@ -426,11 +451,200 @@ impl RedisStore {
         Ok((now, spent, verdicts))
     }
 
+    /// `decide_group` through `fast_decide.lua`: the script reads the buckets, decides and
+    /// spends; the verdicts are computed here from the state it returns, with tollgate-core.
+    async fn decide_fast(
+        &self,
+        ops: &[&Op<RedisKey>],
+        mode: Mode,
+        lease: LeaseId,
+    ) -> Result<(Timestamp, bool, Vec<Verdict>), StoreError> {
+        let fast = ops
+            .iter()
+            .map(|o| FastOp::of(o))
+            .collect::<Result<smallvec::SmallVec<[FastOp; 3]>, _>>()?;
+        let spend = mode == Mode::Spend;
+        let mut sig: smallvec::SmallVec<[u8; 8]> = smallvec::SmallVec::new();
+        sig.push(match (spend, self.time.is_some()) {
+            (true, false) => b's',
+            (false, false) => b'p',
+            (true, true) => b'S',
+            (false, true) => b'P',
+        });
+        let mut takes = false;
+        for f in &fast {
+            sig.push(match *f {
+                FastOp::Gcra { scale: 1, .. } => b'g',
+                FastOp::Gcra { .. } => b'G',
+                FastOp::Concurrency { take: true, .. } => {
+                    takes = true;
+                    b'c'
+                }
+                FastOp::Concurrency { take: false, .. } => b'k',
+            });
+        }
+        let reply = self
+            .eval_with(&scripts::FAST_DECIDE, ops.len(), |cmd| {
+                for op in ops {
+                    cmd.arg(op.key.as_str());
+                }
+                cmd.arg(&sig[..]);
+                for f in &fast {
+                    match *f {
+                        FastOp::Gcra { scale, inc, tau } => {
+                            if scale != 1 {
+                                cmd.arg(scale);
+                            }
+                            cmd.arg(inc).arg(tau);
+                        }
+                        FastOp::Concurrency {
+                            amount,
+                            lease_us,
+                            take,
+                        } => {
+                            cmd.arg(amount);
+                            if take {
+                                cmd.arg(lease_us);
+                            }
+                        }
+                    }
+                }
+                if takes {
+                    cmd.arg(lease);
+                }
+                if let Some(c) = &self.time {
+                    cmd.arg(c.now().as_micros());
+                }
+            })
+            .await?;
+        let Value::Array(items) = reply else {
+            return Err(StoreError::Protocol(format!(
+                "fast_decide.lua answered {reply:?}"
+            )));
+        };
+        let mut it = items.iter().map(|v| match v {
+            Value::Int(n) => u64::try_from(*n).map_err(|_| ()),
+            _ => Err(()),
+        });
+        let mut next = || {
+            it.next().and_then(Result::ok).ok_or_else(|| {
+                StoreError::Protocol("fast_decide.lua answered a malformed reply".into())
+            })
+        };
+        let now_us = next()?;
+        let now = Timestamp::from_micros(now_us);
+        let spent = next()? == 1;
+        let mut verdicts = Vec::with_capacity(ops.len());
+        for (op, f) in ops.iter().zip(&fast) {
+            let v = match *f {
+                FastOp::Gcra { .. } => {
+                    let d = next()?;
+                    let tat = u128::from(now_us)
+                        .saturating_mul(u128::from(op.limit.gcra().scale))
+                        .saturating_add(u128::from(d));
+                    Gcra { tat }.evaluate(&op.limit, now, op.cost)
+                }
+                FastOp::Concurrency {
+                    amount, lease_us, ..
+                } => {
+                    let (held, last, nth) = (next()?, next()?, next()?);
+                    if held < amount {
+                        Verdict {
+                            admitted: true,
+                            never_fits: false,
+                            capacity: amount,
+                            remaining: amount.saturating_sub(held).saturating_sub(1),
+                            reset_after_us: last.saturating_sub(now_us).max(lease_us),
+                            retry_after_us: 0,
+                        }
+                    } else {
+                        Verdict {
+                            admitted: false,
+                            never_fits: false,
+                            capacity: amount,
+                            remaining: 0,
+                            reset_after_us: last.saturating_sub(now_us),
+                            retry_after_us: nth.saturating_sub(now_us),
+                        }
+                    }
+                }
+            };
+            verdicts.push(v);
+        }
+        Ok((now, spent, verdicts))
+    }
+
+    /// `settle_group` through `fast_settle.lua`, if every item allows it. Standalone, the
+    /// items go through the [`SettleBatcher`].
+    async fn settle_fast(
+        &self,
+        items: &[&Settlement<RedisKey>],
+    ) -> Option<Result<usize, StoreError>> {
+        let mut sent: FastItems = smallvec::SmallVec::new();
+        for item in items {
+            let f = match item {
+                Settlement::Refund { limit, cost, .. } | Settlement::Charge { limit, cost, .. } => {
+                    if limit.algorithm() != Algorithm::Gcra {
+                        return None;
+                    }
+                    let g = limit.gcra();
+                    let amount = u128::from(*cost)
+                        .saturating_mul(u128::from(g.step))
+                        .min(EXACT);
+                    let amount = u64::try_from(amount).unwrap_or(EXACT_U64);
+                    if matches!(item, Settlement::Refund { .. }) {
+                        FastItem::Refund(g.scale, amount)
+                    } else {
+                        FastItem::Charge(g.scale, amount)
+                    }
+                }
+                // Releases and renewals only concern concurrency buckets.
+                Settlement::Release { limit, lease, .. } => {
+                    if limit.algorithm() != Algorithm::Concurrency {
+                        continue;
+                    }
+                    FastItem::Release(*lease)
+                }
+                Settlement::Renew { limit, lease, .. } => {
+                    if limit.algorithm() != Algorithm::Concurrency {
+                        continue;
+                    }
+                    FastItem::Renew(*lease, limit.lease_micros())
+                }
+            };
+            sent.push((Arc::clone(&item.key().key), f));
+        }
+        if sent.is_empty() {
+            return Some(Ok(0));
+        }
+        if !self.cluster {
+            if let Some(r) = self.batcher.settle(sent.clone(), self).await {
+                return Some(r);
+            }
+        }
+        Some(
+            fast_settle(
+                self.conn.load_full(),
+                &self.target,
+                self.config.response_timeout,
+                self.time.as_deref(),
+                sent.iter().map(|(k, f)| (&**k, *f)),
+            )
+            .await
+            .map(|found| found.iter().filter(|f| **f).count()),
+        )
+    }
+
     async fn settle_group(
         &self,
         items: &[&Settlement<RedisKey>],
         rolled_back: Option<(&str, &str)>,
     ) -> Result<usize, StoreError> {
+        if self.fast && rolled_back.is_none() {
+            if let Some(r) = self.settle_fast(items).await {
+                return r;
+            }
+        }
         let mut keys: Vec<&str> = items.iter().map(|s| s.key().as_str()).collect();
         let req_key = rolled_back.map(|(tag, id)| keys::request_key(&self.config.prefix, tag, id));
         if let Some(k) = &req_key {
@@ -643,6 +857,285 @@ fn params(limit: &Limit) -> Result<(u8, [i64; 3]), StoreError> {
     }
 }
 
+/// Runs `script` on `conn` with EVALSHA, or EVAL if the server does not have it (a call
+/// answered NOSCRIPT did not run, so sending it again cannot spend twice). Never retries
+/// anything else.
+async fn eval_on(
+    conn: Option<Arc<Conn>>,
+    target: &str,
+    timeout: Duration,
+    script: &Script,
+    nkeys: usize,
+    args: impl Fn(&mut redis::Cmd),
+) -> Result<Value, StoreError> {
+    let Some(conn) = conn else {
+        return Err(StoreError::Unavailable(format!(
+            "{target}: not connected yet"
+        )));
+    };
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(&script.sha).arg(nkeys);
+    args(&mut cmd);
+    match conn.query(&cmd).await {
+        Ok(v) => Ok(v),
+        Err(e) if e.code() == Some("NOSCRIPT") => {
+            metrics::counter!("tollgate_redis_script_loads_total").increment(1);
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(&script.source).arg(nkeys);
+            args(&mut cmd);
+            conn.query(&cmd).await.map_err(|e| store_error(&e, timeout))
+        }
+        Err(e) => Err(store_error(&e, timeout)),
+    }
+}
+
+/// The items of one fast settlement: each bucket's key and what to do there.
+type FastItems = smallvec::SmallVec<[(Arc<str>, FastItem); 3]>;
+
+/// Runs `items` in one `fast_settle.lua` call; answers, per item, whether a release or renewal
+/// found its lease.
+async fn fast_settle<'a>(
+    conn: Option<Arc<Conn>>,
+    target: &str,
+    timeout: Duration,
+    time: Option<&dyn Clock>,
+    items: impl Iterator<Item = (&'a str, FastItem)> + Clone,
+) -> Result<Vec<bool>, StoreError> {
+    let mut sig = Vec::with_capacity(8);
+    sig.push(if time.is_some() { b't' } else { b'-' });
+    let mut n = 0usize;
+    for (_, f) in items.clone() {
+        n = n.saturating_add(1);
+        sig.push(match f {
+            FastItem::Refund(..) => b'r',
+            FastItem::Charge(..) => b'a',
+            FastItem::Release(_) => b'x',
+            FastItem::Renew(..) => b'w',
+        });
+    }
+    let now = time.map(|c| c.now().as_micros());
+    let reply = eval_on(conn, target, timeout, &scripts::FAST_SETTLE, n, |cmd| {
+        for (key, _) in items.clone() {
+            cmd.arg(key);
+        }
+        cmd.arg(&sig[..]);
+        for (_, f) in items.clone() {
+            match f {
+                FastItem::Refund(scale, amount) | FastItem::Charge(scale, amount) => {
+                    cmd.arg(scale).arg(amount)
+                }
+                FastItem::Release(lease) => cmd.arg(lease),
+                FastItem::Renew(lease, lease_us) => cmd.arg(lease).arg(lease_us),
+            };
+        }
+        if let Some(now) = now {
+            cmd.arg(now);
+        }
+    })
+    .await?;
+    let found = match reply {
+        Value::Array(v) => v
+            .iter()
+            .map(|x| matches!(x, Value::Int(1)))
+            .collect::<Vec<_>>(),
+        other => {
+            return Err(StoreError::Protocol(format!(
+                "fast_settle.lua answered {other:?}"
+            )))
+        }
+    };
+    if found.len() != n {
+        return Err(StoreError::Protocol(format!(
+            "fast_settle.lua answered {} results for {n} items",
+            found.len()
+        )));
+    }
+    Ok(found)
+}
+
+/// At most this many items go into one batched `fast_settle.lua` call.
+const MAX_BATCH_ITEMS: usize = 256;
+
+/// One settlement waiting for the batch task.
+struct SettleJob {
+    items: FastItems,
+    reply: tokio::sync::oneshot::Sender<Result<usize, StoreError>>,
+}
+
+/// Combines fast settlements (token refunds and charges, releases, renewals) that are made
+/// while another is in flight into one `fast_settle.lua` call. A settlement made when none is
+/// in flight is sent at once, so batching adds no wait when the store is idle; under load,
+/// each released permit costs Redis its two commands rather than a whole script call. Every
+/// settlement still gets its own answer; a failed batch fails each of its settlements (none
+/// is retried). A background task on the runtime of the first settlement does the calls.
+#[derive(Default)]
+struct SettleBatcher {
+    tx: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedSender<SettleJob>>>,
+}
+
+impl SettleBatcher {
+    /// Settles `items` through the batch task, or `None` if the task is not running (no
+    /// runtime, or its runtime has ended): the caller then sends them itself.
+    async fn settle(
+        &self,
+        items: FastItems,
+        store: &RedisStore,
+    ) -> Option<Result<usize, StoreError>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = SettleJob { items, reply };
+        let sent = {
+            let mut tx = self.tx.lock();
+            let job = match tx.as_ref() {
+                Some(t) => t.send(job).err().map(|e| e.0),
+                None => Some(job),
+            };
+            match job {
+                None => true,
+                Some(job) => {
+                    // Start (or restart) the task.
+                    let handle = tokio::runtime::Handle::try_current().ok()?;
+                    let (t, rx) = tokio::sync::mpsc::unbounded_channel();
+                    handle.spawn(run_batches(
+                        rx,
+                        Arc::clone(&store.conn),
+                        store.target.clone(),
+                        store.config.response_timeout,
+                        store.time.clone(),
+                    ));
+                    let ok = t.send(job).is_ok();
+                    *tx = Some(t);
+                    ok
+                }
+            }
+        };
+        if !sent {
+            return None;
+        }
+        Some(answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the settlement task ended; the outcome is unknown".into(),
+            ))
+        }))
+    }
+}
+
+/// The batch task: one `fast_settle.lua` call at a time, holding every settlement queued
+/// meanwhile. Ends when the store is dropped.
+async fn run_batches(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<SettleJob>,
+    conn: Arc<arc_swap::ArcSwapOption<Conn>>,
+    target: String,
+    timeout: Duration,
+    time: Option<Arc<dyn Clock>>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut n = first.items.len();
+        let mut jobs = vec![first];
+        while n < MAX_BATCH_ITEMS {
+            match rx.try_recv() {
+                Ok(job) => {
+                    n = n.saturating_add(job.items.len());
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut items: Vec<(&str, FastItem)> = Vec::with_capacity(n);
+        for job in &jobs {
+            for (k, f) in &job.items {
+                items.push((k, *f));
+            }
+        }
+        let result = fast_settle(
+            conn.load_full(),
+            &target,
+            timeout,
+            time.as_deref(),
+            items.iter().copied(),
+        )
+        .await;
+        drop(items);
+        let mut at = 0usize;
+        for job in jobs {
+            let len = job.items.len();
+            let answer = match &result {
+                Ok(found) => Ok(found
+                    .get(at..at.saturating_add(len))
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|f| **f)
+                    .count()),
+                Err(e) => Err(e.clone()),
+            };
+            at = at.saturating_add(len);
+            let _ = job.reply.send(answer);
+        }
+    }
+}
+
+/// One op of `fast_decide.lua`, with its parameters checked and precomputed.
+#[derive(Clone, Copy, Debug)]
+enum FastOp {
+    /// Scaled units per microsecond, what the cost adds (`tau + 1` when it never fits), and
+    /// the tolerance.
+    Gcra { scale: u64, inc: u64, tau: u64 },
+    /// Slots, lease length, and whether the op takes a slot.
+    Concurrency {
+        amount: u64,
+        lease_us: u64,
+        take: bool,
+    },
+}
+
+impl FastOp {
+    /// Whether `fast_decide.lua` serves ops of this algorithm.
+    fn serves(alg: Algorithm) -> bool {
+        matches!(alg, Algorithm::Gcra | Algorithm::Concurrency)
+    }
+
+    fn of(op: &Op<RedisKey>) -> Result<FastOp, StoreError> {
+        // The same bounds as the general scripts: every value below 2^53.
+        let (_, p) = params(&op.limit)?;
+        let [a, b, c] = p.map(|v| u64::try_from(v).unwrap_or(0));
+        match op.limit.algorithm() {
+            Algorithm::Gcra => {
+                let (scale, step, burst) = (a, b, c);
+                let too_big = || {
+                    StoreError::Unsupported(format!(
+                        "the limit {} needs burst x window beyond 2^53",
+                        op.limit
+                    ))
+                };
+                let tau = burst.checked_mul(step).ok_or_else(too_big)?;
+                let inc = if op.cost > burst {
+                    tau.checked_add(1).ok_or_else(too_big)?
+                } else {
+                    op.cost.checked_mul(step).ok_or_else(too_big)?
+                };
+                Ok(FastOp::Gcra { scale, inc, tau })
+            }
+            _ => Ok(FastOp::Concurrency {
+                amount: a,
+                lease_us: b,
+                take: op.cost > 0,
+            }),
+        }
+    }
+}
+
+/// One item of `fast_settle.lua`.
+#[derive(Clone, Copy, Debug)]
+enum FastItem {
+    /// GCRA: scale, scaled units given back.
+    Refund(u64, u64),
+    /// GCRA: scale, scaled units charged.
+    Charge(u64, u64),
+    /// Concurrency: the lease.
+    Release(LeaseId),
+    /// Concurrency: the lease and the lease length.
+    Renew(LeaseId, u64),
+}
+
 /// A fresh id for a cluster decision, so the client's retries replay instead of spending twice.
 fn internal_request_id() -> String {
     format!("i{:016x}", crate::permit::new_lease_id())
@@ -677,6 +1170,19 @@ impl Store for RedisStore {
             }
             None => None,
         };
+        if !self.cluster && !ops.is_empty() {
+            // One server: one script call for the whole decision, nothing to roll back.
+            let group: smallvec::SmallVec<[&Op<RedisKey>; 4]> = ops.iter().collect();
+            let (now, spent, verdicts) = self.decide_group(&group, mode, lease, request).await?;
+            return Ok(StoreOutcome {
+                now,
+                verdicts: verdicts.into_iter().collect(),
+                spent: spent && mode == Mode::Spend,
+                store_full: false,
+                route: Route::PRIMARY,
+                degraded: None,
+            });
+        }
         let groups = self.groups(ops.iter().map(|o| &o.key));
         let mut verdicts: Vec<Option<Verdict>> = vec![None; ops.len()];
         let mut now = None;

@@ -9,12 +9,24 @@ pub(super) struct Script {
 }
 
 impl Script {
+    /// `entry` after the whole of `algorithms.lua`.
     fn new(entry: &str) -> Self {
-        let source = format!("{}\n{}", include_str!("lua/algorithms.lua"), entry);
+        Self::standalone(format!("{}\n{}", include_str!("lua/algorithms.lua"), entry))
+    }
+
+    /// A script that needs no prelude: an EVALSHA runs only its own chunk.
+    fn standalone(source: String) -> Self {
         let sha = redis::Script::new(&source).get_hash().to_owned();
         Script { source, sha }
     }
 }
+
+/// `fast_decide.lua`: decisions whose every op is GCRA or concurrency, without a request id.
+pub(super) static FAST_DECIDE: LazyLock<Script> =
+    LazyLock::new(|| Script::standalone(include_str!("lua/fast_decide.lua").to_owned()));
+/// `fast_settle.lua`: GCRA refunds and charges, concurrency releases and renewals.
+pub(super) static FAST_SETTLE: LazyLock<Script> =
+    LazyLock::new(|| Script::standalone(include_str!("lua/fast_settle.lua").to_owned()));
 
 /// `decide.lua`.
 pub(super) static DECIDE: LazyLock<Script> =

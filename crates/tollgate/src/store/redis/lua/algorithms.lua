@@ -9,7 +9,8 @@
 -- arithmetic could reach 2^53. The results equal tollgate-core's to the microsecond.
 --
 -- Op parameters, per algorithm (p[1], p[2], p[3]):
---   1 gcra            scale, step, burst      state: string "micros rem" (tat = micros*scale+rem)
+--   1 gcra            scale, step, burst      state: string "micros", or "micros rem" when rem > 0
+--                                            (tat = micros*scale+rem)
 --   2 sliding window  window_us, amount       state: string "window prev curr"
 --   3 sliding log     window_us, amount       state: string "at:cost,at:cost,..." oldest first
 --   4 fixed window    window_us|0(month), amount, utc_offset_secs   state: string "window used"
@@ -51,9 +52,12 @@ local gcra = {}
 function gcra.load(key, p, now)
   local raw = redis.call('GET', key)
   if not raw then return { d = 0 } end
-  local q, r = string.match(raw, '^(%d+) (%d+)$')
-  q = tonumber(q); r = tonumber(r)
-  if q < now then return { d = 0 } end
+  local q, r = tonumber(raw), 0
+  if not q then
+    local a, b = string.match(raw, '^(%d+) (%d+)$')
+    q, r = tonumber(a), tonumber(b)
+  end
+  if not q or q < now then return { d = 0 } end
   return { d = (q - now) * p[1] + r }
 end
 function gcra.eval(s, p, now, cost)
@@ -77,7 +81,11 @@ function gcra.usage(s, p, now)
 end
 function gcra.save(key, s, p, now)
   local q, r = divmod(s.d, p[1])
-  set_with_ttl(key, int(now + q) .. ' ' .. int(r), cdiv(s.d, p[1]))
+  -- A plain integer when rem is 0 (Redis stores it as an integer; numbers reach Redis as exact
+  -- decimal integers below 10^17).
+  local v = now + q
+  if r > 0 then v = int(v) .. ' ' .. int(r) end
+  set_with_ttl(key, v, cdiv(s.d, p[1]))
 end
 
 ---------------------------------------------------------------------------------------------
