@@ -29,6 +29,14 @@ async fn two_instances_share_buckets_in_redis() {
     let a = start(&toml).await;
     let b = start(&toml).await;
     assert!(a.running.grpc.is_some());
+    // Each instance connects in the background, and decides by the failure modes (fail open:
+    // spending nothing in Redis) until it has: wait until both are on Redis.
+    for svc in [&a, &b] {
+        eventually("Redis to answer /readyz", || async {
+            svc.get("/readyz", None).await.body["status"] == "ready"
+        })
+        .await;
+    }
     let ready = a.get("/readyz", None).await;
     assert_eq!(ready.status, 200, "{}", ready.body);
     assert_eq!(ready.body["store"], "redis");
