@@ -399,6 +399,21 @@ fn sigterm_lets_the_request_in_flight_finish_refuses_new_connections_and_exits_0
     wait_for_log(&s, "tollgate stopped");
 }
 
+/// The body of `GET /readyz` at `addr`, over a plain HTTP/1.1 connection.
+fn readyz(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(
+        conn,
+        "GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut answer = String::new();
+    let _ = conn.read_to_string(&mut answer);
+    answer
+}
+
 #[test]
 fn every_serve_flag_can_be_an_environment_variable() {
     let redis = tollgate_test::RedisServer::start().unwrap();
@@ -434,9 +449,19 @@ fn every_serve_flag_can_be_an_environment_variable() {
             break;
         }
     }
-    let http = format!("http://{}", http.expect("listening line"));
-    // Shadow mode from the environment: the 2-per-hour rule admits a third call.
-    for _ in 0..3 {
+    let addr = http.expect("listening line");
+    // The store connects to Redis in the background (the fallback decides until then): wait
+    // until /readyz says it is on Redis.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !readyz(&addr).contains("\"status\":\"ready\"") {
+        assert!(Instant::now() < deadline, "never ready: {}", readyz(&addr));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let http = format!("http://{addr}");
+    // Shadow mode from the environment: the 2-per-hour rule admits a third call, and says it
+    // would have denied it (which also proves the decision came from Redis: a fail-open
+    // decision before the connection would deny nothing).
+    for i in 0..3 {
         let out = Command::new(BIN)
             .args(["check", "--tenant", "env", "--json"])
             .env("TOLLGATE_URL", &http)
@@ -444,6 +469,10 @@ fn every_serve_flag_can_be_an_environment_variable() {
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {out:?}"));
+        let would_deny = v["shadow"]["would_deny"] == true;
+        assert_eq!(would_deny, i == 2, "call {i}: {v}");
     }
     let _ = child.kill();
     let _ = child.wait();
