@@ -29,8 +29,8 @@ cp "$MIN" "$W/min.lua"
 { cat "$W/gcra_prelude.lua"; echo; cat "$MIN"; } > "$W/gcra_prelude_min.lua"
 { cat "$LUA/algorithms.lua"; echo; cat "$LUA/decide.lua"; } > "$W/decide.lua"
 { cat "$W/gcra_prelude.lua"; echo; cat "$LUA/decide.lua"; } > "$W/decide_gcra_prelude.lua"
-# The standalone script the store runs for GCRA and concurrency decisions.
-cp "$LUA/fast_decide.lua" "$W/fast_decide.lua"
+# The script the store runs for GCRA and concurrency decisions: fast_gcra.lua, then fast_decide.lua.
+{ cat "$LUA/fast_gcra.lua"; echo; cat "$LUA/fast_decide.lua"; } > "$W/fast_decide.lua"
 # The same decide.lua as a Redis 7 function: the prelude runs once, at FUNCTION LOAD.
 # (Redis 7.0 runs a library's body without `math`, so `floor` looks it up at call time.)
 { echo '#!lua name=tgbench'

@@ -14,6 +14,11 @@ impl Script {
         Self::standalone(format!("{}\n{}", include_str!("lua/algorithms.lua"), entry))
     }
 
+    /// `entry` after the small `fast_gcra.lua` only, not the whole of `algorithms.lua`.
+    fn fast(entry: &str) -> Self {
+        Self::standalone(format!("{}\n{}", include_str!("lua/fast_gcra.lua"), entry))
+    }
+
     /// A script that needs no prelude: an EVALSHA runs only its own chunk.
     fn standalone(source: String) -> Self {
         let sha = redis::Script::new(&source).get_hash().to_owned();
@@ -23,10 +28,10 @@ impl Script {
 
 /// `fast_decide.lua`: decisions whose every op is GCRA or concurrency, without a request id.
 pub(super) static FAST_DECIDE: LazyLock<Script> =
-    LazyLock::new(|| Script::standalone(include_str!("lua/fast_decide.lua").to_owned()));
+    LazyLock::new(|| Script::fast(include_str!("lua/fast_decide.lua")));
 /// `fast_settle.lua`: GCRA refunds and charges, concurrency releases and renewals.
 pub(super) static FAST_SETTLE: LazyLock<Script> =
-    LazyLock::new(|| Script::standalone(include_str!("lua/fast_settle.lua").to_owned()));
+    LazyLock::new(|| Script::fast(include_str!("lua/fast_settle.lua")));
 
 /// `decide.lua`.
 pub(super) static DECIDE: LazyLock<Script> =

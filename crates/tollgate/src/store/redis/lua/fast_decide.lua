@@ -20,8 +20,7 @@
 --              then, if any op is "c", the lease id; then, with "S" or "P", the time in
 --              microseconds to use instead of TIME.
 --
--- GCRA state: the string "micros" (or "micros rem" when rem > 0), tat = micros * scale + rem in
--- scaled time. Concurrency: a sorted set, member lease id, score expiry in microseconds.
+-- GCRA state: see fast_gcra.lua, which is put in front of this script. Concurrency: a sorted set, member lease id, score expiry in microseconds.
 --
 -- Returns { now_us, spent (0/1), then per op:
 --           GCRA:        d (tat - now in scaled units before this decision, >= 0)
@@ -55,16 +54,7 @@ for i = 1, n do
   if k == 103 or k == 71 then -- g, G
     local scale = 1
     if k == 71 then scale = tonumber(ARGV[a]); a = a + 1 end
-    local d = 0
-    local raw = redis.call('GET', key)
-    if raw then
-      local q, r = tonumber(raw), 0
-      if not q then
-        local x, y = string.match(raw, '^(%d+) (%d+)$')
-        q, r = tonumber(x), tonumber(y)
-      end
-      if q and q >= now then d = (q - now) * scale + r end
-    end
+    local d = gcra_load(key, now, scale)
     m = m + 1
     reply[m] = d
     local nd = d + tonumber(ARGV[a])
@@ -97,39 +87,17 @@ for i = 1, n do
 end
 
 if all and (mode == 115 or mode == 83) then -- s, S
-  local floor = math.floor
   for i = 1, n do
     local k = byte(sig, i + 1)
     local key = KEYS[i]
     if k == 103 or k == 71 then
-      local nd, scale = st[2 * i - 1], st[2 * i]
-      local q, r = nd, 0
-      if scale ~= 1 then
-        q = floor(nd / scale)
-        r = nd - q * scale
-        if r < 0 then q = q - 1; r = r + scale elseif r >= scale then q = q + 1; r = r - scale end
-      end
-      local ttl = q
-      if r > 0 then ttl = q + 1 end
-      if ttl <= 0 then
-        redis.call('DEL', key)
-      else
-        -- Numbers reach Redis as exact decimal integers (below 10^17), so no string.format.
-        local v = now + q
-        if r > 0 then v = string.format('%d %d', v, r) end
-        local ms = floor(ttl / 1000)
-        if ms * 1000 < ttl then ms = ms + 1 end
-        redis.call('SET', key, v, 'PX', ms + slack)
-      end
+      gcra_store(key, now, st[2 * i - 1], st[2 * i], slack)
     elseif k == 99 then
       local exp = now + st[2 * i]
       redis.call('ZADD', key, exp, ARGV[a])
       local last = st[2 * i - 1]
       if exp > last then last = exp end
-      local ttl = last - now
-      local ms = floor(ttl / 1000)
-      if ms * 1000 < ttl then ms = ms + 1 end
-      redis.call('PEXPIRE', key, ms + slack)
+      expire_after(key, last - now, slack)
     end
   end
   reply[2] = 1

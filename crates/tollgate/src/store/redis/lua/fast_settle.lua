@@ -1,6 +1,6 @@
 -- fast_settle.lua: adjustments to earlier decisions in one slot, when every item is a GCRA
 -- refund or charge or a concurrency release or renewal (and no request is being rolled back).
--- A standalone script, like fast_decide.lua; same state format as algorithms.lua.
+-- A standalone script, like fast_decide.lua, with fast_gcra.lua in front of it.
 --
 -- KEYS[1..n]   the buckets
 -- ARGV[1]      the signature: "-", or "t" when the last argument is the time override (tests),
@@ -27,7 +27,6 @@ else
   now = tonumber(ARGV[#ARGV])
   slack = 3600000
 end
-local floor = math.floor
 local found = {}
 local a = 2
 for i = 1, #KEYS do
@@ -43,25 +42,14 @@ for i = 1, #KEYS do
     local exp = redis.call('ZSCORE', key, lease)
     if exp and tonumber(exp) > now then
       redis.call('ZADD', key, 'XX', now + tonumber(ARGV[a + 1]), lease)
-      local ttl = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]) - now
-      local ms = floor(ttl / 1000)
-      if ms * 1000 < ttl then ms = ms + 1 end
-      redis.call('PEXPIRE', key, ms + slack)
+      local last = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2])
+      expire_after(key, last - now, slack)
       found[i] = 1
     end
     a = a + 2
   else -- r, a
     local scale = tonumber(ARGV[a])
-    local d = 0
-    local raw = redis.call('GET', key)
-    if raw then
-      local q, r = tonumber(raw), 0
-      if not q then
-        local x, y = string.match(raw, '^(%d+) (%d+)$')
-        q, r = tonumber(x), tonumber(y)
-      end
-      if q and q >= now then d = (q - now) * scale + r end
-    end
+    local d = gcra_load(key, now, scale)
     if k == 114 then -- r
       d = d - tonumber(ARGV[a + 1])
       if d < 0 then d = 0 end
@@ -69,23 +57,7 @@ for i = 1, #KEYS do
       d = d + tonumber(ARGV[a + 1])
     end
     a = a + 2
-    local q, r = d, 0
-    if scale ~= 1 then
-      q = floor(d / scale)
-      r = d - q * scale
-      if r < 0 then q = q - 1; r = r + scale elseif r >= scale then q = q + 1; r = r - scale end
-    end
-    local ttl = q
-    if r > 0 then ttl = q + 1 end
-    if ttl <= 0 then
-      redis.call('DEL', key)
-    else
-      local v = now + q
-      if r > 0 then v = string.format('%d %d', v, r) end
-      local ms = floor(ttl / 1000)
-      if ms * 1000 < ttl then ms = ms + 1 end
-      redis.call('SET', key, v, 'PX', ms + slack)
-    end
+    gcra_store(key, now, d, scale, slack)
   end
 end
 return found
