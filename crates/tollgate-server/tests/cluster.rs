@@ -43,10 +43,7 @@ async fn two_instances_share_buckets_in_a_redis_cluster() {
     let b = start_config(on_cluster(&cluster)).await;
     // The service connects in the background; ready once the cluster answers its probe.
     for svc in [&a, &b] {
-        eventually("the cluster to answer /readyz", || async {
-            svc.get("/readyz", None).await.body["status"] == "ready"
-        })
-        .await;
+        svc.until_ready().await;
     }
     let ready = a.get("/readyz", None).await;
     assert_eq!(ready.status, 200, "{}", ready.body);

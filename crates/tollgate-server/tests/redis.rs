@@ -32,10 +32,7 @@ async fn two_instances_share_buckets_in_redis() {
     // Each instance connects in the background, and decides by the failure modes (fail open:
     // spending nothing in Redis) until it has: wait until both are on Redis.
     for svc in [&a, &b] {
-        eventually("Redis to answer /readyz", || async {
-            svc.get("/readyz", None).await.body["status"] == "ready"
-        })
-        .await;
+        svc.until_ready().await;
     }
     let ready = a.get("/readyz", None).await;
     assert_eq!(ready.status, 200, "{}", ready.body);
@@ -155,10 +152,7 @@ async fn readyz_stays_ready_but_degraded_while_redis_is_down_behind_the_fallback
     let strict = start(&toml(false)).await;
     for svc in [&s, &strict] {
         // It connects in the background: ready once Redis answers the probe.
-        eventually("Redis to answer /readyz", || async {
-            svc.get("/readyz", None).await.body["status"] == "ready"
-        })
-        .await;
+        svc.until_ready().await;
         let r = svc.get("/readyz", None).await;
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.body["status"], "ready");

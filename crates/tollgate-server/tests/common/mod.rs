@@ -171,6 +171,17 @@ impl Service {
     }
 }
 
+impl Service {
+    /// Waits until `/readyz` says the store answers: a Redis store behind the fallback
+    /// connects in the background, and decides by the failure modes until then.
+    pub async fn until_ready(&self) {
+        eventually("the store to answer /readyz", || async {
+            self.get("/readyz", None).await.body["status"] == "ready"
+        })
+        .await;
+    }
+}
+
 /// Polls `f` until it is true, for at most 10 s (for events such as a file watch firing;
 /// never used to wait for a rate window).
 pub async fn eventually<F, Fut>(what: &str, mut f: F)
