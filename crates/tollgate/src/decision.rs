@@ -121,9 +121,14 @@ impl DenyReason {
 
     /// The reason a denial by `status` has.
     pub fn of(status: &LimitStatus) -> DenyReason {
-        match status.kind {
+        DenyReason::of_limit(status.kind, status.quota)
+    }
+
+    /// The reason a denial by a limit of `kind` has (`quota`: a budget of a day or more).
+    pub(crate) const fn of_limit(kind: LimitKind, quota: bool) -> DenyReason {
+        match kind {
             LimitKind::Concurrency => DenyReason::Concurrency,
-            _ if status.quota => DenyReason::Quota,
+            _ if quota => DenyReason::Quota,
             LimitKind::Requests => DenyReason::Requests,
             LimitKind::Tokens | LimitKind::InputTokens | LimitKind::OutputTokens => {
                 DenyReason::Tokens

@@ -413,7 +413,8 @@ impl<S: Store> Limiter<S> {
         Some(self.finish(plan, mode, started, outcome, decision))
     }
 
-    /// The decision for `plan`, waiting for the store.
+    /// The decision for `plan`, waiting for the store: for a plan that
+    /// [`decide_now`](Self::decide_now) could not answer (so it has operations).
     async fn decide_awaited(
         &self,
         plan: &Plan<S::Key>,
@@ -421,11 +422,6 @@ impl<S: Store> Limiter<S> {
         lease: LeaseId,
         request_id: Option<&str>,
     ) -> Result<(Decision, tollgate_core::Timestamp, Route), Error> {
-        if plan.ops.is_empty() {
-            let d = Decision::unlimited();
-            self.inner.stats.record(&d, None, None);
-            return Ok((d, tollgate_core::Timestamp::EPOCH, Route::PRIMARY));
-        }
         let started = Some(quanta::Instant::now());
         let outcome = self
             .inner

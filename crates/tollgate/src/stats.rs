@@ -60,12 +60,7 @@ pub(crate) fn denial_labels(
         .lock()
         .unwrap_or_else(|e| e.into_inner());
     sets.entry((rule, kind, quota)).or_insert_with(|| {
-        let reason = match kind {
-            LimitKind::Concurrency => DenyReason::Concurrency,
-            _ if quota => DenyReason::Quota,
-            LimitKind::Requests => DenyReason::Requests,
-            _ => DenyReason::Tokens,
-        };
+        let reason = DenyReason::of_limit(kind, quota);
         Box::leak(Box::new(DenialLabels {
             denied: Key::from_static_parts(DECISIONS, labels(rule, kind, reason)),
             too_large: Key::from_static_parts(DECISIONS, labels(rule, kind, DenyReason::TooLarge)),
@@ -96,7 +91,7 @@ fn stripe_index() -> usize {
 /// Synchronous decisions (the memory store's, about a hundred nanoseconds) have their latency
 /// measured for one decision in this many per thread: two clock reads would cost more than
 /// half of the decision. Decisions that wait for a store (Redis) are all measured.
-pub(crate) const LATENCY_SAMPLE: u32 = 64;
+const LATENCY_SAMPLE: u32 = 64;
 
 /// Whether this synchronous decision is one whose latency is measured.
 pub(crate) fn sample_latency() -> bool {

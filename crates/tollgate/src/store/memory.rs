@@ -174,23 +174,22 @@ impl Shard {
     /// missing and forgotten if it ends up full.
     fn spend_gcra(&mut self, key: MemoryKey, limit: &Limit, now: Timestamp, cost: u64) {
         use std::collections::hash_map::Entry;
-        match self.gcra.entry(key) {
-            Entry::Occupied(mut e) => {
-                let mut g = e.get().to_state(limit);
-                g.spend(limit, now, cost);
-                if g.ttl_us(limit, now) == 0 {
-                    e.remove();
-                } else {
-                    *e.get_mut() = GcraCell::from_state(g, limit);
-                }
+        let entry = self.gcra.entry(key);
+        let mut g = match &entry {
+            Entry::Occupied(e) => e.get().to_state(limit),
+            Entry::Vacant(_) => Gcra::default(),
+        };
+        g.spend(limit, now, cost);
+        let full = g.ttl_us(limit, now) == 0;
+        match entry {
+            Entry::Occupied(e) if full => {
+                e.remove();
             }
-            Entry::Vacant(e) => {
-                let mut g = Gcra::default();
-                g.spend(limit, now, cost);
-                if g.ttl_us(limit, now) != 0 {
-                    e.insert(GcraCell::from_state(g, limit));
-                }
+            Entry::Occupied(mut e) => *e.get_mut() = GcraCell::from_state(g, limit),
+            Entry::Vacant(e) if !full => {
+                e.insert(GcraCell::from_state(g, limit));
             }
+            Entry::Vacant(_) => {}
         }
     }
 
@@ -477,12 +476,15 @@ impl MemoryStore {
             if !fits && !shard.contains(&op.key, &op.limit) {
                 continue;
             }
-            match op.limit.algorithm() {
-                Algorithm::Concurrency if op.cost == 0 => {}
-                Algorithm::Gcra => shard.spend_gcra(op.key, &op.limit, now, op.cost),
-                _ => shard.update(op.key, &op.limit, now, |s| {
+            if creates_nothing(op) {
+                continue;
+            }
+            if op.limit.algorithm() == Algorithm::Gcra {
+                shard.spend_gcra(op.key, &op.limit, now, op.cost);
+            } else {
+                shard.update(op.key, &op.limit, now, |s| {
                     s.spend(&op.limit, now, op.cost, lease)
-                }),
+                });
             }
         }
         outcome.spent = true;
@@ -599,7 +601,7 @@ impl MemoryStore {
     }
 }
 
-/// A concurrency check that takes no slot: it never creates a bucket.
+/// A concurrency check that takes no slot: it spends nothing, so it never creates a bucket.
 fn creates_nothing(op: &Op<MemoryKey>) -> bool {
     op.limit.algorithm() == Algorithm::Concurrency && op.cost == 0
 }
