@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
+use tollgate_core::algorithms::gcra::Gcra;
 use tollgate_core::{
     fixed_window, Algorithm, BucketState, Limit, LimitKind, LimitSpec, Timestamp, UtcOffset,
     Verdict, Window, DEFAULT_LEASE, MAX_WINDOW,
@@ -812,6 +813,37 @@ proptest! {
                     "{} admitted in [{}, {}]: more than burst {} + {}/{}us",
                     spent, events[i].0, events[j].0, b, a, w
                 );
+            }
+        }
+    }
+
+    /// GCRA's one-pass `evaluate_spend` (64-bit arithmetic where the values fit) answers
+    /// exactly what `evaluate` then `spend` answer, for any state, including states and costs
+    /// whose scaled times need 128 bits.
+    #[test]
+    fn gcra_evaluate_spend_is_evaluate_then_spend(
+        (amount, window) in rolling_rate(),
+        burst in sel(),
+        now in start_time(),
+        ahead in prop_oneof![3 => 0u64..10_000_000_000, 1 => any::<u64>()],
+        wide in any::<bool>(),
+        cost in prop_oneof![3 => 0u64..1_000, 1 => any::<u64>()],
+    ) {
+        let limit = gcra_limit(amount, window, burst);
+        let scale = u128::from(limit.gcra().scale);
+        let now_s = u128::from(now) * scale;
+        let tat = if wide { now_s.saturating_add(u128::from(ahead) << 64) } else { now_s + u128::from(ahead) };
+        for state in [Gcra::default(), Gcra { tat }] {
+            let now = ts(now);
+            let expected = state.evaluate(&limit, now, cost);
+            let (verdict, after) = state.evaluate_spend(&limit, now, cost);
+            prop_assert_eq!(verdict, expected);
+            if expected.admitted {
+                let mut spent = state;
+                spent.spend(&limit, now, cost);
+                prop_assert_eq!(after, Some(spent));
+            } else {
+                prop_assert_eq!(after, None);
             }
         }
     }

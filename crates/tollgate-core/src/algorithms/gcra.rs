@@ -72,6 +72,85 @@ impl Gcra {
         }
     }
 
+    /// [`evaluate`](Self::evaluate) and, when it admits, the state after spending `cost` (what
+    /// [`spend`](Self::spend) would leave): one pass for a decision that evaluates and then
+    /// spends. Most buckets' scaled times fit in 64 bits, and then no 128-bit arithmetic runs.
+    #[inline]
+    pub fn evaluate_spend(
+        &self,
+        limit: &Limit,
+        now: Timestamp,
+        cost: u64,
+    ) -> (Verdict, Option<Gcra>) {
+        if let Some(r) = self.evaluate_spend_u64(limit, now, cost) {
+            return r;
+        }
+        let v = self.evaluate(limit, now, cost);
+        if !v.admitted {
+            return (v, None);
+        }
+        let mut after = *self;
+        after.spend(limit, now, cost);
+        (v, Some(after))
+    }
+
+    /// [`evaluate_spend`](Self::evaluate_spend) in 64-bit arithmetic, or `None` when a value
+    /// does not fit (then the 128-bit path answers). Every operation is checked, so a `Some`
+    /// answer is the 128-bit answer.
+    #[inline]
+    fn evaluate_spend_u64(
+        &self,
+        limit: &Limit,
+        now: Timestamp,
+        cost: u64,
+    ) -> Option<(Verdict, Option<Gcra>)> {
+        let p = limit.gcra();
+        let tolerance = u64::try_from(p.tolerance).ok()?;
+        let now_s = now.as_micros().checked_mul(p.scale)?;
+        let tat = u64::try_from(self.tat).ok()?.max(now_s);
+        let horizon = now_s.checked_add(tolerance)?;
+        let capacity = limit.burst();
+        if cost > capacity {
+            let remaining = horizon.saturating_sub(tat).checked_div(p.step)?;
+            let reset = div_ceil_u64(u128::from(tat.saturating_sub(now_s)), u128::from(p.scale));
+            return Some((Verdict::never_fits(capacity, remaining, reset), None));
+        }
+        let new_tat = tat.checked_add(cost.checked_mul(p.step)?)?;
+        let allow_at = new_tat.saturating_sub(tolerance);
+        if allow_at <= now_s {
+            let verdict = Verdict {
+                admitted: true,
+                never_fits: false,
+                capacity,
+                remaining: horizon.saturating_sub(new_tat).checked_div(p.step)?,
+                reset_after_us: div_ceil_u64(
+                    u128::from(new_tat.saturating_sub(now_s)),
+                    u128::from(p.scale),
+                ),
+                retry_after_us: 0,
+            };
+            let after = Gcra {
+                tat: full_is_empty(u128::from(new_tat), u128::from(now_s)),
+            };
+            return Some((verdict, Some(after)));
+        }
+        let verdict = Verdict {
+            admitted: false,
+            never_fits: false,
+            capacity,
+            remaining: horizon.saturating_sub(tat).checked_div(p.step)?,
+            reset_after_us: div_ceil_u64(
+                u128::from(tat.saturating_sub(now_s)),
+                u128::from(p.scale),
+            ),
+            retry_after_us: div_ceil_u64(
+                u128::from(allow_at.saturating_sub(now_s)),
+                u128::from(p.scale),
+            ),
+        };
+        Some((verdict, None))
+    }
+
     /// Spends `cost` at `now` unconditionally (after an admitting evaluation, or as a charge
     /// that puts the bucket into debt).
     pub fn spend(&mut self, limit: &Limit, now: Timestamp, cost: u64) {

@@ -153,43 +153,32 @@ impl Shard {
         }
     }
 
-    /// The verdict for `op` at `now`, and whether its bucket holds state (a missing bucket is
-    /// full, and spending creates it).
-    fn evaluate(&self, op: &Op<MemoryKey>, now: Timestamp) -> (Verdict, bool) {
+    /// The verdict for `op` at `now`, whether its bucket holds state (a missing bucket is
+    /// full, and spending creates it), and for an admitted GCRA limit the state after spending.
+    fn evaluate(&self, op: &Op<MemoryKey>, now: Timestamp) -> (Verdict, bool, Option<Gcra>) {
         if op.limit.algorithm() == Algorithm::Gcra {
             let cell = self.gcra.get(&op.key);
             let g = cell.map(|c| c.to_state(&op.limit)).unwrap_or_default();
-            return (g.evaluate(&op.limit, now, op.cost), cell.is_some());
+            let (v, after) = g.evaluate_spend(&op.limit, now, op.cost);
+            return (v, cell.is_some(), after);
         }
         match self.other.get(&op.key) {
-            Some((s, _)) => (s.evaluate(&op.limit, now, op.cost), true),
+            Some((s, _)) => (s.evaluate(&op.limit, now, op.cost), true, None),
             None => (
                 BucketState::new(&op.limit).evaluate(&op.limit, now, op.cost),
                 false,
+                None,
             ),
         }
     }
 
-    /// Spends `cost` from a GCRA bucket with one probe of the map: the bucket is created if
-    /// missing and forgotten if it ends up full.
-    fn spend_gcra(&mut self, key: MemoryKey, limit: &Limit, now: Timestamp, cost: u64) {
-        use std::collections::hash_map::Entry;
-        let entry = self.gcra.entry(key);
-        let mut g = match &entry {
-            Entry::Occupied(e) => e.get().to_state(limit),
-            Entry::Vacant(_) => Gcra::default(),
-        };
-        g.spend(limit, now, cost);
-        let full = g.ttl_us(limit, now) == 0;
-        match entry {
-            Entry::Occupied(e) if full => {
-                e.remove();
-            }
-            Entry::Occupied(mut e) => *e.get_mut() = GcraCell::from_state(g, limit),
-            Entry::Vacant(e) if !full => {
-                e.insert(GcraCell::from_state(g, limit));
-            }
-            Entry::Vacant(_) => {}
+    /// Stores a GCRA bucket's state after a spend: a full bucket (`tat` 0, see
+    /// [`Gcra::evaluate_spend`]) is forgotten.
+    fn put_gcra(&mut self, key: MemoryKey, limit: &Limit, after: Gcra) {
+        if after.tat == 0 {
+            self.gcra.remove(&key);
+        } else {
+            self.gcra.insert(key, GcraCell::from_state(after, limit));
         }
     }
 
@@ -442,13 +431,20 @@ impl MemoryStore {
     #[inline]
     pub fn decide_now(&self, ops: &[Op<MemoryKey>], mode: Mode, lease: LeaseId) -> StoreOutcome {
         let now = self.clock.now();
+        if let [op] = ops {
+            if op.limit.algorithm() == Algorithm::Gcra {
+                return self.decide_one_gcra(op, mode, now);
+            }
+        }
         let mut locked = self.lock_all(ops.iter().map(|o| o.key));
         let mut verdicts: SmallVec<[Verdict; 3]> = SmallVec::with_capacity(ops.len());
+        let mut after: SmallVec<[Option<Gcra>; 3]> = SmallVec::with_capacity(ops.len());
         let mut creates = false;
         for op in ops {
-            let (v, exists) = locked.shard(self.shard_index(op.key)).evaluate(op, now);
+            let (v, exists, a) = locked.shard(self.shard_index(op.key)).evaluate(op, now);
             creates |= !exists && !creates_nothing(op);
             verdicts.push(v);
+            after.push(a);
         }
         let admitted = verdicts.iter().all(|v| v.admitted);
         let mut outcome = StoreOutcome {
@@ -465,13 +461,13 @@ impl MemoryStore {
         // Only a decision that creates a bucket can meet the cap.
         let fits = !creates || self.make_room(&mut locked, ops, now);
         if !fits {
+            self.count_full();
             outcome.store_full = true;
-            metrics::counter!("tollgate_memory_store_full_total").increment(1);
             if self.at_capacity == AtCapacity::Deny {
                 return outcome;
             }
         }
-        for op in ops {
+        for (op, a) in ops.iter().zip(after) {
             let shard = locked.shard(self.shard_index(op.key));
             if !fits && !shard.contains(&op.key, &op.limit) {
                 continue;
@@ -479,16 +475,68 @@ impl MemoryStore {
             if creates_nothing(op) {
                 continue;
             }
-            if op.limit.algorithm() == Algorithm::Gcra {
-                shard.spend_gcra(op.key, &op.limit, now, op.cost);
-            } else {
-                shard.update(op.key, &op.limit, now, |s| {
+            match a {
+                Some(a) => shard.put_gcra(op.key, &op.limit, a),
+                None => shard.update(op.key, &op.limit, now, |s| {
                     s.spend(&op.limit, now, op.cost, lease)
-                });
+                }),
             }
         }
         outcome.spent = true;
         outcome
+    }
+
+    /// [`decide_now`](Self::decide_now) for a single GCRA limit, the most common decision:
+    /// one lock, one probe of the map, one pass of arithmetic.
+    #[inline]
+    fn decide_one_gcra(&self, op: &Op<MemoryKey>, mode: Mode, now: Timestamp) -> StoreOutcome {
+        use std::collections::hash_map::Entry;
+        let mut shard = self.shard(self.shard_index(op.key)).lock();
+        let entry = shard.gcra.entry(op.key);
+        let state = match &entry {
+            Entry::Occupied(e) => e.get().to_state(&op.limit),
+            Entry::Vacant(_) => Gcra::default(),
+        };
+        let (verdict, after) = state.evaluate_spend(&op.limit, now, op.cost);
+        let mut outcome = StoreOutcome {
+            now,
+            verdicts: smallvec::smallvec![verdict],
+            spent: false,
+            store_full: false,
+            route: Route::PRIMARY,
+            degraded: None,
+        };
+        let Some(after) = after else {
+            return outcome;
+        };
+        if mode == Mode::Peek {
+            return outcome;
+        }
+        match entry {
+            Entry::Occupied(e) if after.tat == 0 => {
+                e.remove();
+            }
+            Entry::Occupied(mut e) => *e.get_mut() = GcraCell::from_state(after, &op.limit),
+            Entry::Vacant(_) if after.tat == 0 => {}
+            Entry::Vacant(_) => {
+                // A new bucket: the cap applies (and the map is probed again to insert).
+                if self.room_in(&mut shard, 1, now) {
+                    shard.gcra.insert(op.key, GcraCell::from_state(after, &op.limit));
+                } else {
+                    self.count_full();
+                    outcome.store_full = true;
+                    if self.at_capacity == AtCapacity::Deny {
+                        return outcome;
+                    }
+                }
+            }
+        }
+        outcome.spent = true;
+        outcome
+    }
+
+    fn count_full(&self) {
+        metrics::counter!("tollgate_memory_store_full_total").increment(1);
     }
 
     /// [`decide_now`](Self::decide_now), answering a request id seen within the idempotency
@@ -524,22 +572,25 @@ impl MemoryStore {
                         && !shard.contains(&op.key, &op.limit)
                 })
                 .count();
-            if new == 0 {
-                continue;
-            }
-            let wanted = shard.len().saturating_add(new);
-            if wanted > shard.sweep_at || wanted > self.per_shard_cap {
-                let evicted = shard.sweep(now);
-                if evicted > 0 {
-                    metrics::counter!("tollgate_memory_evicted_total")
-                        .increment(u64::try_from(evicted).unwrap_or(u64::MAX));
-                }
-            }
-            if shard.len().saturating_add(new) > self.per_shard_cap {
+            if new > 0 && !self.room_in(shard, new, now) {
                 fits = false;
             }
         }
         fits
+    }
+
+    /// Whether `shard` can take `new` more buckets under the cap, sweeping it first when it
+    /// has doubled since its last sweep or would pass the cap.
+    fn room_in(&self, shard: &mut Shard, new: usize, now: Timestamp) -> bool {
+        let wanted = shard.len().saturating_add(new);
+        if wanted > shard.sweep_at || wanted > self.per_shard_cap {
+            let evicted = shard.sweep(now);
+            if evicted > 0 {
+                metrics::counter!("tollgate_memory_evicted_total")
+                    .increment(u64::try_from(evicted).unwrap_or(u64::MAX));
+            }
+        }
+        shard.len().saturating_add(new) <= self.per_shard_cap
     }
 
     /// Applies settlements now: the synchronous core of [`Store::settle`].
