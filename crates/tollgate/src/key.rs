@@ -63,25 +63,37 @@ fn partition_hashers() -> &'static (SeedableRandomState, SeedableRandomState) {
     })
 }
 
-fn hash_values(mut h: impl Hasher, rule_id: u32, values: &[&str]) -> u64 {
+/// Hashes the values of one partition. The rule id goes into the hasher's starting state
+/// instead of being written, and a single value (the usual partition) is written alone:
+/// foldhash mixes a write's length into the state, so distinct strings stay distinct inputs.
+/// Several values are each preceded by their length, so that `("ab","c")` and `("a","bc")`
+/// differ.
+#[inline]
+fn hash_values(state: &SeedableRandomState, rule_id: u32, values: &[&str]) -> u64 {
+    let mut h = state.build_hasher();
     h.write_u32(rule_id);
-    for v in values {
-        h.write_usize(v.len());
+    if let [v] = values {
         h.write(v.as_bytes());
+    } else {
+        for v in values {
+            h.write_usize(v.len());
+            h.write(v.as_bytes());
+        }
     }
     h.finish()
 }
 
 /// The keyed hash of a rule's partition values: 128 bits from two independently seeded
-/// 64-bit hashes. Lengths are hashed too, so `("ab","c")` and `("a","bc")` differ.
+/// 64-bit hashes.
 ///
 /// Every decision computes it, so it uses a fast seeded hash (foldhash) rather than SipHash.
 /// Values cannot be chosen to collide without the process's random seeds, which never leave
 /// the process; with 128 bits, accidental collisions between partitions are negligible.
+#[inline]
 pub fn partition_hash(rule_id: u32, values: &[&str]) -> u128 {
     let (a, b) = partition_hashers();
-    let hi = hash_values(a.build_hasher(), rule_id, values);
-    let lo = hash_values(b.build_hasher(), rule_id, values);
+    let hi = hash_values(a, rule_id, values);
+    let lo = hash_values(b, rule_id, values);
     (u128::from(hi) << 64) | u128::from(lo)
 }
 
@@ -109,5 +121,8 @@ mod tests {
             partition_hash(1, &["a", "b"]),
             partition_hash(1, &["a", "b"])
         );
+        assert_ne!(partition_hash(1, &["ab"]), partition_hash(1, &["a", "b"]));
+        assert_ne!(partition_hash(1, &["a"]), partition_hash(1, &["a", ""]));
+        assert_ne!(partition_hash(1, &[""]), partition_hash(1, &[]));
     }
 }

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use smallvec::SmallVec;
 use tollgate_core::{Clock, LeaseId, LimitKind, Verdict};
 
@@ -12,7 +11,7 @@ use crate::decision::{Decision, LimitStatus, Outcome};
 use crate::error::{Error, StoreError};
 use crate::key::{partition_hash, BucketName};
 use crate::permit::{Permit, Reservation};
-use crate::policy::{default_policy, Policy};
+use crate::policy::{default_policy, CurrentPolicy, Policy};
 use crate::stats::{DenialLabels, Stats, StatsSnapshot};
 use crate::store::memory::MemoryStore;
 use crate::store::{Degraded, Mode, Op, Route, Settlement, Store, StoreOutcome};
@@ -49,14 +48,14 @@ impl<S: Store + std::fmt::Debug> std::fmt::Debug for Limiter<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Limiter")
             .field("store", &self.inner.store)
-            .field("rules", &self.inner.policy.load().rules().len())
+            .field("rules", &self.inner.policy.with(|p| p.rules().len()))
             .finish()
     }
 }
 
 pub(crate) struct Inner<S: Store> {
     pub(crate) store: S,
-    policy: ArcSwap<Policy>,
+    policy: CurrentPolicy,
     pub(crate) waiters: WaitQueues<S::Key>,
     /// Woken whenever capacity is given back (a slot released, tokens refunded), so that
     /// waiters re-check before their timer.
@@ -147,7 +146,7 @@ impl<S: Store> Limiter<S> {
         Limiter {
             inner: Arc::new(Inner {
                 store,
-                policy: ArcSwap::from_pointee(policy),
+                policy: CurrentPolicy::new(policy),
                 waiters: WaitQueues::new(),
                 released: tokio::sync::Notify::new(),
                 stats: Stats::new(),
@@ -168,7 +167,7 @@ impl<S: Store> Limiter<S> {
     /// Replaces the policy atomically. Buckets of limits that did not change keep their
     /// state; buckets of changed limits start full.
     pub fn set_policy(&self, policy: Policy) {
-        self.inner.policy.store(Arc::new(policy));
+        self.inner.policy.store(policy);
     }
 
     /// Resolves `subject` into one operation per applicable limit. Concurrency limits take a
@@ -194,44 +193,45 @@ impl<S: Store> Limiter<S> {
         take_slots: bool,
         plan: &mut Plan<S::Key>,
     ) {
-        let policy = self.inner.policy.load();
-        for rule in policy.rules() {
-            if !rule.matches(subject) {
-                continue;
+        self.inner.policy.with(|policy| {
+            for rule in policy.rules() {
+                if !rule.matches(subject) {
+                    continue;
+                }
+                let mut values: SmallVec<[&str; 4]> = SmallVec::new();
+                for a in &rule.partition {
+                    values.push(subject.get(a).unwrap_or_default());
+                }
+                let ph = partition_hash(rule.id, &values);
+                for rl in &rule.limits_for(subject).limits {
+                    let name = BucketName {
+                        rule: rule.name,
+                        rule_id: rule.id,
+                        limit: rl.label,
+                        partition: &values,
+                        partition_hash: ph,
+                        limit_salt: rl.salt,
+                    };
+                    let kind = rl.limit.kind();
+                    let cost = match kind {
+                        LimitKind::Concurrency => u64::from(take_slots),
+                        k => cost.of(k),
+                    };
+                    plan.ops.push(Op {
+                        key: self.inner.store.bucket_key(&name),
+                        limit: rl.limit,
+                        cost,
+                        failure: rule.failure_mode,
+                    });
+                    plan.meta.push(Meta {
+                        rule: rule.name,
+                        label: rl.label,
+                        kind,
+                        denial: rl.denial,
+                    });
+                }
             }
-            let mut values: SmallVec<[&str; 4]> = SmallVec::new();
-            for a in &rule.partition {
-                values.push(subject.get(a).unwrap_or_default());
-            }
-            let ph = partition_hash(rule.id, &values);
-            for rl in &rule.limits_for(subject).limits {
-                let name = BucketName {
-                    rule: rule.name,
-                    rule_id: rule.id,
-                    limit: rl.label,
-                    partition: &values,
-                    partition_hash: ph,
-                    limit_salt: rl.salt,
-                };
-                let kind = rl.limit.kind();
-                let cost = match kind {
-                    LimitKind::Concurrency => u64::from(take_slots),
-                    k => cost.of(k),
-                };
-                plan.ops.push(Op {
-                    key: self.inner.store.bucket_key(&name),
-                    limit: rl.limit,
-                    cost,
-                    failure: rule.failure_mode,
-                });
-                plan.meta.push(Meta {
-                    rule: rule.name,
-                    label: rl.label,
-                    kind,
-                    denial: rl.denial,
-                });
-            }
-        }
+        });
     }
 
     /// Admits the call and spends `cost` from every applicable limit, or denies it and spends
@@ -525,7 +525,7 @@ impl<S: Store> Limiter<S> {
     /// # Errors
     /// [`Error::UnknownRule`] if the policy has no such rule; or a store failure.
     pub async fn reset_in(&self, rule: &str, subject: &Subject<'_>) -> Result<(), Error> {
-        if self.inner.policy.load().rule(rule).is_none() {
+        if self.inner.policy.with(|p| p.rule(rule).is_none()) {
             return Err(Error::UnknownRule(rule.to_owned()));
         }
         let plan = self.plan(subject, &Cost::requests(0), false);
@@ -545,13 +545,11 @@ impl<S: Store> Limiter<S> {
     /// # Errors
     /// [`Error::UnknownRule`] if the policy has no such rule; or a store failure.
     pub async fn reset_rule(&self, rule: &str) -> Result<u64, Error> {
-        let (name, id) = {
-            let policy = self.inner.policy.load();
-            let r = policy
-                .rule(rule)
-                .ok_or_else(|| Error::UnknownRule(rule.to_owned()))?;
-            (r.name, r.id)
-        };
+        let (name, id) = self
+            .inner
+            .policy
+            .with(|p| p.rule(rule).map(|r| (r.name, r.id)))
+            .ok_or_else(|| Error::UnknownRule(rule.to_owned()))?;
         let n = self.inner.store.reset_rule(name, id).await?;
         self.inner.released.notify_waiters();
         Ok(n)
@@ -560,7 +558,7 @@ impl<S: Store> Limiter<S> {
     /// Counts of decisions so far and, where the store can tell, active buckets per rule.
     /// Needs no metrics exporter.
     pub fn stats(&self) -> StatsSnapshot {
-        let policy = self.inner.policy.load();
+        let policy = self.inner.policy.load_full();
         let buckets = self.inner.store.active_buckets().map(|counts| {
             counts
                 .into_iter()

@@ -5,6 +5,7 @@
 //! the rule: one bucket per distinct value.
 
 mod builtin;
+mod current;
 mod file;
 pub(crate) mod intern;
 mod rule;
@@ -13,6 +14,7 @@ mod selector;
 use std::collections::HashSet;
 
 pub use builtin::default_policy;
+pub(crate) use current::CurrentPolicy;
 pub use file::PolicyFile;
 pub use rule::{LimitSet, Rule, RuleBuilder, RuleLimit};
 pub use selector::{Matcher, Selectors};

@@ -521,7 +521,9 @@ impl MemoryStore {
             Entry::Vacant(_) => {
                 // A new bucket: the cap applies (and the map is probed again to insert).
                 if self.room_in(&mut shard, 1, now) {
-                    shard.gcra.insert(op.key, GcraCell::from_state(after, &op.limit));
+                    shard
+                        .gcra
+                        .insert(op.key, GcraCell::from_state(after, &op.limit));
                 } else {
                     self.count_full();
                     outcome.store_full = true;
