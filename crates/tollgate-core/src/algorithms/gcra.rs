@@ -31,6 +31,21 @@ fn full_is_empty(tat: u128, now_s: u128) -> u128 {
     }
 }
 
+/// `a / b` rounded up; `None` for `b == 0`. A scale of one (whole units per microsecond) is
+/// the usual divisor and needs no division.
+#[inline]
+fn ceil_div(a: u64, b: u64) -> Option<u64> {
+    if b == 1 {
+        return Some(a);
+    }
+    let q = a.checked_div(b)?;
+    Some(if q.wrapping_mul(b) < a {
+        q.saturating_add(1)
+    } else {
+        q
+    })
+}
+
 impl Gcra {
     /// The answer to spending `cost` at `now`, without spending it.
     pub fn evaluate(&self, limit: &Limit, now: Timestamp, cost: u64) -> Verdict {
@@ -112,7 +127,7 @@ impl Gcra {
         let capacity = limit.burst();
         if cost > capacity {
             let remaining = horizon.saturating_sub(tat).checked_div(p.step)?;
-            let reset = div_ceil_u64(u128::from(tat.saturating_sub(now_s)), u128::from(p.scale));
+            let reset = ceil_div(tat.saturating_sub(now_s), p.scale)?;
             return Some((Verdict::never_fits(capacity, remaining, reset), None));
         }
         let new_tat = tat.checked_add(cost.checked_mul(p.step)?)?;
@@ -123,14 +138,15 @@ impl Gcra {
                 never_fits: false,
                 capacity,
                 remaining: horizon.saturating_sub(new_tat).checked_div(p.step)?,
-                reset_after_us: div_ceil_u64(
-                    u128::from(new_tat.saturating_sub(now_s)),
-                    u128::from(p.scale),
-                ),
+                reset_after_us: ceil_div(new_tat.saturating_sub(now_s), p.scale)?,
                 retry_after_us: 0,
             };
             let after = Gcra {
-                tat: full_is_empty(u128::from(new_tat), u128::from(now_s)),
+                tat: if new_tat <= now_s {
+                    0
+                } else {
+                    u128::from(new_tat)
+                },
             };
             return Some((verdict, Some(after)));
         }
@@ -139,14 +155,8 @@ impl Gcra {
             never_fits: false,
             capacity,
             remaining: horizon.saturating_sub(tat).checked_div(p.step)?,
-            reset_after_us: div_ceil_u64(
-                u128::from(tat.saturating_sub(now_s)),
-                u128::from(p.scale),
-            ),
-            retry_after_us: div_ceil_u64(
-                u128::from(allow_at.saturating_sub(now_s)),
-                u128::from(p.scale),
-            ),
+            reset_after_us: ceil_div(tat.saturating_sub(now_s), p.scale)?,
+            retry_after_us: ceil_div(allow_at.saturating_sub(now_s), p.scale)?,
         };
         Some((verdict, None))
     }

@@ -85,8 +85,15 @@ struct GcraCell {
 }
 
 impl GcraCell {
+    #[inline]
     fn to_state(self, limit: &Limit) -> Gcra {
-        let scale = u128::from(limit.gcra().scale);
+        let scale64 = limit.gcra().scale;
+        if scale64 == 1 {
+            return Gcra {
+                tat: u128::from(self.micros),
+            };
+        }
+        let scale = u128::from(scale64);
         Gcra {
             tat: u128::from(self.micros)
                 .saturating_mul(scale)
@@ -94,6 +101,7 @@ impl GcraCell {
         }
     }
 
+    #[inline]
     fn from_state(g: Gcra, limit: &Limit) -> Self {
         let scale64 = limit.gcra().scale.max(1);
         if let Ok(tat) = u64::try_from(g.tat) {
