@@ -31,8 +31,8 @@ impl Concurrency {
     pub fn evaluate(&self, limit: &Limit, now: Timestamp) -> Verdict {
         let now = now.as_micros();
         let amount = limit.amount();
-        let mut expiries: Vec<u64> = self.live(now).map(|(_, e)| *e).collect();
-        let held = u64::try_from(expiries.len()).unwrap_or(u64::MAX);
+        // Counted first: the expiries are only gathered (and sorted) when every slot is held.
+        let held = u64::try_from(self.live(now).count()).unwrap_or(u64::MAX);
         if held < amount {
             let mine = now.saturating_add(limit.lease_micros());
             return Verdict {
@@ -45,6 +45,7 @@ impl Concurrency {
             };
         }
         // One slot frees when the (held - amount + 1)-th earliest lease expires.
+        let mut expiries: Vec<u64> = self.live(now).map(|(_, e)| *e).collect();
         expiries.sort_unstable();
         let nth = usize::try_from(held.saturating_sub(amount)).unwrap_or(usize::MAX);
         let frees_at = expiries.get(nth).copied().unwrap_or(u64::MAX);

@@ -185,8 +185,14 @@ impl Shard {
     fn put_gcra(&mut self, key: MemoryKey, limit: &Limit, after: Gcra) {
         if after.tat == 0 {
             self.gcra.remove(&key);
-        } else {
-            self.gcra.insert(key, GcraCell::from_state(after, limit));
+            return;
+        }
+        let cell = GcraCell::from_state(after, limit);
+        match self.gcra.get_mut(&key) {
+            Some(c) => *c = cell,
+            None => {
+                self.gcra.insert(key, cell);
+            }
         }
     }
 
