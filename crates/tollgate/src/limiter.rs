@@ -241,9 +241,7 @@ impl<S: Store> Limiter<S> {
     /// # Errors
     /// Only if the store fails; a denial is an `Ok` decision.
     pub async fn check(&self, subject: &Subject<'_>, cost: Cost) -> Result<Decision, Error> {
-        self.decide_subject(subject, cost, Mode::Spend, None)
-            .await
-            .map(|(d, _, _)| d)
+        self.decide_subject(subject, cost, Mode::Spend, None).await
     }
 
     /// [`check`](Self::check) without an async context, for stores that decide at once: the
@@ -277,29 +275,46 @@ impl<S: Store> Limiter<S> {
         cost: Cost,
         mode: Mode,
     ) -> Option<Result<Decision, Error>> {
+        self.try_now(subject, &cost, mode, None).ok()
+    }
+
+    /// The decision if the store makes it at once; otherwise the plan, for the caller to
+    /// await the store with.
+    #[inline]
+    fn try_now(
+        &self,
+        subject: &Subject<'_>,
+        cost: &Cost,
+        mode: Mode,
+        request_id: Option<&str>,
+    ) -> Result<Result<Decision, Error>, Plan<S::Key>> {
         let mut plan = Plan::new();
-        self.plan_into(subject, &cost, false, &mut plan);
+        self.plan_into(subject, cost, false, &mut plan);
         let mut decision = Decision::unlimited();
-        match self.decide_now_into(&plan, mode, 0, None, &mut decision)? {
-            Ok(_) => Some(Ok(decision)),
-            Err(e) => Some(Err(e)),
+        match self.decide_now_into(&plan, mode, 0, request_id, &mut decision) {
+            Some(Ok(_)) => Ok(Ok(decision)),
+            Some(Err(e)) => Ok(Err(e)),
+            None => Err(plan),
         }
     }
 
-    /// Plans and decides. A store that decides at once is asked without building a future;
-    /// otherwise the plan moves into a boxed future, so that the caller's future stays small.
+    /// Plans and decides. A store that decides at once answers before any future state is
+    /// built (the plan and the decision are built in place); otherwise the plan moves into a
+    /// boxed future, so that the caller's future stays small.
     async fn decide_subject(
         &self,
         subject: &Subject<'_>,
         cost: Cost,
         mode: Mode,
         request_id: Option<&str>,
-    ) -> Result<(Decision, tollgate_core::Timestamp, Route), Error> {
-        let plan = self.plan(subject, &cost, false);
-        if let Some(r) = self.decide_now(&plan, mode, 0, request_id) {
-            return r;
-        }
-        Box::pin(async move { self.decide_awaited(&plan, mode, 0, request_id).await }).await
+    ) -> Result<Decision, Error> {
+        let plan = match self.try_now(subject, &cost, mode, request_id) {
+            Ok(decided) => return decided,
+            Err(plan) => plan,
+        };
+        Box::pin(async move { self.decide_awaited(&plan, mode, 0, request_id).await })
+            .await
+            .map(|(d, _, _)| d)
     }
 
     /// [`check`](Self::check) made idempotent by `request_id`: a retry with the same id within
@@ -315,7 +330,6 @@ impl<S: Store> Limiter<S> {
     ) -> Result<Decision, Error> {
         self.decide_subject(subject, cost, Mode::Spend, Some(request_id))
             .await
-            .map(|(d, _, _)| d)
     }
 
     /// The decision [`check`](Self::check) would make, spending nothing.
@@ -323,9 +337,7 @@ impl<S: Store> Limiter<S> {
     /// # Errors
     /// Only if the store fails.
     pub async fn peek(&self, subject: &Subject<'_>, cost: Cost) -> Result<Decision, Error> {
-        self.decide_subject(subject, cost, Mode::Peek, None)
-            .await
-            .map(|(d, _, _)| d)
+        self.decide_subject(subject, cost, Mode::Peek, None).await
     }
 
     /// Reserves `estimate` and a concurrency slot. The permit settles against the actual
