@@ -275,7 +275,13 @@ impl<S: Store> Limiter<S> {
         cost: Cost,
         mode: Mode,
     ) -> Option<Result<Decision, Error>> {
-        self.try_now(subject, &cost, mode, None).ok()
+        let mut plan = Plan::new();
+        self.plan_into(subject, &cost, false, &mut plan);
+        let mut decision = Decision::unlimited();
+        match self.decide_now_into(&plan, mode, 0, None, &mut decision)? {
+            Ok(_) => Some(Ok(decision)),
+            Err(e) => Some(Err(e)),
+        }
     }
 
     /// The decision if the store makes it at once; otherwise the plan, for the caller to
@@ -299,8 +305,9 @@ impl<S: Store> Limiter<S> {
     }
 
     /// Plans and decides. A store that decides at once answers before any future state is
-    /// built (the plan and the decision are built in place); otherwise the plan moves into a
-    /// boxed future, so that the caller's future stays small.
+    /// built; otherwise the plan moves into a boxed future, so that the caller's future stays
+    /// small. (Measured with callgrind, this form copies less than deciding in place inside
+    /// the async body, where the decision lands in the future's state.)
     async fn decide_subject(
         &self,
         subject: &Subject<'_>,

@@ -1,5 +1,5 @@
-//! Counting decisions: through the `metrics` facade for exporters, and in striped atomics for
-//! a snapshot that needs no exporter.
+//! Counting decisions: through the `metrics` facade for exporters, and in per-thread counters
+//! for a snapshot that needs no exporter.
 //!
 //! The labels of a denial (rule, kind, reason) are known when the policy is built, so each
 //! limit carries them as `&'static` label sets ([`DenialLabels`]): counting a denial builds no
@@ -8,16 +8,15 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use metrics::{Key, Label, Level, Metadata};
+use thread_local::ThreadLocal;
 use tollgate_core::LimitKind;
 
 use crate::decision::{Decision, DenyReason, Outcome};
-
-const STRIPES: usize = 16;
 
 const DECISIONS: &str = "tollgate_decisions_total";
 
@@ -68,24 +67,29 @@ pub(crate) fn denial_labels(
     })
 }
 
-#[repr(align(128))]
+/// One thread's counts. Only the owning thread writes them, with a plain load and store
+/// rather than a locked read-modify-write (a snapshot reads them from any thread); a thread
+/// that exits leaves its counts to the next thread given its id, so none are lost.
 #[derive(Default)]
-struct Stripe {
+struct Counts {
     allowed: AtomicU64,
     denied: AtomicU64,
 }
 
-/// Decision counters, striped per thread so that cores do not fight over one cache line.
-pub(crate) struct Stats {
-    stripes: [Stripe; STRIPES],
+impl Counts {
+    #[inline]
+    fn bump(counter: &AtomicU64) {
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
+    }
 }
 
-fn stripe_index() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: Cell<usize> = Cell::new(NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES);
-    }
-    INDEX.with(Cell::get)
+/// Decision counters, one set per thread so that cores neither fight over a cache line nor
+/// pay for atomic increments.
+pub(crate) struct Stats {
+    per_thread: ThreadLocal<Counts>,
 }
 
 /// Synchronous decisions (the memory store's, about a hundred nanoseconds) have their latency
@@ -117,7 +121,7 @@ fn count(key: &Key) {
 impl Stats {
     pub(crate) fn new() -> Self {
         Stats {
-            stripes: Default::default(),
+            per_thread: ThreadLocal::new(),
         }
     }
 
@@ -128,12 +132,12 @@ impl Stats {
         denier: Option<&'static DenialLabels>,
         elapsed: Option<Duration>,
     ) {
-        let stripe = &self.stripes[stripe_index()];
+        let counts = self.per_thread.get_or_default();
         if d.is_allowed() {
-            stripe.allowed.fetch_add(1, Ordering::Relaxed);
+            Counts::bump(&counts.allowed);
             count(&ALLOWED);
         } else {
-            stripe.denied.fetch_add(1, Ordering::Relaxed);
+            Counts::bump(&counts.denied);
             match (d.outcome(), denier) {
                 (Outcome::Denied, Some(l)) => count(&l.denied),
                 (Outcome::TooLarge, Some(l)) => count(&l.too_large),
@@ -159,7 +163,7 @@ impl Stats {
         &self,
         active_buckets: Option<Vec<(&'static str, u64)>>,
     ) -> StatsSnapshot {
-        let (allowed, denied) = self.stripes.iter().fold((0u64, 0u64), |(a, d), s| {
+        let (allowed, denied) = self.per_thread.iter().fold((0u64, 0u64), |(a, d), s| {
             (
                 a.saturating_add(s.allowed.load(Ordering::Relaxed)),
                 d.saturating_add(s.denied.load(Ordering::Relaxed)),
