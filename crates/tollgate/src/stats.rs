@@ -195,3 +195,35 @@ pub struct StatsSnapshot {
     /// Buckets currently holding state, per rule, where the store can tell.
     pub active_buckets: Option<Vec<(&'static str, u64)>>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_from_many_threads_add_up_exactly_after_they_exit() {
+        let stats = Stats::new();
+        let allowed = Decision::unlimited();
+        let mut denied = Decision::unlimited();
+        denied.outcome = Outcome::Denied;
+        // More threads than the first thread-id bucket holds, in two waves, so that later
+        // threads reuse the ids (and the counters) of exited ones.
+        for _wave in 0..2 {
+            std::thread::scope(|s| {
+                for t in 0..20 {
+                    let (stats, allowed, denied) = (&stats, &allowed, &denied);
+                    s.spawn(move || {
+                        for i in 0..1_000 {
+                            let d = if (i + t) % 4 == 0 { denied } else { allowed };
+                            stats.record(d, None, None);
+                        }
+                    });
+                }
+            });
+        }
+        let snap = stats.snapshot(None);
+        assert_eq!(snap.allowed + snap.denied, 40_000);
+        assert_eq!(snap.denied, 10_000);
+        assert!((snap.deny_rate - 0.25).abs() < 1e-12);
+    }
+}
