@@ -17,7 +17,11 @@
 //!   was sent, so the cache expires no later than the primary's own answer would change. A
 //!   request whose costs are at least the cached ones is denied the same way (its
 //!   `retry_after` is then a lower bound). Concurrency denials are not cached: a slot can be
-//!   released at any moment.
+//!   released at any moment. Capacity given back through another instance (a refund, a reset
+//!   made there) is seen here only when the cached denial expires, so such calls may be denied
+//!   for up to their `retry_after` longer than the primary alone would deny them; a reset
+//!   through this instance forgets the cached denials it covers. Turn the cache off
+//!   ([`FallbackConfig::denial_cache`]) where that matters more than the saved round trips.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
