@@ -35,6 +35,7 @@ pub mod conformance;
 mod resp;
 mod server;
 mod slot;
+pub mod strategies;
 
 pub use cluster::RedisCluster;
 pub use server::{free_port, RedisServer};

@@ -7,73 +7,11 @@ use std::time::Duration;
 use proptest::prelude::*;
 use tollgate::key::BucketName;
 use tollgate::store::{Mode, Op, Settlement, Store};
-use tollgate::{
-    Algorithm, Clock, LimitKind, LimitSpec, ManualClock, MemoryStore, Timestamp, UtcOffset, Window,
-};
+use tollgate::{Algorithm, Clock, ManualClock, MemoryStore, Timestamp};
 use tollgate_core::{BucketState, Limit};
+use tollgate_test::strategies::{limit, step, Step};
 
 const T0: Timestamp = Timestamp::from_secs(1_700_000_000);
-
-#[derive(Clone, Debug)]
-enum Step {
-    Advance(u64),
-    Back(u64),
-    Spend(u64),
-    Peek(u64),
-    Refund(u64),
-    Charge(u64),
-    Release,
-    Renew,
-    Sweep,
-}
-
-fn step() -> impl Strategy<Value = Step> {
-    prop_oneof![
-        4 => (0u64..5_000_000).prop_map(Step::Advance),
-        1 => (0u64..2_000_000).prop_map(Step::Back),
-        6 => (0u64..40).prop_map(Step::Spend),
-        2 => (0u64..40).prop_map(Step::Peek),
-        2 => (0u64..40).prop_map(Step::Refund),
-        1 => (0u64..60).prop_map(Step::Charge),
-        1 => Just(Step::Release),
-        1 => Just(Step::Renew),
-        1 => Just(Step::Sweep),
-    ]
-}
-
-fn limit() -> impl Strategy<Value = Limit> {
-    let windows = prop_oneof![
-        Just(Window::SECOND),
-        Just(Window::MINUTE),
-        Just(Window::Length(Duration::from_millis(1500))),
-        Just(Window::HOUR),
-    ];
-    (0usize..6, 1u64..30, windows, 1u64..40, -86_399i32..86_400).prop_map(
-        |(alg, amount, window, burst, off)| {
-            let spec = match alg {
-                // GCRA twice as often: it is the default, and has its own paths in the store.
-                0 | 5 => LimitSpec::new(LimitKind::Tokens, amount, window).burst(burst),
-                1 => LimitSpec::new(LimitKind::Tokens, amount, window)
-                    .algorithm(Algorithm::SlidingWindow),
-                2 => LimitSpec::new(LimitKind::Tokens, amount, window)
-                    .algorithm(Algorithm::SlidingLog),
-                3 => LimitSpec::new(
-                    LimitKind::Tokens,
-                    amount,
-                    if off % 2 == 0 {
-                        Window::Month
-                    } else {
-                        Window::DAY
-                    },
-                )
-                .algorithm(Algorithm::FixedWindow)
-                .utc_offset(UtcOffset::from_seconds(off).expect("a valid offset")),
-                _ => LimitSpec::concurrency(amount % 5 + 1).lease(Duration::from_secs(3)),
-            };
-            spec.build().expect("a valid limit")
-        },
-    )
-}
 
 fn keys(store: &MemoryStore, n: usize) -> Vec<tollgate::store::memory::MemoryKey> {
     const LABELS: [&str; 4] = ["l0", "l1", "l2", "l3"];
