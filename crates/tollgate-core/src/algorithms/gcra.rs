@@ -90,7 +90,9 @@ impl Gcra {
     /// [`evaluate`](Self::evaluate) and, when it admits, the state after spending `cost` (what
     /// [`spend`](Self::spend) would leave): one pass for a decision that evaluates and then
     /// spends. Most buckets' scaled times fit in 64 bits, and then no 128-bit arithmetic runs.
-    #[inline]
+    /// (Always inlined: it sits on every memory-store decision, and a call would return its
+    /// 80-byte answer through memory.)
+    #[inline(always)]
     pub fn evaluate_spend(
         &self,
         limit: &Limit,
@@ -112,7 +114,7 @@ impl Gcra {
     /// [`evaluate_spend`](Self::evaluate_spend) in 64-bit arithmetic, or `None` when a value
     /// does not fit (then the 128-bit path answers). Every operation is checked, so a `Some`
     /// answer is the 128-bit answer.
-    #[inline]
+    #[inline(always)]
     fn evaluate_spend_u64(
         &self,
         limit: &Limit,
