@@ -195,12 +195,9 @@ impl<S: Store> Limiter<S> {
     ) {
         self.inner.policy.with(|policy| {
             for rule in policy.rules() {
-                if !rule.matches(subject) {
-                    continue;
-                }
                 let mut values: SmallVec<[&str; 4]> = SmallVec::new();
-                for a in &rule.partition {
-                    values.push(subject.get(a).unwrap_or_default());
+                if !rule.partition_of(subject, &mut values) {
+                    continue;
                 }
                 let ph = partition_hash(rule.id, &values);
                 for rl in &rule.limits_for(subject).limits {

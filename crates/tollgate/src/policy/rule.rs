@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+use smallvec::SmallVec;
 use tollgate_core::{Limit, LimitKind, LimitSpec};
 
 use super::intern::intern;
@@ -104,6 +105,29 @@ impl Rule {
     #[inline]
     pub fn matches(&self, subject: &Subject<'_>) -> bool {
         self.selectors.matches(subject)
+    }
+
+    /// Whether the rule applies to `subject` and, if so, its partition values pushed onto
+    /// `values` (in the order of [`partition`](Self::partition)): one pass over the selectors,
+    /// as the partition attributes are the selectors matched with `*`. On `false`, `values`
+    /// may hold some of them.
+    #[inline]
+    pub(crate) fn partition_of<'s>(
+        &self,
+        subject: &'s Subject<'_>,
+        values: &mut SmallVec<[&'s str; 4]>,
+    ) -> bool {
+        for (attr, matcher) in &self.selectors.0 {
+            let Some(v) = subject.get(attr) else {
+                return false;
+            };
+            match matcher {
+                Matcher::Each => values.push(v),
+                m if m.matches(v) => {}
+                _ => return false,
+            }
+        }
+        true
     }
 
     /// The limit set for `subject`: the most specific matching override, or the defaults.
