@@ -15,6 +15,7 @@
 //!   twice; MOVED and ASK redirections are followed by the client (the command did not run).
 
 mod keys;
+mod pipeline;
 mod scripts;
 
 use std::fmt;
@@ -110,6 +111,8 @@ pub struct RedisStore {
     fast: bool,
     /// Combines concurrent fast settlements into one script call (standalone only).
     batcher: SettleBatcher,
+    /// Sends concurrent script calls as one pipeline (standalone only).
+    pipeliner: pipeline::Pipeliner,
     target: String,
     nodes: Vec<String>,
 }
@@ -206,6 +209,7 @@ impl RedisStore {
             time: None,
             fast: true,
             batcher: SettleBatcher::default(),
+            pipeliner: pipeline::Pipeliner::default(),
             nodes: vec![url.to_owned()],
             target,
         })
@@ -244,6 +248,7 @@ impl RedisStore {
             time: None,
             fast: true,
             batcher: SettleBatcher::default(),
+            pipeliner: pipeline::Pipeliner::default(),
             nodes: nodes.to_vec(),
             target,
         })
@@ -295,6 +300,7 @@ impl RedisStore {
             time: None,
             fast: true,
             batcher: SettleBatcher::default(),
+            pipeliner: pipeline::Pipeliner::default(),
             nodes: nodes.to_vec(),
             target,
         }
@@ -365,6 +371,25 @@ impl RedisStore {
         nkeys: usize,
         args: impl Fn(&mut redis::Cmd),
     ) -> Result<Value, StoreError> {
+        if !self.cluster {
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(&script.sha).arg(nkeys);
+            args(&mut cmd);
+            if let Some(r) = self.pipeliner.query(&self.conn, cmd).await {
+                return match r {
+                    Ok(v) => Ok(v),
+                    Err(e) if e.code() == Some("NOSCRIPT") => {
+                        // That call did not run: send it again with the source.
+                        metrics::counter!("tollgate_redis_script_loads_total").increment(1);
+                        let mut cmd = redis::cmd("EVAL");
+                        cmd.arg(&script.source).arg(nkeys);
+                        args(&mut cmd);
+                        self.query(&cmd).await
+                    }
+                    Err(e) => Err(store_error(&e, self.config.response_timeout)),
+                };
+            }
+        }
         eval_on(
             self.conn.load_full(),
             &self.target,
