@@ -4,6 +4,12 @@
 //!   tollgate-core's algorithms; they are sent once per server and re-sent with `EVAL` when a
 //!   server answers `NOSCRIPT` (a call answered `NOSCRIPT` did not run, so that is safe). A call
 //!   that timed out or whose outcome is unknown is never retried by this store.
+//! - GCRA and concurrency decisions (with or without a request id) run standalone scripts
+//!   that only read, decide and spend (`fast_check.lua` for one GCRA limit, `fast_decide.lua`
+//!   otherwise); the verdicts are computed here with tollgate-core. Other algorithms run the
+//!   general scripts (`decide.lua`, after the whole `algorithms.lua`).
+//! - On a standalone server, script calls made concurrently are sent as one pipeline (one
+//!   write), see `pipeline.rs`; settlements made while one is in flight share one call.
 //! - Time is the Redis server's (`TIME` inside the script), so instances with skewed clocks
 //!   agree. Tests may set a time override; production never does.
 //! - Every key has a TTL: the time until its bucket is full again (a full bucket is deleted).
@@ -922,6 +928,10 @@ fn replayed(
     };
     let text = std::str::from_utf8(record).map_err(|_| malformed())?;
     if let Some(fast) = text.strip_prefix('F') {
+        // Only fast_decide.lua writes these, for ops it serves.
+        if !ops.iter().all(|o| FastOp::serves(o.limit.algorithm())) {
+            return Err(malformed());
+        }
         let kinds = ops
             .iter()
             .map(|o| FastOp::of(o))
