@@ -11,7 +11,8 @@
 # the machine is idle for 3 s, and every run records the CPU that other processes used meanwhile.
 # Servers and load generators run under `nice -n $NICE` (default -15; 0 to leave the priority as
 # it is) so that other jobs on a shared machine disturb the measurement less. CLOSED_ONLY=1 runs
-# only the ceilings and the closed-loop cases (no open loop, no cluster).
+# only the ceilings and the closed-loop cases (no open loop, no cluster). OPEN_ONLY=RATE runs only
+# the open-loop cases, at RATE decisions per second (instead of half of this session's maximum).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 OUT=${1:-bench-results}
@@ -109,6 +110,7 @@ median() { # median CASE FIELD (jq path)
 
 : > "$OUT/runs.jsonl"
 for rep in $(seq "$REPS"); do
+  [ -z "${OPEN_ONLY:-}" ] || break
   for pipe in 1 16; do
     wait_quiet
     record "ceiling-P$pipe" "$rep" "$("${WITH[@]}" -- "$OUT/ceiling.sh" "$pipe" "$MIN")"
@@ -123,8 +125,12 @@ done
 HALF=none
 if [ -z "${CLOSED_ONLY:-}" ]; then
 # Half of the best measured maximum of one limit, open loop, 50 callers.
-MAX=$(jq -n "[$(median limits1-t2 .decisions_per_s), $(median limits1-t1 .decisions_per_s)] | max")
-HALF=$(jq -n "$MAX / 2 | floor")
+if [ -n "${OPEN_ONLY:-}" ]; then
+  HALF=$OPEN_ONLY
+else
+  MAX=$(jq -n "[$(median limits1-t2 .decisions_per_s), $(median limits1-t1 .decisions_per_s)] | max")
+  HALF=$(jq -n "$MAX / 2 | floor")
+fi
 for rep in $(seq "$REPS"); do
   for t in 2 1; do
     bench "limits1-t$t-rate$HALF" "$rep" --limits 1 --threads "$t" --rate "$HALF"
@@ -133,6 +139,7 @@ for rep in $(seq "$REPS"); do
 done
 # A six-node cluster (three masters, three replicas) on the same two cores.
 for rep in $(seq "$REPS"); do
+  [ -z "${OPEN_ONLY:-}" ] || break
   for t in 2 1; do
     bench "cluster-limits1-t$t" "$rep" --cluster --limits 1 --threads "$t"
   done

@@ -29,8 +29,10 @@ cp "$MIN" "$W/min.lua"
 { cat "$W/gcra_prelude.lua"; echo; cat "$MIN"; } > "$W/gcra_prelude_min.lua"
 { cat "$LUA/algorithms.lua"; echo; cat "$LUA/decide.lua"; } > "$W/decide.lua"
 { cat "$W/gcra_prelude.lua"; echo; cat "$LUA/decide.lua"; } > "$W/decide_gcra_prelude.lua"
-# The script the store runs for GCRA and concurrency decisions: fast_gcra.lua, then fast_decide.lua.
-{ cat "$LUA/fast_gcra.lua"; echo; cat "$LUA/fast_decide.lua"; } > "$W/fast_decide.lua"
+# The scripts the store runs for GCRA and concurrency decisions (standalone, no prelude):
+# fast_decide.lua in general, fast_check.lua for one GCRA limit with scale 1 that spends.
+cp "$LUA/fast_decide.lua" "$W/fast_decide.lua"
+cp "$LUA/fast_check.lua" "$W/fast_check.lua"
 # The same decide.lua as a Redis 7 function: the prelude runs once, at FUNCTION LOAD.
 # (Redis 7.0 runs a library's body without `math`, so `floor` looks it up at call time.)
 { echo '#!lua name=tgbench'
@@ -43,13 +45,14 @@ cp "$MIN" "$W/min.lua"
 args_for() {
   case $1 in
     fast_decide) echo "sg 10000000 1000000000000000" ;;
+    fast_check) echo "10000000 1000000000000000" ;;
     *decide*) echo "spend 0 '' '' 60000 1 1 1 10000000 100000000 1" ;;
     *) echo "10000000 1000000000000000" ;;
   esac
 }
 cpu() { redis-cli -p "$P" INFO cpu | tr -d '\r' | awk -F: '/^used_cpu_(user|sys)_main_thread:/{s+=$2} END{printf "%.6f", s}'; }
 
-VARIANTS="empty prelude_only min gcra_prelude_min prelude_min decide_gcra_prelude decide fcall_decide fast_decide"
+VARIANTS="empty prelude_only min gcra_prelude_min prelude_min decide_gcra_prelude decide fcall_decide fast_decide fast_check"
 declare -A SHA USEC CPU
 for v in $VARIANTS; do
   case $v in

@@ -14,6 +14,7 @@
 //!   `--concurrency` callers serve them in order. Latency is measured from each decision's
 //!   *scheduled* start, so a stall counts for every decision it delayed (no coordinated
 //!   omission); the service time (from the actual start) and the start lag are reported too.
+//!   The pacer wakes at most every 50 µs and starts what fell due meanwhile together.
 //!
 //! Rules: one rule per tenant, `--limits 1` a GCRA requests limit (checked with
 //! [`Limiter::check`]); `--limits 3` requests, tokens and concurrency in that rule (reserved with
@@ -769,6 +770,12 @@ async fn closed_loop(ctx: &Arc<Ctx>, concurrency: usize, end: Instant) -> Hists 
 
 /// Open loop: a pacing thread spawns one task per scheduled decision; a fair semaphore lets
 /// `concurrency` of them run at a time, in schedule order.
+/// The open loop's pacer wakes at most once per this long; decisions that fall due in between
+/// start together at the next wake-up, and their latency still counts from their own slot.
+/// Waking for every decision (every 17 µs at 57,000/s) cost more client CPU than the decisions
+/// themselves, on cores that Redis shares.
+const PACER_TICK: Duration = Duration::from_micros(50);
+
 async fn open_loop(
     ctx: &Arc<Ctx>,
     concurrency: usize,
@@ -832,8 +839,14 @@ async fn open_loop(
                         });
                         i += 1;
                     }
+                    // Sleep until the next slot, but at least PACER_TICK: the decisions that
+                    // fall due meanwhile start together (each timed from its own slot), so the
+                    // pacer costs one wake-up per tick instead of one per decision.
                     let next = start + interval.mul_f64(i as f64);
-                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                    std::thread::sleep(
+                        next.saturating_duration_since(Instant::now())
+                            .max(PACER_TICK),
+                    );
                 }
                 let _ = done_tx.send(());
             })

@@ -277,6 +277,83 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Decisions with a request id (every cluster decision has one) through both script
+    /// paths equal the model; the same id again, through either path, returns the first
+    /// decision and spends nothing.
+    #[test]
+    fn request_ids_equal_core(
+        limits in proptest::collection::vec(limit(), 1..4),
+        steps in proptest::collection::vec(step(), 1..30),
+        case in any::<u64>(),
+    ) {
+        FIXTURE.with(|f| {
+            let stores = [(&f.store, "fast"), (&f.general, "general")];
+            let names = &["l0", "l1", "l2", "l3"][..limits.len()];
+            let keys: Vec<Vec<_>> = stores.iter().map(|(store, path)| {
+                let partition = format!("idem-{case}-{path}");
+                names.iter().map(|name| store.bucket_key(&tollgate::key::BucketName {
+                    rule: "prop", rule_id: 0, limit: name, partition: &[&partition],
+                    partition_hash: 0, limit_salt: 0,
+                })).collect()
+            }).collect();
+            for ((store, _), ks) in stores.iter().zip(&keys) {
+                f.rt.block_on(store.reset(ks)).unwrap();
+            }
+            f.clock.set(Timestamp::from_secs(1_700_000_000));
+            let mut models: Vec<BucketState> = limits.iter().map(BucketState::new).collect();
+            let mut lease = 1u64;
+            for (n, s) in steps.into_iter().enumerate() {
+                let now = f.clock.now_ts();
+                match s {
+                    Step::Advance(us) => f.clock.advance(Duration::from_micros(us)),
+                    Step::Spend(c) | Step::Peek(c) => {
+                        let spend = matches!(s, Step::Spend(_));
+                        let costs: Vec<u64> = limits.iter().map(|l| {
+                            if l.algorithm() == Algorithm::Concurrency { u64::from(spend) } else { c }
+                        }).collect();
+                        if spend { lease += 1; }
+                        let want: Vec<_> = models.iter().zip(&limits).zip(&costs)
+                            .map(|((m, l), c)| m.evaluate(l, now, *c)).collect();
+                        let all = want.iter().all(|v| v.admitted);
+                        let mode = if spend { Mode::Spend } else { Mode::Peek };
+                        for ((store, path), ks) in stores.iter().zip(&keys) {
+                            let ops: Vec<_> = ks.iter().zip(&limits).zip(&costs)
+                                .map(|((key, limit), cost)| Op { key: key.clone(), limit: *limit, cost: *cost, failure: Default::default() })
+                                .collect();
+                            let id = format!("req-{case}-{n}");
+                            let out = f.rt.block_on(store.decide(&ops, mode, lease, Some(&id))).unwrap();
+                            prop_assert_eq!(out.now, now);
+                            prop_assert_eq!(&out.verdicts[..], &want[..], "{} scripts: {:?} at {} costs {:?}", path, limits, now, costs);
+                            prop_assert_eq!(out.spent, spend && all);
+                            // The same request again, later, through each path: the first
+                            // decision, nothing spent (the model checks the next steps).
+                            f.clock.advance(Duration::from_micros(1));
+                            for (again, other) in &stores {
+                                let replay = f.rt.block_on(again.decide(&ops, mode, lease, Some(&id))).unwrap();
+                                prop_assert_eq!(replay.now, now, "{} replayed by {}", path, other);
+                                prop_assert_eq!(&replay.verdicts[..], &want[..], "{} replayed by {}", path, other);
+                                prop_assert_eq!(replay.spent, out.spent, "{} replayed by {}", path, other);
+                            }
+                            f.clock.set(now);
+                        }
+                        if spend && all {
+                            for ((m, l), c) in models.iter_mut().zip(&limits).zip(&costs) {
+                                m.spend(l, now, *c, lease);
+                            }
+                        }
+                    }
+                    // Time runs forwards here (concurrency, see above).
+                    _ => {}
+                }
+            }
+            Ok(())
+        })?;
+    }
+}
+
 trait NowTs {
     fn now_ts(&self) -> Timestamp;
 }

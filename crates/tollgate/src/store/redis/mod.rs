@@ -4,6 +4,12 @@
 //!   tollgate-core's algorithms; they are sent once per server and re-sent with `EVAL` when a
 //!   server answers `NOSCRIPT` (a call answered `NOSCRIPT` did not run, so that is safe). A call
 //!   that timed out or whose outcome is unknown is never retried by this store.
+//! - GCRA and concurrency decisions (with or without a request id) run standalone scripts
+//!   that only read, decide and spend (`fast_check.lua` for one GCRA limit, `fast_decide.lua`
+//!   otherwise); the verdicts are computed here with tollgate-core. Other algorithms run the
+//!   general scripts (`decide.lua`, after the whole `algorithms.lua`).
+//! - On a standalone server, script calls made concurrently are sent as one pipeline (one
+//!   write), see `pipeline.rs`; settlements made while one is in flight share one call.
 //! - Time is the Redis server's (`TIME` inside the script), so instances with skewed clocks
 //!   agree. Tests may set a time override; production never does.
 //! - Every key has a TTL: the time until its bucket is full again (a full bucket is deleted).
@@ -15,6 +21,7 @@
 //!   twice; MOVED and ASK redirections are followed by the client (the command did not run).
 
 mod keys;
+mod pipeline;
 mod scripts;
 
 use std::fmt;
@@ -110,6 +117,8 @@ pub struct RedisStore {
     fast: bool,
     /// Combines concurrent fast settlements into one script call (standalone only).
     batcher: SettleBatcher,
+    /// Sends concurrent script calls as one pipeline (standalone only).
+    pipeliner: pipeline::Pipeliner,
     target: String,
     nodes: Vec<String>,
 }
@@ -206,6 +215,7 @@ impl RedisStore {
             time: None,
             fast: true,
             batcher: SettleBatcher::default(),
+            pipeliner: pipeline::Pipeliner::default(),
             nodes: vec![url.to_owned()],
             target,
         })
@@ -244,6 +254,7 @@ impl RedisStore {
             time: None,
             fast: true,
             batcher: SettleBatcher::default(),
+            pipeliner: pipeline::Pipeliner::default(),
             nodes: nodes.to_vec(),
             target,
         })
@@ -295,6 +306,7 @@ impl RedisStore {
             time: None,
             fast: true,
             batcher: SettleBatcher::default(),
+            pipeliner: pipeline::Pipeliner::default(),
             nodes: nodes.to_vec(),
             target,
         }
@@ -365,6 +377,25 @@ impl RedisStore {
         nkeys: usize,
         args: impl Fn(&mut redis::Cmd),
     ) -> Result<Value, StoreError> {
+        if !self.cluster {
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(&script.sha).arg(nkeys);
+            args(&mut cmd);
+            if let Some(r) = self.pipeliner.query(&self.conn, cmd).await {
+                return match r {
+                    Ok(v) => Ok(v),
+                    Err(e) if e.code() == Some("NOSCRIPT") => {
+                        // That call did not run: send it again with the source.
+                        metrics::counter!("tollgate_redis_script_loads_total").increment(1);
+                        let mut cmd = redis::cmd("EVAL");
+                        cmd.arg(&script.source).arg(nkeys);
+                        args(&mut cmd);
+                        self.query(&cmd).await
+                    }
+                    Err(e) => Err(store_error(&e, self.config.response_timeout)),
+                };
+            }
+        }
         eval_on(
             self.conn.load_full(),
             &self.target,
@@ -397,9 +428,8 @@ impl RedisStore {
         lease: LeaseId,
         request: Option<&str>,
     ) -> Result<(Timestamp, bool, Vec<Verdict>), StoreError> {
-        if self.fast && request.is_none() && ops.iter().all(|o| FastOp::serves(o.limit.algorithm()))
-        {
-            return self.decide_fast(ops, mode, lease).await;
+        if self.fast && ops.iter().all(|o| FastOp::serves(o.limit.algorithm())) {
+            return self.decide_fast(ops, mode, lease, request).await;
         }
         let mut keys: Vec<&str> = ops.iter().map(|o| o.key.as_str()).collect();
         let req_key = request.map(|id| keys::request_key(&self.config.prefix, &ops[0].key.tag, id));
@@ -411,13 +441,7 @@ impl RedisStore {
         args.push(lease.to_string());
         args.push(self.now_arg());
         args.push(request.unwrap_or_default().to_owned());
-        args.push(
-            self.config
-                .idempotency_window
-                .as_millis()
-                .max(1)
-                .to_string(),
-        );
+        args.push(self.idempotency_ms().to_string());
         args.push(ops.len().to_string());
         for op in ops {
             let (alg, p) = params(&op.limit)?;
@@ -425,51 +449,49 @@ impl RedisStore {
             args.extend(p.iter().map(i64::to_string));
             args.push(op.cost.min(EXACT_U64).to_string());
         }
-        let reply = ints(self.eval(&scripts::DECIDE, &keys, &args).await?)?;
-        let now = Timestamp::from_micros(nonneg(reply.first())?);
-        let spent = reply.get(1).copied() == Some(1);
-        let verdicts = reply
-            .get(2..)
-            .unwrap_or_default()
-            .chunks_exact(6)
-            .map(|c| Verdict {
-                admitted: c[0] == 1,
-                never_fits: c[1] == 1,
-                capacity: as_u64(c[2]),
-                remaining: as_u64(c[3]),
-                reset_after_us: as_u64(c[4]),
-                retry_after_us: as_u64(c[5]),
-            })
-            .collect::<Vec<_>>();
-        if verdicts.len() != ops.len() {
-            return Err(StoreError::Protocol(format!(
-                "decide.lua answered {} verdicts for {} buckets",
-                verdicts.len(),
-                ops.len()
-            )));
+        match self.eval(&scripts::DECIDE, &keys, &args).await? {
+            // A request decided before by fast_decide.lua.
+            Value::BulkString(record) => replayed(ops, &record),
+            reply => general_verdicts(ints(reply)?, ops.len()),
         }
-        Ok((now, spent, verdicts))
     }
 
-    /// `decide_group` through `fast_decide.lua`: the script reads the buckets, decides and
-    /// spends; the verdicts are computed here from the state it returns, with tollgate-core.
+    /// How long a decision's idempotency record lives, in milliseconds.
+    fn idempotency_ms(&self) -> u128 {
+        self.config.idempotency_window.as_millis().max(1)
+    }
+
+    /// `decide_group` through `fast_decide.lua` (or, for one GCRA limit spent without a request
+    /// id, `fast_check.lua`): the script reads the buckets, decides and spends; the verdicts
+    /// are computed here from the state it returns, with tollgate-core.
     async fn decide_fast(
         &self,
         ops: &[&Op<RedisKey>],
         mode: Mode,
         lease: LeaseId,
+        request: Option<&str>,
     ) -> Result<(Timestamp, bool, Vec<Verdict>), StoreError> {
         let fast = ops
             .iter()
             .map(|o| FastOp::of(o))
             .collect::<Result<smallvec::SmallVec<[FastOp; 3]>, _>>()?;
         let spend = mode == Mode::Spend;
+        if let ([op], [FastOp::Gcra { scale: 1, inc, tau }], true, None) =
+            (ops, &fast[..], spend, request)
+        {
+            return self.check_fast(op, *inc, *tau).await;
+        }
         let mut sig: smallvec::SmallVec<[u8; 8]> = smallvec::SmallVec::new();
-        sig.push(match (spend, self.time.is_some()) {
+        let letter = match (spend, request.is_some()) {
             (true, false) => b's',
             (false, false) => b'p',
-            (true, true) => b'S',
-            (false, true) => b'P',
+            (true, true) => b'i',
+            (false, true) => b'j',
+        };
+        sig.push(if self.time.is_some() {
+            letter.to_ascii_uppercase()
+        } else {
+            letter
         });
         let mut takes = false;
         for f in &fast {
@@ -483,10 +505,15 @@ impl RedisStore {
                 FastOp::Concurrency { take: false, .. } => b'k',
             });
         }
+        let req_key = request.map(|id| keys::request_key(&self.config.prefix, &ops[0].key.tag, id));
+        let nkeys = ops.len() + usize::from(req_key.is_some());
         let reply = self
-            .eval_with(&scripts::FAST_DECIDE, ops.len(), |cmd| {
+            .eval_with(&scripts::FAST_DECIDE, nkeys, |cmd| {
                 for op in ops {
                     cmd.arg(op.key.as_str());
+                }
+                if let Some(k) = &req_key {
+                    cmd.arg(k.as_str());
                 }
                 cmd.arg(&sig[..]);
                 for f in &fast {
@@ -512,66 +539,64 @@ impl RedisStore {
                 if takes {
                     cmd.arg(lease);
                 }
+                if req_key.is_some() {
+                    cmd.arg(self.idempotency_ms());
+                }
                 if let Some(c) = &self.time {
                     cmd.arg(c.now().as_micros());
                 }
             })
             .await?;
-        let Value::Array(items) = reply else {
-            return Err(StoreError::Protocol(format!(
-                "fast_decide.lua answered {reply:?}"
-            )));
-        };
-        let mut it = items.iter().map(|v| match v {
-            Value::Int(n) => u64::try_from(*n).map_err(|_| ()),
-            _ => Err(()),
-        });
-        let mut next = || {
-            it.next().and_then(Result::ok).ok_or_else(|| {
-                StoreError::Protocol("fast_decide.lua answered a malformed reply".into())
-            })
-        };
-        let now_us = next()?;
-        let now = Timestamp::from_micros(now_us);
-        let spent = next()? == 1;
-        let mut verdicts = Vec::with_capacity(ops.len());
-        for (op, f) in ops.iter().zip(&fast) {
-            let v = match *f {
-                FastOp::Gcra { .. } => {
-                    let d = next()?;
-                    let tat = u128::from(now_us)
-                        .saturating_mul(u128::from(op.limit.gcra().scale))
-                        .saturating_add(u128::from(d));
-                    Gcra { tat }.evaluate(&op.limit, now, op.cost)
-                }
-                FastOp::Concurrency {
-                    amount, lease_us, ..
-                } => {
-                    let (held, last, nth) = (next()?, next()?, next()?);
-                    if held < amount {
-                        Verdict {
-                            admitted: true,
-                            never_fits: false,
-                            capacity: amount,
-                            remaining: amount.saturating_sub(held).saturating_sub(1),
-                            reset_after_us: last.saturating_sub(now_us).max(lease_us),
-                            retry_after_us: 0,
-                        }
-                    } else {
-                        Verdict {
-                            admitted: false,
-                            never_fits: false,
-                            capacity: amount,
-                            remaining: 0,
-                            reset_after_us: last.saturating_sub(now_us),
-                            retry_after_us: nth.saturating_sub(now_us),
-                        }
-                    }
-                }
-            };
-            verdicts.push(v);
+        match reply {
+            Value::Array(items) => fast_verdicts(
+                ops,
+                &fast,
+                items.iter().map(|v| match v {
+                    Value::Int(n) => u64::try_from(*n).ok(),
+                    _ => None,
+                }),
+            ),
+            // A request id seen before: its record.
+            Value::BulkString(record) => replayed(ops, &record),
+            other => Err(StoreError::Protocol(format!(
+                "fast_decide.lua answered {other:?}"
+            ))),
         }
-        Ok((now, spent, verdicts))
+    }
+
+    /// One GCRA limit with scale 1, spent if it admits, through `fast_check.lua`.
+    async fn check_fast(
+        &self,
+        op: &Op<RedisKey>,
+        inc: u64,
+        tau: u64,
+    ) -> Result<(Timestamp, bool, Vec<Verdict>), StoreError> {
+        let reply = self
+            .eval_with(&scripts::FAST_CHECK, 1, |cmd| {
+                cmd.arg(op.key.as_str()).arg(inc).arg(tau);
+                if let Some(c) = &self.time {
+                    cmd.arg(c.now().as_micros());
+                }
+            })
+            .await?;
+        let malformed = || StoreError::Protocol(format!("fast_check.lua answered {reply:?}"));
+        let Value::Array(items) = &reply else {
+            return Err(malformed());
+        };
+        let (now_us, x) = match items.as_slice() {
+            [Value::Int(now), Value::Int(x)] => (u64::try_from(*now).map_err(|_| malformed())?, *x),
+            _ => return Err(malformed()),
+        };
+        // x = d when admitted and spent, -1 - d when denied.
+        let (spent, d) = if x >= 0 {
+            (true, x.unsigned_abs())
+        } else {
+            (false, (-1 - x).unsigned_abs())
+        };
+        let now = Timestamp::from_micros(now_us);
+        let tat = u128::from(now_us).saturating_add(u128::from(d));
+        let verdict = Gcra { tat }.evaluate(&op.limit, now, op.cost);
+        Ok((now, spent, vec![verdict]))
     }
 
     /// `settle_group` through `fast_settle.lua`, if every item allows it. Standalone, the
@@ -802,6 +827,122 @@ fn ints(v: Value) -> Result<Vec<i64>, StoreError> {
         other => Err(StoreError::Protocol(format!(
             "expected an array, got {other:?}"
         ))),
+    }
+}
+
+/// The verdicts of a `decide.lua` reply (or record): now, spent, then six numbers per op.
+fn general_verdicts(
+    reply: Vec<i64>,
+    n: usize,
+) -> Result<(Timestamp, bool, Vec<Verdict>), StoreError> {
+    let now = Timestamp::from_micros(nonneg(reply.first())?);
+    let spent = reply.get(1).copied() == Some(1);
+    let verdicts = reply
+        .get(2..)
+        .unwrap_or_default()
+        .chunks_exact(6)
+        .map(|c| Verdict {
+            admitted: c[0] == 1,
+            never_fits: c[1] == 1,
+            capacity: as_u64(c[2]),
+            remaining: as_u64(c[3]),
+            reset_after_us: as_u64(c[4]),
+            retry_after_us: as_u64(c[5]),
+        })
+        .collect::<Vec<_>>();
+    if verdicts.len() != n {
+        return Err(StoreError::Protocol(format!(
+            "decide.lua answered {} verdicts for {n} buckets",
+            verdicts.len()
+        )));
+    }
+    Ok((now, spent, verdicts))
+}
+
+/// The verdicts of a `fast_decide.lua` reply (or record): now, spent, then the state of each
+/// op (GCRA: d; concurrency: held, latest expiry, n-th expiry), computed with tollgate-core.
+fn fast_verdicts(
+    ops: &[&Op<RedisKey>],
+    fast: &[FastOp],
+    mut items: impl Iterator<Item = Option<u64>>,
+) -> Result<(Timestamp, bool, Vec<Verdict>), StoreError> {
+    let mut next = || {
+        items.next().flatten().ok_or_else(|| {
+            StoreError::Protocol("fast_decide.lua answered a malformed reply".into())
+        })
+    };
+    let now_us = next()?;
+    let now = Timestamp::from_micros(now_us);
+    let spent = next()? == 1;
+    let mut verdicts = Vec::with_capacity(ops.len());
+    for (op, f) in ops.iter().zip(fast) {
+        let v = match *f {
+            FastOp::Gcra { .. } => {
+                let d = next()?;
+                let tat = u128::from(now_us)
+                    .saturating_mul(u128::from(op.limit.gcra().scale))
+                    .saturating_add(u128::from(d));
+                Gcra { tat }.evaluate(&op.limit, now, op.cost)
+            }
+            FastOp::Concurrency {
+                amount, lease_us, ..
+            } => {
+                let (held, last, nth) = (next()?, next()?, next()?);
+                if held < amount {
+                    Verdict {
+                        admitted: true,
+                        never_fits: false,
+                        capacity: amount,
+                        remaining: amount.saturating_sub(held).saturating_sub(1),
+                        reset_after_us: last.saturating_sub(now_us).max(lease_us),
+                        retry_after_us: 0,
+                    }
+                } else {
+                    Verdict {
+                        admitted: false,
+                        never_fits: false,
+                        capacity: amount,
+                        remaining: 0,
+                        reset_after_us: last.saturating_sub(now_us),
+                        retry_after_us: nth.saturating_sub(now_us),
+                    }
+                }
+            }
+        };
+        verdicts.push(v);
+    }
+    Ok((now, spent, verdicts))
+}
+
+/// The decision recorded for a request id seen before: `fast_decide.lua`'s record ("F", then
+/// its reply's numbers) or `decide.lua`'s (its reply's numbers), joined by commas.
+fn replayed(
+    ops: &[&Op<RedisKey>],
+    record: &[u8],
+) -> Result<(Timestamp, bool, Vec<Verdict>), StoreError> {
+    let malformed = || {
+        StoreError::Protocol(format!(
+            "malformed idempotency record {:?}",
+            String::from_utf8_lossy(record)
+        ))
+    };
+    let text = std::str::from_utf8(record).map_err(|_| malformed())?;
+    if let Some(fast) = text.strip_prefix('F') {
+        // Only fast_decide.lua writes these, for ops it serves.
+        if !ops.iter().all(|o| FastOp::serves(o.limit.algorithm())) {
+            return Err(malformed());
+        }
+        let kinds = ops
+            .iter()
+            .map(|o| FastOp::of(o))
+            .collect::<Result<smallvec::SmallVec<[FastOp; 3]>, _>>()?;
+        fast_verdicts(ops, &kinds, fast.split(',').map(|v| v.parse::<u64>().ok()))
+    } else {
+        let reply = text
+            .split(',')
+            .map(|v| v.parse::<i64>().map_err(|_| malformed()))
+            .collect::<Result<Vec<_>, _>>()?;
+        general_verdicts(reply, ops.len())
     }
 }
 

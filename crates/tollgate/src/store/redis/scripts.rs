@@ -26,9 +26,12 @@ impl Script {
     }
 }
 
-/// `fast_decide.lua`: decisions whose every op is GCRA or concurrency, without a request id.
+/// `fast_decide.lua`: decisions whose every op is GCRA or concurrency (needs no prelude).
 pub(super) static FAST_DECIDE: LazyLock<Script> =
-    LazyLock::new(|| Script::fast(include_str!("lua/fast_decide.lua")));
+    LazyLock::new(|| Script::standalone(include_str!("lua/fast_decide.lua").to_owned()));
+/// `fast_check.lua`: one GCRA limit with scale 1, spent if it admits, without a request id.
+pub(super) static FAST_CHECK: LazyLock<Script> =
+    LazyLock::new(|| Script::standalone(include_str!("lua/fast_check.lua").to_owned()));
 /// `fast_settle.lua`: GCRA refunds and charges, concurrency releases and renewals.
 pub(super) static FAST_SETTLE: LazyLock<Script> =
     LazyLock::new(|| Script::fast(include_str!("lua/fast_settle.lua")));

@@ -15,13 +15,17 @@
 -- Returns { now_us, spent (0/1), then per op: admitted, never_fits, capacity, remaining,
 --           reset_after_us, retry_after_us }.
 -- With a request id seen before, returns the first reply again and spends nothing (spent = 0 if
--- that decision was rolled back since).
+-- that decision was rolled back since); a record that fast_decide.lua wrote is returned as the
+-- string it is.
 
 local n = tonumber(ARGV[6])
 local idem = ARGV[4] ~= ''
 if idem then
   local seen = redis.call('GET', KEYS[n + 1])
   if seen then
+    -- A record of fast_decide.lua ("F" and its raw reply) goes back as it is: the caller
+    -- computes its verdicts.
+    if string.byte(seen, 1) == 70 then return seen end
     local reply = {}
     for v in string.gmatch(seen, '[^,]+') do reply[#reply + 1] = tonumber(v) end
     return reply

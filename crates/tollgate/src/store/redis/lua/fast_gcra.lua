@@ -1,7 +1,7 @@
--- fast_gcra.lua: the bucket helpers shared by fast_decide.lua and fast_settle.lua, put in
--- front of each when the scripts are built (scripts.rs). Four small functions, so that an
--- EVALSHA still builds almost nothing before its own work. Same state format as
--- algorithms.lua.
+-- fast_gcra.lua: the bucket helpers of fast_settle.lua, put in front of it when the scripts
+-- are built (scripts.rs). Four small functions, so that an EVALSHA still builds almost nothing
+-- before its own work. fast_decide.lua and fast_check.lua do the same inline (a function is a
+-- closure built on every call). Same state format as algorithms.lua.
 --
 -- No KEYS or ARGV of its own: callers pass the key and the numbers.
 --
