@@ -81,19 +81,41 @@ fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     })
 }
 
+/// The header name of a name that [`tollgate::headers::render`] emits, without looking it up.
+fn header_name(name: &'static str) -> HeaderName {
+    const KNOWN: [HeaderName; 9] = [
+        HeaderName::from_static("x-ratelimit-limit-requests"),
+        HeaderName::from_static("x-ratelimit-remaining-requests"),
+        HeaderName::from_static("x-ratelimit-reset-requests"),
+        HeaderName::from_static("x-ratelimit-limit-tokens"),
+        HeaderName::from_static("x-ratelimit-remaining-tokens"),
+        HeaderName::from_static("x-ratelimit-reset-tokens"),
+        HeaderName::from_static("ratelimit-policy"),
+        HeaderName::from_static("ratelimit"),
+        axum::http::header::RETRY_AFTER,
+    ];
+    KNOWN
+        .iter()
+        .find(|k| k.as_str() == name)
+        .cloned()
+        .unwrap_or_else(|| HeaderName::from_static(name))
+}
+
 /// Adds the decision's rate-limit headers to `headers`.
 pub fn add_decision_headers(headers: &mut HeaderMap, j: &Judged, style: Headers) {
-    let pairs = match style {
-        Headers::Style(s) => tollgate::headers::headers(&j.decision, s),
-        Headers::None => tollgate::headers::retry_after_header(&j.decision)
-            .map(|r| vec![("retry-after", r)])
-            .unwrap_or_default(),
-    };
-    headers.reserve(pairs.len());
-    for (name, value) in pairs {
-        // The rendered String becomes the header's bytes without a copy.
-        if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
-            headers.append(HeaderName::from_static(name), v);
+    // Every value is rendered into one buffer, which the header values then share.
+    let mut buf = Vec::with_capacity(384);
+    let mut spans = Vec::with_capacity(9);
+    let emit = |name, range| spans.push((name, range));
+    match style {
+        Headers::Style(s) => tollgate::headers::render(&j.decision, s, &mut buf, emit),
+        Headers::None => tollgate::headers::render_retry_after(&j.decision, &mut buf, emit),
+    }
+    headers.reserve(spans.len());
+    let buf = Bytes::from(buf);
+    for (name, range) in spans {
+        if let Ok(v) = HeaderValue::from_maybe_shared(buf.slice(range)) {
+            headers.append(header_name(name), v);
         }
     }
 }
@@ -114,6 +136,7 @@ fn decision_response(
     };
     let mut r = Response::new(axum::body::Body::from(decision_body(j, permit)));
     *r.status_mut() = status;
+    r.headers_mut().reserve(10);
     r.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
