@@ -1,19 +1,24 @@
 //! The HTTP JSON API (axum).
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use serde_json::json;
+use tokio::net::TcpListener;
 use tollgate::store::fallback::BreakerState;
 use tollgate::store::Store;
+use tower::Service;
 
 use crate::api::{
     decision_body, parse_decision, parse_json, subject_from, usage_json, CommitRequest, PermitOut,
@@ -25,6 +30,61 @@ use crate::error::ApiError;
 use crate::store::ServedStore;
 
 type AppState<S> = State<Arc<App<S>>>;
+
+/// Serves `router` over HTTP/1.1 (keep-alive, `TCP_NODELAY`) on `listener` until `stop`
+/// resolves; then stops accepting, lets each open connection finish the request it is
+/// answering, and returns once they are all closed.
+///
+/// hyper's HTTP/1 connection is used directly: the service speaks no HTTP/2, so it does not
+/// read each connection's first bytes to tell the two apart. Each request carries the
+/// peer's address as [`ConnectInfo`].
+pub(crate) async fn serve(listener: TcpListener, router: Router, stop: impl Future<Output = ()>) {
+    let http = hyper::server::conn::http1::Builder::new();
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(stop);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            // A router is always ready (`poll_ready` returns `Ready`).
+            router.clone().call(req.map(Body::new))
+        });
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::trace!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// After a failed `accept`: a connection that went away before it was accepted is nothing;
+/// anything else (such as running out of file descriptors) is logged, and accepting pauses
+/// for a second so as not to spin.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accept failed");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+}
 
 /// The API's routes over `app`. Bodies larger than `max_body` bytes get 413.
 pub fn router<S: ServedStore>(app: Arc<App<S>>, max_body: usize) -> Router {
