@@ -141,24 +141,29 @@ fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     })
 }
 
-/// The header name of a name that [`tollgate::headers::render`] emits, without looking it up.
+/// The header name of a name that [`tollgate::headers::render`] emits, without parsing it.
 fn header_name(name: &'static str) -> HeaderName {
-    const KNOWN: [HeaderName; 9] = [
-        HeaderName::from_static("x-ratelimit-limit-requests"),
-        HeaderName::from_static("x-ratelimit-remaining-requests"),
-        HeaderName::from_static("x-ratelimit-reset-requests"),
-        HeaderName::from_static("x-ratelimit-limit-tokens"),
-        HeaderName::from_static("x-ratelimit-remaining-tokens"),
-        HeaderName::from_static("x-ratelimit-reset-tokens"),
-        HeaderName::from_static("ratelimit-policy"),
-        HeaderName::from_static("ratelimit"),
-        axum::http::header::RETRY_AFTER,
-    ];
-    KNOWN
-        .iter()
-        .find(|k| k.as_str() == name)
-        .cloned()
-        .unwrap_or_else(|| HeaderName::from_static(name))
+    const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
+    const REMAINING_REQUESTS: HeaderName =
+        HeaderName::from_static("x-ratelimit-remaining-requests");
+    const RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
+    const LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
+    const REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
+    const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
+    const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+    const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+    match name {
+        "x-ratelimit-limit-requests" => LIMIT_REQUESTS,
+        "x-ratelimit-remaining-requests" => REMAINING_REQUESTS,
+        "x-ratelimit-reset-requests" => RESET_REQUESTS,
+        "x-ratelimit-limit-tokens" => LIMIT_TOKENS,
+        "x-ratelimit-remaining-tokens" => REMAINING_TOKENS,
+        "x-ratelimit-reset-tokens" => RESET_TOKENS,
+        "ratelimit-policy" => POLICY,
+        "ratelimit" => RATELIMIT,
+        "retry-after" => axum::http::header::RETRY_AFTER,
+        other => HeaderName::from_static(other),
+    }
 }
 
 /// Adds the decision's rate-limit headers to `headers`.
@@ -263,9 +268,25 @@ async fn decide<S: Store>(
     }
 }
 
+/// The request's headers, moved out of the request instead of copied as axum's `HeaderMap`
+/// extractor does. Only for handlers that read no header after it (the body extractor
+/// reads none).
+struct TakenHeaders(HeaderMap);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for TakenHeaders {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(TakenHeaders(std::mem::take(&mut parts.headers)))
+    }
+}
+
 async fn check<S: Store>(
     State(app): AppState<S>,
-    headers: HeaderMap,
+    TakenHeaders(headers): TakenHeaders,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     decide(&app, Api::Check, &headers, body).await
@@ -273,7 +294,7 @@ async fn check<S: Store>(
 
 async fn peek<S: Store>(
     State(app): AppState<S>,
-    headers: HeaderMap,
+    TakenHeaders(headers): TakenHeaders,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     decide(&app, Api::Peek, &headers, body).await
@@ -281,7 +302,7 @@ async fn peek<S: Store>(
 
 async fn reserve<S: Store>(
     State(app): AppState<S>,
-    headers: HeaderMap,
+    TakenHeaders(headers): TakenHeaders,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     decide(&app, Api::Reserve, &headers, body).await

@@ -101,18 +101,31 @@ pub fn retry_after_header(decision: &Decision) -> Option<String> {
         .map(|d| ceil_secs(d).max(1).to_string())
 }
 
+/// Two decimal digits of each number below 100.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+    000102030405060708091011121314151617181920212223242526272829\
+    303132333435363738394041424344454647484950515253545556575859\
+    606162636465666768697071727374757677787980818283848586878889\
+    90919293949596979899";
+
 /// Appends the decimal digits of `n`.
 fn write_u64(buf: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
-    loop {
+    while n >= 100 {
+        // Below 100: the cast cannot truncate.
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
         i -= 1;
-        // `n % 10` is below 10: the cast cannot truncate.
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        digits[i] = b'0' + n as u8;
     }
     buf.extend_from_slice(&digits[i..]);
 }
@@ -158,13 +171,22 @@ fn openai(
 /// Appends the policy name of `s` as an sf-string's content: the rule's printable ASCII
 /// (without `"` and `\`, each other character becoming one `_`), `.`, the kind.
 fn write_policy_name(buf: &mut Vec<u8>, s: &LimitStatus) {
-    for c in s.rule.chars() {
+    let plain = |b: &u8| b.is_ascii_graphic() && *b != b'"' && *b != b'\\' || *b == b' ';
+    if s.rule.as_bytes().iter().all(plain) {
+        buf.extend_from_slice(s.rule.as_bytes());
+    } else {
+        write_escaped_rule(buf, s.rule);
+    }
+    buf.push(b'.');
+    buf.extend_from_slice(s.kind.as_str().as_bytes());
+}
+
+fn write_escaped_rule(buf: &mut Vec<u8>, rule: &str) {
+    for c in rule.chars() {
         let ok = c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ';
         // An ASCII char fits a byte.
         buf.push(if ok { c as u8 } else { b'_' });
     }
-    buf.push(b'.');
-    buf.extend_from_slice(s.kind.as_str().as_bytes());
 }
 
 fn ietf(decision: &Decision, buf: &mut Vec<u8>, emit: &mut impl FnMut(&'static str, Range<usize>)) {
@@ -483,7 +505,12 @@ mod tests {
 
     #[test]
     fn numbers_are_written_in_decimal() {
-        for n in [0, 1, 9, 10, 99, 100, 12_345, u64::from(u32::MAX), u64::MAX] {
+        let mut all: Vec<u64> = (0..100_000).collect();
+        all.extend((0..64).map(|b| 1u64 << b));
+        all.extend((1..20).map(|e| 10u64.pow(e) - 1));
+        all.extend((1..20).map(|e| 10u64.pow(e)));
+        all.push(u64::MAX);
+        for n in all {
             let mut buf = b"x".to_vec();
             write_u64(&mut buf, n);
             assert_eq!(buf, format!("x{n}").into_bytes());
