@@ -544,6 +544,12 @@ impl JsonOut {
 fn escape_into(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     let needs = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+    // Most strings need nothing: one pass without an early exit, which the compiler
+    // vectorises, then a copy.
+    if !bytes.iter().fold(false, |any, &b| any | needs(b)) {
+        out.extend_from_slice(bytes);
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         if !needs(b) {
