@@ -387,14 +387,193 @@ impl<'a> DecisionOut<'a> {
     }
 }
 
-/// The JSON of one decision, with the permit of a granted reservation, as bytes: rendered
-/// straight from the decision, without building a `serde_json::Value`.
+/// The JSON of one decision, with the permit of a granted reservation, as bytes: written
+/// straight from the decision, byte for byte what serialising [`decision_json`]'s value
+/// gives (the same fields in the same order), without going through serde.
 pub fn decision_body(j: &Judged, permit: Option<PermitOut<'_>>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(192 + 256 * j.decision.statuses().len());
-    // Serialising these types into a Vec cannot fail: every key is a string and every value
-    // a number, a bool or a string.
-    let _ = serde_json::to_writer(&mut out, &DecisionOut::of(j, permit));
-    out
+    let d = &j.decision;
+    let mut w = JsonOut(Vec::with_capacity(192 + 256 * d.statuses().len()));
+    w.raw(if d.is_allowed() {
+        "{\"allowed\":true"
+    } else {
+        "{\"allowed\":false"
+    });
+    if let Some(by) = d.denied_by() {
+        w.raw(",\"denied_by\":");
+        w.limit_ref(by);
+    }
+    if let Some(r) = d.reason() {
+        w.raw(",\"error_code\":");
+        w.str(r.error_code());
+    }
+    w.raw(",\"limits\":[");
+    for (i, s) in d.statuses().iter().enumerate() {
+        if i > 0 {
+            w.raw(",");
+        }
+        w.status(s);
+    }
+    w.raw("]");
+    if !d.is_allowed() {
+        w.raw(",\"message\":");
+        w.display(d);
+    }
+    w.raw(",\"outcome\":");
+    w.str(d.outcome().as_str());
+    if let Some(p) = permit {
+        w.raw(",\"permit\":{\"expires_in_ms\":");
+        w.u64(p.expires_in_ms);
+        w.raw(",\"id\":");
+        w.str(p.id);
+        w.raw("}");
+    }
+    if let Some(r) = d.reason() {
+        w.raw(",\"reason\":");
+        w.str(r.code());
+    }
+    if let Some(r) = d.retry_after() {
+        w.raw(",\"retry_after_ms\":");
+        w.u64(ms(r));
+    }
+    if let Some(shadow) = &j.shadow {
+        w.raw(",\"shadow\":{\"outcome\":");
+        w.str(shadow.outcome().as_str());
+        if let Some(r) = shadow.retry_after() {
+            w.raw(",\"retry_after_ms\":");
+            w.u64(ms(r));
+        }
+        w.raw(",\"rules\":[");
+        for (i, s) in shadow.statuses().iter().filter(|s| !s.admitted).enumerate() {
+            if i > 0 {
+                w.raw(",");
+            }
+            w.limit_ref(s);
+        }
+        w.raw("],\"would_deny\":true}");
+    }
+    w.raw("}");
+    w.0
+}
+
+/// A JSON writer for [`decision_body`]: keys and punctuation are written as given; strings
+/// are escaped as `serde_json` escapes them.
+struct JsonOut(Vec<u8>);
+
+impl JsonOut {
+    fn raw(&mut self, s: &str) {
+        self.0.extend_from_slice(s.as_bytes());
+    }
+
+    fn str(&mut self, s: &str) {
+        self.0.push(b'"');
+        escape_into(&mut self.0, s);
+        self.0.push(b'"');
+    }
+
+    /// A value's `Display`, as a JSON string.
+    fn display(&mut self, v: impl std::fmt::Display) {
+        struct Escaping<'a>(&'a mut Vec<u8>);
+        impl std::fmt::Write for Escaping<'_> {
+            fn write_str(&mut self, s: &str) -> std::fmt::Result {
+                escape_into(self.0, s);
+                Ok(())
+            }
+        }
+        self.0.push(b'"');
+        // Writing into a Vec cannot fail.
+        let _ = std::fmt::write(&mut Escaping(&mut self.0), format_args!("{v}"));
+        self.0.push(b'"');
+    }
+
+    fn bool(&mut self, b: bool) {
+        self.raw(if b { "true" } else { "false" });
+    }
+
+    fn u64(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            // Below 10: the cast cannot truncate.
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.0.extend_from_slice(&digits[i..]);
+    }
+
+    fn limit_ref(&mut self, s: &LimitStatus) {
+        self.raw("{\"kind\":");
+        self.str(s.kind.as_str());
+        self.raw(",\"limit\":");
+        self.str(s.label);
+        self.raw(",\"rule\":");
+        self.str(s.rule);
+        self.raw("}");
+    }
+
+    fn status(&mut self, s: &LimitStatus) {
+        self.raw("{\"admitted\":");
+        self.bool(s.admitted);
+        self.raw(",\"amount\":");
+        self.u64(s.amount);
+        self.raw(",\"capacity\":");
+        self.u64(s.capacity);
+        self.raw(",\"kind\":");
+        self.str(s.kind.as_str());
+        self.raw(",\"limit\":");
+        self.str(s.label);
+        self.raw(",\"remaining\":");
+        self.u64(s.remaining);
+        self.raw(",\"reset_after_ms\":");
+        self.u64(ms(s.reset_after));
+        self.raw(",\"retry_after_ms\":");
+        self.u64(ms(s.retry_after));
+        self.raw(",\"rule\":");
+        self.str(s.rule);
+        self.raw(",\"window\":");
+        self.display(s.window);
+        self.raw("}");
+    }
+}
+
+/// Appends `s` escaped for a JSON string, as `serde_json` does: `"`, `\\` and the control
+/// characters below U+0020 (`\n`, `\t` and the like by name, the others as `\u00XX`).
+fn escape_into(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    let needs = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+    // Most strings need nothing: one pass without an early exit, which the compiler
+    // vectorises, then a copy.
+    if !bytes.iter().fold(false, |any, &b| any | needs(b)) {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if !needs(b) {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+            }
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
 }
 
 /// The JSON of one decision.
@@ -452,6 +631,83 @@ mod tests {
         assert_eq!(e.status.as_u16(), 400);
         let e = parse_json::<DecisionRequest>(br#"{}"#).unwrap_err();
         assert!(e.message.contains("subject"), "{}", e.message);
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let mut all: Vec<String> = (0u32..0x80)
+            .filter_map(char::from_u32)
+            .map(|c| format!("a{c}b"))
+            .collect();
+        all.extend(["", "plain", "é\u{2028}😀\"\\", "\u{7f}\u{1f}\u{0}"].map(String::from));
+        for s in all {
+            let mut w = JsonOut(Vec::new());
+            w.str(&s);
+            assert_eq!(w.0, serde_json::to_vec(&s).unwrap(), "{s:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn decision_bodies_are_what_serde_writes() {
+        use tollgate::{LimitKind, LimitSpec, Limiter, ManualClock, MemoryStore, Policy, Rule};
+        use tollgate::{Timestamp, Window};
+        let policy = Policy::builder()
+            .rule(
+                Rule::builder("odd \"rule\"\n")
+                    .per("tenant")
+                    .limit(LimitSpec::new(LimitKind::Requests, 2, Window::MINUTE))
+                    .limit(LimitSpec::new(LimitKind::Tokens, 1000, Window::HOUR)),
+            )
+            .rule(
+                Rule::builder("slots")
+                    .per("tenant")
+                    .limit(LimitSpec::concurrency(1)),
+            )
+            .build()
+            .unwrap();
+        let clock = ManualClock::new(Timestamp::from_secs(1_700_000_000));
+        let store = MemoryStore::builder().clock(clock.clone()).build();
+        let l = Limiter::with_store(policy, store);
+        let who = Subject::new().tenant("a");
+        let mut decisions = Vec::new();
+        for tokens in [10, 10, 10, 2_000] {
+            decisions.push(l.check(&who, Cost::tokens(tokens)).await.unwrap());
+            clock.advance(Duration::from_millis(1_234));
+        }
+        let held = l.reserve(&who, Cost::ONE).await.unwrap();
+        decisions.push(held.decision().clone());
+        decisions.push(l.reserve(&who, Cost::ONE).await.unwrap().decision().clone());
+        decisions.push(l.check(&Subject::new().user("x"), Cost::ONE).await.unwrap());
+        assert!(decisions.iter().any(|d| d.is_allowed()));
+        assert!(decisions.iter().any(|d| !d.is_allowed()));
+        let denied = decisions.iter().find(|d| !d.is_allowed()).unwrap().clone();
+        let mut judged: Vec<Judged> = decisions
+            .iter()
+            .map(|d| Judged {
+                decision: d.clone(),
+                shadow: None,
+            })
+            .collect();
+        judged.push(Judged {
+            decision: decisions[0].clone(),
+            shadow: Some(denied),
+        });
+        for j in &judged {
+            for permit in [
+                None,
+                Some(PermitOut {
+                    expires_in_ms: 30_000,
+                    id: "p_0123",
+                }),
+            ] {
+                let reference = serde_json::to_vec(&DecisionOut::of(j, permit.clone())).unwrap();
+                let body = decision_body(j, permit);
+                assert_eq!(
+                    String::from_utf8(body).unwrap(),
+                    String::from_utf8(reference).unwrap()
+                );
+            }
+        }
     }
 
     #[test]

@@ -197,28 +197,84 @@ impl Api {
     }
 }
 
+impl Api {
+    const ALL: [Api; 5] = [
+        Api::Check,
+        Api::Peek,
+        Api::Reserve,
+        Api::ForwardAuth,
+        Api::Grpc,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The labels of one `tollgate_server_decisions_total` series.
+type DecisionLabels = (usize, &'static str, &'static str, &'static str);
+
+/// The metric handles a decision records into, taken from the recorder once instead of
+/// looked up (the labels hashed and compared) on every call.
+struct Meters {
+    latency: [metrics::Histogram; 5],
+    decisions: parking_lot::RwLock<HashMap<DecisionLabels, metrics::Counter>>,
+}
+
+/// At most this many decision series are kept (rules and limits change with reloads);
+/// beyond it the handles are dropped and taken again as they are used.
+const MAX_DECISION_SERIES: usize = 4096;
+
+impl Meters {
+    /// The process's handles, registered with the recorder installed when first used (the
+    /// service installs its recorder before its first decision).
+    fn get() -> &'static Meters {
+        static METERS: std::sync::OnceLock<Meters> = std::sync::OnceLock::new();
+        METERS.get_or_init(|| Meters {
+            latency: Api::ALL.map(
+                |api| metrics::histogram!("tollgate_server_request_seconds", "api" => api.label()),
+            ),
+            decisions: parking_lot::RwLock::new(HashMap::new()),
+        })
+    }
+
+    fn count_decision(&self, labels: DecisionLabels) {
+        if let Some(c) = self.decisions.read().get(&labels) {
+            c.increment(1);
+            return;
+        }
+        let (api, outcome, rule, limit) = labels;
+        let c = metrics::counter!(
+            "tollgate_server_decisions_total",
+            "api" => Api::ALL[api].label(),
+            "outcome" => outcome,
+            "rule" => rule,
+            "limit" => limit
+        );
+        c.increment(1);
+        let mut map = self.decisions.write();
+        if map.len() >= MAX_DECISION_SERIES {
+            map.clear();
+        }
+        map.insert(labels, c);
+    }
+}
+
 pub(crate) fn record(api: Api, j: &Judged, started: Instant) {
     let (outcome, by): (&'static str, Option<&LimitStatus>) = match &j.shadow {
         Some(shadow) => ("shadow_allowed", shadow.denied_by()),
         None => (j.decision.outcome().as_str(), j.decision.denied_by()),
     };
     let (rule, limit) = by.map_or(("", ""), |s| (s.rule, s.label));
-    metrics::counter!(
-        "tollgate_server_decisions_total",
-        "api" => api.label(),
-        "outcome" => outcome,
-        "rule" => rule,
-        "limit" => limit
-    )
-    .increment(1);
+    let meters = Meters::get();
+    meters.count_decision((api.index(), outcome, rule, limit));
     if let Some(shadow) = &j.shadow {
         for s in shadow.statuses().iter().filter(|s| !s.admitted) {
             metrics::counter!("tollgate_shadow_denials_total", "rule" => s.rule, "limit" => s.label)
                 .increment(1);
         }
     }
-    metrics::histogram!("tollgate_server_request_seconds", "api" => api.label())
-        .record(started.elapsed().as_secs_f64());
+    meters.latency[api.index()].record(started.elapsed().as_secs_f64());
 }
 
 /// A granted permit in the registry.
@@ -714,5 +770,17 @@ impl<S: Store> App<S> {
             }
         }
         self.update_gauge();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_api_has_its_own_index() {
+        for (i, api) in Api::ALL.into_iter().enumerate() {
+            assert_eq!(api.index(), i, "{api:?}");
+        }
     }
 }

@@ -1,19 +1,24 @@
 //! The HTTP JSON API (axum).
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use serde_json::json;
+use tokio::net::TcpListener;
 use tollgate::store::fallback::BreakerState;
 use tollgate::store::Store;
+use tower::Service;
 
 use crate::api::{
     decision_body, parse_decision, parse_json, subject_from, usage_json, CommitRequest, PermitOut,
@@ -25,6 +30,61 @@ use crate::error::ApiError;
 use crate::store::ServedStore;
 
 type AppState<S> = State<Arc<App<S>>>;
+
+/// Serves `router` over HTTP/1.1 (keep-alive, `TCP_NODELAY`) on `listener` until `stop`
+/// resolves; then stops accepting, lets each open connection finish the request it is
+/// answering, and returns once they are all closed.
+///
+/// hyper's HTTP/1 connection is used directly: the service speaks no HTTP/2, so it does not
+/// read each connection's first bytes to tell the two apart. Each request carries the
+/// peer's address as [`ConnectInfo`].
+pub(crate) async fn serve(listener: TcpListener, router: Router, stop: impl Future<Output = ()>) {
+    let http = hyper::server::conn::http1::Builder::new();
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(stop);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            // A router is always ready (`poll_ready` returns `Ready`).
+            router.clone().call(req.map(Body::new))
+        });
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::trace!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// After a failed `accept`: a connection that went away before it was accepted is nothing;
+/// anything else (such as running out of file descriptors) is logged, and accepting pauses
+/// for a second so as not to spin.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accept failed");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+}
 
 /// The API's routes over `app`. Bodies larger than `max_body` bytes get 413.
 pub fn router<S: ServedStore>(app: Arc<App<S>>, max_body: usize) -> Router {
@@ -81,19 +141,46 @@ fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     })
 }
 
+/// The header name of a name that [`tollgate::headers::render`] emits, without parsing it.
+fn header_name(name: &'static str) -> HeaderName {
+    const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
+    const REMAINING_REQUESTS: HeaderName =
+        HeaderName::from_static("x-ratelimit-remaining-requests");
+    const RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
+    const LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
+    const REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
+    const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
+    const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+    const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+    match name {
+        "x-ratelimit-limit-requests" => LIMIT_REQUESTS,
+        "x-ratelimit-remaining-requests" => REMAINING_REQUESTS,
+        "x-ratelimit-reset-requests" => RESET_REQUESTS,
+        "x-ratelimit-limit-tokens" => LIMIT_TOKENS,
+        "x-ratelimit-remaining-tokens" => REMAINING_TOKENS,
+        "x-ratelimit-reset-tokens" => RESET_TOKENS,
+        "ratelimit-policy" => POLICY,
+        "ratelimit" => RATELIMIT,
+        "retry-after" => axum::http::header::RETRY_AFTER,
+        other => HeaderName::from_static(other),
+    }
+}
+
 /// Adds the decision's rate-limit headers to `headers`.
 pub fn add_decision_headers(headers: &mut HeaderMap, j: &Judged, style: Headers) {
-    let pairs = match style {
-        Headers::Style(s) => tollgate::headers::headers(&j.decision, s),
-        Headers::None => tollgate::headers::retry_after_header(&j.decision)
-            .map(|r| vec![("retry-after", r)])
-            .unwrap_or_default(),
-    };
-    headers.reserve(pairs.len());
-    for (name, value) in pairs {
-        // The rendered String becomes the header's bytes without a copy.
-        if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
-            headers.append(HeaderName::from_static(name), v);
+    // Every value is rendered into one buffer, which the header values then share.
+    let mut buf = Vec::with_capacity(384);
+    let mut spans = Vec::with_capacity(9);
+    let emit = |name, range| spans.push((name, range));
+    match style {
+        Headers::Style(s) => tollgate::headers::render(&j.decision, s, &mut buf, emit),
+        Headers::None => tollgate::headers::render_retry_after(&j.decision, &mut buf, emit),
+    }
+    headers.reserve(spans.len());
+    let buf = Bytes::from(buf);
+    for (name, range) in spans {
+        if let Ok(v) = HeaderValue::from_maybe_shared(buf.slice(range)) {
+            headers.append(header_name(name), v);
         }
     }
 }
@@ -114,6 +201,7 @@ fn decision_response(
     };
     let mut r = Response::new(axum::body::Body::from(decision_body(j, permit)));
     *r.status_mut() = status;
+    r.headers_mut().reserve(10);
     r.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -180,9 +268,25 @@ async fn decide<S: Store>(
     }
 }
 
+/// The request's headers, moved out of the request instead of copied as axum's `HeaderMap`
+/// extractor does. Only for handlers that read no header after it (the body extractor
+/// reads none).
+struct TakenHeaders(HeaderMap);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for TakenHeaders {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(TakenHeaders(std::mem::take(&mut parts.headers)))
+    }
+}
+
 async fn check<S: Store>(
     State(app): AppState<S>,
-    headers: HeaderMap,
+    TakenHeaders(headers): TakenHeaders,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     decide(&app, Api::Check, &headers, body).await
@@ -190,7 +294,7 @@ async fn check<S: Store>(
 
 async fn peek<S: Store>(
     State(app): AppState<S>,
-    headers: HeaderMap,
+    TakenHeaders(headers): TakenHeaders,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     decide(&app, Api::Peek, &headers, body).await
@@ -198,7 +302,7 @@ async fn peek<S: Store>(
 
 async fn reserve<S: Store>(
     State(app): AppState<S>,
-    headers: HeaderMap,
+    TakenHeaders(headers): TakenHeaders,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     decide(&app, Api::Reserve, &headers, body).await

@@ -326,24 +326,12 @@ pub async fn start_with<S: ServedStore>(
             source,
         })?;
     let router = crate::http::router(Arc::clone(&app), server.max_body_bytes);
-    let http_listener = {
-        use axum::serve::ListenerExt;
-        http_listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        })
-    };
     let stop = stopped(rx.clone());
-    tasks.push(tokio::spawn(async move {
-        let served = axum::serve(
-            http_listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop)
-        .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    }));
+    tasks.push(tokio::spawn(crate::http::serve(
+        http_listener,
+        router,
+        stop,
+    )));
 
     let grpc = match server.grpc {
         None => None,

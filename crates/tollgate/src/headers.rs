@@ -1,7 +1,7 @@
 //! Rate-limit response headers rendered from a decision: OpenAI's `x-ratelimit-*`, the IETF
 //! `RateLimit-Policy` and `RateLimit` fields, and `Retry-After`.
 
-use std::fmt::Write;
+use std::ops::Range;
 use std::time::Duration;
 
 use tollgate_core::LimitKind;
@@ -22,18 +22,76 @@ pub enum HeaderStyle {
 
 /// The headers for `decision`, as `(name, value)` pairs. `Retry-After` is added to every
 /// denial that waiting can cure.
+///
+/// [`render`] writes the same headers without allocating a `String` per value.
 pub fn headers(decision: &Decision, style: HeaderStyle) -> Vec<(&'static str, String)> {
-    let mut out = Vec::new();
+    let mut buf = Vec::with_capacity(256);
+    let mut spans = Vec::with_capacity(9);
+    render(decision, style, &mut buf, |name, range| {
+        spans.push((name, range))
+    });
+    spans
+        .into_iter()
+        .map(|(name, range)| (name, String::from_utf8_lossy(&buf[range]).into_owned()))
+        .collect()
+}
+
+/// Renders the headers of [`headers`] into `buf`: each value is appended to `buf` (which is
+/// not cleared first), and `emit` is called with the header's name and the byte range of
+/// its value in `buf`, in the order of [`headers`]. The values are ASCII.
+///
+/// This is for servers that answer many decisions: one buffer holds every value, and
+/// numbers and durations are written without `format!`.
+///
+/// ```
+/// use tollgate::headers::{render, HeaderStyle};
+/// use tollgate::{Cost, LimitKind, LimitSpec, Limiter, Policy, Rule, Subject, Window};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let policy = Policy::builder()
+///     .rule(
+///         Rule::builder("api")
+///             .per("tenant")
+///             .limit(LimitSpec::new(LimitKind::Requests, 60, Window::MINUTE)),
+///     )
+///     .build()?;
+/// let limiter = Limiter::with_policy(policy);
+/// let decision = limiter.check(&Subject::new().tenant("acme"), Cost::ONE).await?;
+/// let mut buf = Vec::new();
+/// let mut out = Vec::new();
+/// render(&decision, HeaderStyle::OpenAi, &mut buf, |name, value| out.push((name, value)));
+/// let (name, value) = out[1].clone();
+/// assert_eq!((name, &buf[value]), ("x-ratelimit-remaining-requests", &b"59"[..]));
+/// # Ok(()) }
+/// ```
+pub fn render(
+    decision: &Decision,
+    style: HeaderStyle,
+    buf: &mut Vec<u8>,
+    mut emit: impl FnMut(&'static str, Range<usize>),
+) {
     if matches!(style, HeaderStyle::OpenAi | HeaderStyle::Both) {
-        openai(decision, &mut out);
+        openai(decision, buf, &mut emit);
     }
     if matches!(style, HeaderStyle::Ietf | HeaderStyle::Both) {
-        ietf(decision, &mut out);
+        ietf(decision, buf, &mut emit);
     }
-    if let Some(retry) = retry_after_header(decision) {
-        out.push(("retry-after", retry));
+    render_retry_after(decision, buf, emit);
+}
+
+/// Renders `Retry-After` alone, as [`render`] does (nothing when the decision has no
+/// `retry_after`).
+pub fn render_retry_after(
+    decision: &Decision,
+    buf: &mut Vec<u8>,
+    mut emit: impl FnMut(&'static str, Range<usize>),
+) {
+    if let Some(d) = decision.retry_after() {
+        let start = buf.len();
+        write_u64(buf, ceil_secs(d).max(1));
+        emit("retry-after", start..buf.len());
     }
-    out
 }
 
 /// `Retry-After` in whole seconds, rounded up so that a client never retries too early.
@@ -43,7 +101,40 @@ pub fn retry_after_header(decision: &Decision) -> Option<String> {
         .map(|d| ceil_secs(d).max(1).to_string())
 }
 
-fn openai(decision: &Decision, out: &mut Vec<(&'static str, String)>) {
+/// Two decimal digits of each number below 100.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+    000102030405060708091011121314151617181920212223242526272829\
+    303132333435363738394041424344454647484950515253545556575859\
+    606162636465666768697071727374757677787980818283848586878889\
+    90919293949596979899";
+
+/// Appends the decimal digits of `n`.
+fn write_u64(buf: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    while n >= 100 {
+        // Below 100: the cast cannot truncate.
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
+        i -= 1;
+        digits[i] = b'0' + n as u8;
+    }
+    buf.extend_from_slice(&digits[i..]);
+}
+
+fn openai(
+    decision: &Decision,
+    buf: &mut Vec<u8>,
+    emit: &mut impl FnMut(&'static str, Range<usize>),
+) {
     let pairs = [
         (
             LimitKind::Requests,
@@ -64,56 +155,77 @@ fn openai(decision: &Decision, out: &mut Vec<(&'static str, String)>) {
     ];
     for (kind, [limit, remaining, reset]) in pairs {
         if let Some(s) = decision.tightest(kind) {
-            out.push((limit, s.amount.to_string()));
-            out.push((remaining, s.remaining.to_string()));
-            out.push((reset, go_duration(s.reset_after)));
+            let start = buf.len();
+            write_u64(buf, s.amount);
+            emit(limit, start..buf.len());
+            let start = buf.len();
+            write_u64(buf, s.remaining);
+            emit(remaining, start..buf.len());
+            let start = buf.len();
+            write_go_duration(buf, s.reset_after);
+            emit(reset, start..buf.len());
         }
     }
 }
 
-fn policy_name(s: &LimitStatus) -> String {
-    let mut name = String::with_capacity(s.rule.len() + 12);
-    for c in s.rule.chars() {
-        // sf-string: printable ASCII without '"' and '\'.
-        name.push(
-            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
-                c
-            } else {
-                '_'
-            },
-        );
+/// Appends the policy name of `s` as an sf-string's content: the rule's printable ASCII
+/// (without `"` and `\`, each other character becoming one `_`), `.`, the kind.
+fn write_policy_name(buf: &mut Vec<u8>, s: &LimitStatus) {
+    let plain = |b: &u8| b.is_ascii_graphic() && *b != b'"' && *b != b'\\' || *b == b' ';
+    if s.rule.as_bytes().iter().all(plain) {
+        buf.extend_from_slice(s.rule.as_bytes());
+    } else {
+        write_escaped_rule(buf, s.rule);
     }
-    let _ = write!(name, ".{}", s.kind);
-    name
+    buf.push(b'.');
+    buf.extend_from_slice(s.kind.as_str().as_bytes());
 }
 
-fn ietf(decision: &Decision, out: &mut Vec<(&'static str, String)>) {
+fn write_escaped_rule(buf: &mut Vec<u8>, rule: &str) {
+    for c in rule.chars() {
+        let ok = c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ';
+        // An ASCII char fits a byte.
+        buf.push(if ok { c as u8 } else { b'_' });
+    }
+}
+
+fn ietf(decision: &Decision, buf: &mut Vec<u8>, emit: &mut impl FnMut(&'static str, Range<usize>)) {
     if decision.statuses().is_empty() {
         return;
     }
-    let mut policy = String::new();
-    let mut current = String::new();
+    let start = buf.len();
     for (i, s) in decision.statuses().iter().enumerate() {
-        let sep = if i == 0 { "" } else { ", " };
-        let name = policy_name(s);
-        let _ = write!(policy, "{sep}\"{name}\";q={}", s.amount);
+        if i > 0 {
+            buf.extend_from_slice(b", ");
+        }
+        buf.push(b'"');
+        write_policy_name(buf, s);
+        buf.extend_from_slice(b"\";q=");
+        write_u64(buf, s.amount);
         match s.kind {
-            LimitKind::Requests => policy.push_str(";qu=\"requests\""),
-            LimitKind::Concurrency => policy.push_str(";qu=\"concurrent-requests\""),
+            LimitKind::Requests => buf.extend_from_slice(b";qu=\"requests\""),
+            LimitKind::Concurrency => buf.extend_from_slice(b";qu=\"concurrent-requests\""),
             _ => {}
         }
         if s.kind != LimitKind::Concurrency {
-            let _ = write!(policy, ";w={}", ceil_secs(s.window.nominal()));
+            buf.extend_from_slice(b";w=");
+            write_u64(buf, ceil_secs(s.window.nominal()));
         }
-        let _ = write!(
-            current,
-            "{sep}\"{name}\";r={};t={}",
-            s.remaining,
-            ceil_secs(s.reset_after)
-        );
     }
-    out.push(("ratelimit-policy", policy));
-    out.push(("ratelimit", current));
+    emit("ratelimit-policy", start..buf.len());
+    let start = buf.len();
+    for (i, s) in decision.statuses().iter().enumerate() {
+        if i > 0 {
+            buf.extend_from_slice(b", ");
+        }
+        buf.push(b'"');
+        write_policy_name(buf, s);
+        buf.extend_from_slice(b"\";r=");
+        write_u64(buf, s.remaining);
+        buf.extend_from_slice(b";t=");
+        write_u64(buf, ceil_secs(s.reset_after));
+    }
+    emit("ratelimit", start..buf.len());
 }
 
 fn ceil_secs(d: Duration) -> u64 {
@@ -123,31 +235,57 @@ fn ceil_secs(d: Duration) -> u64 {
 /// A duration as OpenAI writes resets: `20ms`, `1s`, `1.5s`, `6m0s`, `1h2m3s`, rounded up
 /// to the millisecond.
 pub fn go_duration(d: Duration) -> String {
+    let mut buf = Vec::with_capacity(16);
+    write_go_duration(&mut buf, d);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Appends [`go_duration`]'s rendering of `d`.
+fn write_go_duration(buf: &mut Vec<u8>, d: Duration) {
     let ms = d.as_nanos().div_ceil(1_000_000);
+    // Durations of more than u64::MAX milliseconds (585 million years) are clamped.
+    let ms = u64::try_from(ms).unwrap_or(u64::MAX);
     if ms < 1000 {
-        return format!("{ms}ms");
+        write_u64(buf, ms);
+        buf.extend_from_slice(b"ms");
+        return;
     }
     let total_secs = ms / 1000;
     let frac_ms = ms % 1000;
     let (h, m, s) = (total_secs / 3600, (total_secs % 3600) / 60, total_secs % 60);
-    let mut out = String::new();
     if h > 0 {
-        let _ = write!(out, "{h}h");
+        write_u64(buf, h);
+        buf.push(b'h');
     }
     if h > 0 || m > 0 {
-        let _ = write!(out, "{m}m");
+        write_u64(buf, m);
+        buf.push(b'm');
     }
-    if frac_ms == 0 {
-        let _ = write!(out, "{s}s");
-    } else {
-        let frac = format!("{frac_ms:03}");
-        let _ = write!(out, "{s}.{}s", frac.trim_end_matches('0'));
+    write_u64(buf, s);
+    if frac_ms != 0 {
+        // Three digits, trailing zeros trimmed: 500 -> ".5", 20 -> ".02".
+        let digits = [
+            b'0' + (frac_ms / 100) as u8,
+            b'0' + (frac_ms / 10 % 10) as u8,
+            b'0' + (frac_ms % 10) as u8,
+        ];
+        let len = if frac_ms % 10 != 0 {
+            3
+        } else if frac_ms % 100 != 0 {
+            2
+        } else {
+            1
+        };
+        buf.push(b'.');
+        buf.extend_from_slice(&digits[..len]);
     }
-    out
+    buf.push(b's');
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write;
+
     use super::*;
 
     #[test]
@@ -158,6 +296,225 @@ mod tests {
         assert_eq!(go_duration(Duration::from_secs(360)), "6m0s");
         assert_eq!(go_duration(Duration::from_secs(3723)), "1h2m3s");
         assert_eq!(go_duration(Duration::ZERO), "0ms");
+    }
+
+    /// The `format!` rendering that `go_duration` replaced: the reference it must match.
+    fn go_duration_by_format(d: Duration) -> String {
+        let ms = d.as_nanos().div_ceil(1_000_000);
+        if ms < 1000 {
+            return format!("{ms}ms");
+        }
+        let total_secs = ms / 1000;
+        let frac_ms = ms % 1000;
+        let (h, m, s) = (total_secs / 3600, (total_secs % 3600) / 60, total_secs % 60);
+        let mut out = String::new();
+        if h > 0 {
+            out.push_str(&format!("{h}h"));
+        }
+        if h > 0 || m > 0 {
+            out.push_str(&format!("{m}m"));
+        }
+        if frac_ms == 0 {
+            out.push_str(&format!("{s}s"));
+        } else {
+            let frac = format!("{frac_ms:03}");
+            out.push_str(&format!("{s}.{}s", frac.trim_end_matches('0')));
+        }
+        out
+    }
+
+    // The `format!` rendering that `render` replaced, kept as the reference it must match.
+    fn headers_by_format(decision: &Decision, style: HeaderStyle) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if matches!(style, HeaderStyle::OpenAi | HeaderStyle::Both) {
+            openai_by_format(decision, &mut out);
+        }
+        if matches!(style, HeaderStyle::Ietf | HeaderStyle::Both) {
+            ietf_by_format(decision, &mut out);
+        }
+        if let Some(retry) = retry_after_by_format(decision) {
+            out.push(("retry-after", retry));
+        }
+        out
+    }
+
+    fn retry_after_by_format(decision: &Decision) -> Option<String> {
+        decision
+            .retry_after()
+            .map(|d| ceil_secs(d).max(1).to_string())
+    }
+
+    fn openai_by_format(decision: &Decision, out: &mut Vec<(&'static str, String)>) {
+        let pairs = [
+            (
+                LimitKind::Requests,
+                [
+                    "x-ratelimit-limit-requests",
+                    "x-ratelimit-remaining-requests",
+                    "x-ratelimit-reset-requests",
+                ],
+            ),
+            (
+                LimitKind::Tokens,
+                [
+                    "x-ratelimit-limit-tokens",
+                    "x-ratelimit-remaining-tokens",
+                    "x-ratelimit-reset-tokens",
+                ],
+            ),
+        ];
+        for (kind, [limit, remaining, reset]) in pairs {
+            if let Some(s) = decision.tightest(kind) {
+                out.push((limit, s.amount.to_string()));
+                out.push((remaining, s.remaining.to_string()));
+                out.push((reset, go_duration_by_format(s.reset_after)));
+            }
+        }
+    }
+
+    fn policy_name_by_format(s: &LimitStatus) -> String {
+        let mut name = String::with_capacity(s.rule.len() + 12);
+        for c in s.rule.chars() {
+            // sf-string: printable ASCII without '"' and '\'.
+            name.push(
+                if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                    c
+                } else {
+                    '_'
+                },
+            );
+        }
+        let _ = write!(name, ".{}", s.kind);
+        name
+    }
+
+    fn ietf_by_format(decision: &Decision, out: &mut Vec<(&'static str, String)>) {
+        if decision.statuses().is_empty() {
+            return;
+        }
+        let mut policy = String::new();
+        let mut current = String::new();
+        for (i, s) in decision.statuses().iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            let name = policy_name_by_format(s);
+            let _ = write!(policy, "{sep}\"{name}\";q={}", s.amount);
+            match s.kind {
+                LimitKind::Requests => policy.push_str(";qu=\"requests\""),
+                LimitKind::Concurrency => policy.push_str(";qu=\"concurrent-requests\""),
+                _ => {}
+            }
+            if s.kind != LimitKind::Concurrency {
+                let _ = write!(policy, ";w={}", ceil_secs(s.window.nominal()));
+            }
+            let _ = write!(
+                current,
+                "{sep}\"{name}\";r={};t={}",
+                s.remaining,
+                ceil_secs(s.reset_after)
+            );
+        }
+        out.push(("ratelimit-policy", policy));
+        out.push(("ratelimit", current));
+    }
+
+    #[test]
+    fn go_durations_match_the_format_rendering() {
+        let mut micros: Vec<u64> = (0..5_000).collect();
+        micros.extend((0..200_000).map(|i| i * 997));
+        micros.extend([
+            999_999,
+            1_000_000,
+            1_000_001,
+            1_010_000,
+            1_100_000,
+            59_999_999,
+            60_000_000,
+            3_599_999_999,
+            3_600_000_000,
+            86_400_000_000,
+            u64::MAX / 1000,
+        ]);
+        for us in micros {
+            let d = Duration::from_micros(us);
+            assert_eq!(go_duration(d), go_duration_by_format(d), "{d:?}");
+        }
+        let d = Duration::new(u64::MAX / 4000, 999_999_999);
+        assert_eq!(go_duration(d), go_duration_by_format(d));
+    }
+
+    #[tokio::test]
+    async fn headers_match_the_format_rendering() {
+        use crate::{Cost, LimitSpec, Limiter, Policy, Rule, Subject, Window};
+        let policy = Policy::builder()
+            .rule(
+                Rule::builder("odd \"name\\ é")
+                    .per("tenant")
+                    .limit(LimitSpec::new(LimitKind::Requests, 2, Window::MINUTE))
+                    .limit(LimitSpec::new(LimitKind::Tokens, 1000, Window::HOUR))
+                    .limit(LimitSpec::concurrency(3)),
+            )
+            .rule(Rule::builder("daily").per("tenant").limit(LimitSpec::new(
+                LimitKind::Tokens,
+                50,
+                Window::DAY,
+            )))
+            .build()
+            .unwrap();
+        let clock = crate::ManualClock::new(crate::Timestamp::from_secs(1_700_000_000));
+        let store = crate::MemoryStore::builder().clock(clock.clone()).build();
+        let l = Limiter::with_store(policy, store);
+        let who = Subject::new().tenant("a");
+        let mut decisions = Vec::new();
+        for tokens in [10, 10, 10, 45, 0] {
+            decisions.push(l.check(&who, Cost::tokens(tokens)).await.unwrap());
+            clock.advance(Duration::from_millis(1_234));
+        }
+        decisions.push(
+            l.check(&Subject::new().user("nobody"), Cost::ONE)
+                .await
+                .unwrap(),
+        );
+        assert!(decisions.iter().any(|d| !d.is_allowed()));
+        assert!(decisions.iter().any(|d| d.is_allowed()));
+        for d in &decisions {
+            for style in [HeaderStyle::OpenAi, HeaderStyle::Ietf, HeaderStyle::Both] {
+                assert_eq!(headers(d, style), headers_by_format(d, style), "{d:?}");
+            }
+            assert_eq!(retry_after_header(d), retry_after_by_format(d));
+        }
+        let policy = &headers(&decisions[2], HeaderStyle::Ietf)[0];
+        assert!(
+            policy
+                .1
+                .starts_with("\"odd _name_ _.requests\";q=2;qu=\"requests\";w=60, "),
+            "{policy:?}"
+        );
+        // `render` appends to the buffer it is given and names each value's bytes.
+        let mut buf = b"keep".to_vec();
+        let mut spans = Vec::new();
+        render(&decisions[2], HeaderStyle::Both, &mut buf, |n, r| {
+            spans.push((n, r));
+        });
+        assert!(buf.starts_with(b"keep"));
+        let rendered: Vec<(&str, String)> = spans
+            .into_iter()
+            .map(|(n, r)| (n, String::from_utf8(buf[r].to_vec()).unwrap()))
+            .collect();
+        assert_eq!(rendered, headers(&decisions[2], HeaderStyle::Both));
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        let mut all: Vec<u64> = (0..100_000).collect();
+        all.extend((0..64).map(|b| 1u64 << b));
+        all.extend((1..20).map(|e| 10u64.pow(e) - 1));
+        all.extend((1..20).map(|e| 10u64.pow(e)));
+        all.push(u64::MAX);
+        for n in all {
+            let mut buf = b"x".to_vec();
+            write_u64(&mut buf, n);
+            assert_eq!(buf, format!("x{n}").into_bytes());
+        }
     }
 
     #[test]
