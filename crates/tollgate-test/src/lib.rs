@@ -32,6 +32,7 @@
 
 mod cluster;
 pub mod conformance;
+pub mod model;
 mod resp;
 mod server;
 mod slot;

@@ -1,14 +1,14 @@
 //! The Lua scripts against tollgate-core's pure algorithms: random operations at random times
-//! on a real redis-server give the same verdicts, to the microsecond.
-
-use std::time::Duration;
+//! on a real redis-server give the same verdicts, to the microsecond (the driver is
+//! [`tollgate_test::model`], shared with the memory store's tests).
 
 use proptest::prelude::*;
+use tollgate::key::BucketName;
 use tollgate::store::redis::{RedisConfig, RedisStore};
-use tollgate::store::{Mode, Op, Route, Settlement, Store};
-use tollgate::{Algorithm, ManualClock, Timestamp};
-use tollgate_core::BucketState;
-use tollgate_test::strategies::{limit, step, Step};
+use tollgate::store::Store;
+use tollgate::ManualClock;
+use tollgate_test::model::{Stores, T0};
+use tollgate_test::strategies::{limit, step};
 use tollgate_test::RedisServer;
 
 struct Fixture {
@@ -27,7 +27,7 @@ fn fixture() -> Fixture {
         .enable_all()
         .build()
         .unwrap();
-    let clock = ManualClock::new(Timestamp::from_secs(1_700_000_000));
+    let clock = ManualClock::new(T0);
     let store = rt
         .block_on(RedisStore::connect_with(
             &server.url(),
@@ -56,94 +56,59 @@ thread_local! {
     static FIXTURE: Fixture = fixture();
 }
 
+impl Fixture {
+    /// Both stores of the one server: the fast scripts as in production, and the general
+    /// scripts. Redis forgets a key when its TTL runs out, by its own clock: nothing to sweep.
+    fn stores<'a>(&'a self, both: &'a [(&'a RedisStore, &'a str); 2]) -> Stores<'a, RedisStore> {
+        Stores {
+            stores: both,
+            rt: &self.rt,
+            clock: &self.clock,
+            forgets_full: false,
+            sweep: &|| {},
+        }
+    }
+
+    /// The keys of `labels` for the partition `{case}-{path}` in each store.
+    fn keys(
+        &self,
+        case: &str,
+        labels: &[&'static str],
+    ) -> Vec<Vec<tollgate::store::redis::RedisKey>> {
+        [(&self.store, "fast"), (&self.general, "general")]
+            .iter()
+            .map(|(store, path)| {
+                let partition = format!("{case}-{path}");
+                labels
+                    .iter()
+                    .map(|label| {
+                        store.bucket_key(&BucketName {
+                            rule: "prop",
+                            rule_id: 0,
+                            limit: label,
+                            partition: &[&partition],
+                            partition_hash: 0,
+                            limit_salt: 0,
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+const LABELS: [&str; 4] = ["l0", "l1", "l2", "l3"];
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 
+    /// One limit through both script paths.
     #[test]
     fn lua_equals_core(limit in limit(), steps in proptest::collection::vec(step(), 1..40), case in any::<u64>()) {
         FIXTURE.with(|f| {
-            // Every step on two buckets: one through the store's fast scripts (GCRA and
-            // concurrency), one through the general scripts; both must equal the model.
-            let stores = [(&f.store, "fast"), (&f.general, "general")];
-            let keys = stores.map(|(store, path)| store.bucket_key(&tollgate::key::BucketName {
-                rule: "prop", rule_id: 0, limit: "l", partition: &[&format!("case-{case}-{path}")],
-                partition_hash: 0, limit_salt: 0,
-            }));
-            for ((store, _), key) in stores.iter().zip(&keys) {
-                f.rt.block_on(store.reset(std::slice::from_ref(key))).unwrap();
-            }
-            f.clock.set(Timestamp::from_secs(1_700_000_000));
-            let mut model = BucketState::new(&limit);
-            let mut last_spend = f.clock.now_ts();
-            let mut lease = 1u64;
-            for s in steps {
-                let now = f.clock.now_ts();
-                match s {
-                    Step::Advance(us) => f.clock.advance(Duration::from_micros(us)),
-                    // Redis prunes expired leases for good, where the pure function (which cannot
-                    // mutate while evaluating) would count them again if time went backwards:
-                    // both never over-admit, but they differ, so concurrency runs forwards only.
-                    Step::Back(us) if limit.algorithm() != Algorithm::Concurrency => {
-                        f.clock.set(Timestamp::from_micros(now.as_micros().saturating_sub(us)))
-                    }
-                    Step::Back(_) => {}
-                    Step::Spend(c) | Step::Peek(c) => {
-                        let spend = matches!(s, Step::Spend(_));
-                        let cost = if limit.algorithm() == Algorithm::Concurrency { u64::from(spend) } else { c };
-                        let mode = if spend { Mode::Spend } else { Mode::Peek };
-                        if spend { lease += 1; }
-                        let want = model.evaluate(&limit, now, cost);
-                        for ((store, path), key) in stores.iter().zip(&keys) {
-                            let op = Op { key: key.clone(), limit, cost, failure: Default::default() };
-                            let out = f.rt.block_on(store.decide(std::slice::from_ref(&op), mode, lease, None)).unwrap();
-                            prop_assert_eq!(out.now, now);
-                            prop_assert_eq!(out.verdicts[0], want, "{} scripts: {:?} at {} cost {}", path, limit, now, cost);
-                            prop_assert_eq!(out.spent, spend && want.admitted);
-                        }
-                        if spend && want.admitted {
-                            model.spend(&limit, now, cost, lease);
-                            last_spend = now;
-                        }
-                    }
-                    Step::Refund(c) | Step::Charge(c) => {
-                        let refund = matches!(s, Step::Refund(_));
-                        if refund {
-                            model.refund(&limit, now, last_spend, c);
-                        } else {
-                            model.charge(&limit, now, last_spend, c);
-                        }
-                        for ((store, _), key) in stores.iter().zip(&keys) {
-                            let item = if refund {
-                                Settlement::Refund { key: key.clone(), limit, spent_at: last_spend, cost: c }
-                            } else {
-                                Settlement::Charge { key: key.clone(), limit, spent_at: last_spend, cost: c }
-                            };
-                            f.rt.block_on(store.settle(&[item], Route::PRIMARY)).unwrap();
-                        }
-                    }
-                    Step::Release | Step::Renew => {
-                        let release = matches!(s, Step::Release);
-                        let want = if release { model.release(now, lease) } else { model.renew(&limit, now, lease) };
-                        for ((store, path), key) in stores.iter().zip(&keys) {
-                            let item = if release {
-                                Settlement::Release { key: key.clone(), limit, lease }
-                            } else {
-                                Settlement::Renew { key: key.clone(), limit, lease }
-                            };
-                            let found = f.rt.block_on(store.settle(&[item], Route::PRIMARY)).unwrap();
-                            prop_assert_eq!(found == 1, want && limit.algorithm() == Algorithm::Concurrency, "{} scripts", path);
-                        }
-                    }
-                    // Redis forgets a key when its TTL runs out, by its own clock: nothing to sweep.
-                    Step::Sweep => {}
-                }
-                let now = f.clock.now_ts();
-                for ((store, path), key) in stores.iter().zip(&keys) {
-                    let (_, usage) = f.rt.block_on(store.usage(&[Op { key: key.clone(), limit, cost: 0, failure: Default::default() }])).unwrap();
-                    prop_assert_eq!(usage[0], model.usage(&limit, now), "{} scripts: usage of {:?} at {}", path, limit, now);
-                }
-            }
-            Ok(())
+            let both = [(&f.store, "fast"), (&f.general, "general")];
+            let keys: Vec<_> = f.keys(&format!("case-{case}"), &LABELS[..1]).into_iter().flatten().collect();
+            f.stores(&both).one_limit(&keys, limit, steps)
         })?;
     }
 
@@ -155,69 +120,9 @@ proptest! {
         case in any::<u64>(),
     ) {
         FIXTURE.with(|f| {
-            let stores = [(&f.store, "fast"), (&f.general, "general")];
-            let names = &["l0", "l1", "l2", "l3"][..limits.len()];
-            let keys: Vec<Vec<_>> = stores.iter().map(|(store, path)| {
-                let partition = format!("multi-{case}-{path}");
-                names.iter().map(|name| store.bucket_key(&tollgate::key::BucketName {
-                    rule: "prop", rule_id: 0, limit: name, partition: &[&partition],
-                    partition_hash: 0, limit_salt: 0,
-                })).collect()
-            }).collect();
-            for ((store, _), ks) in stores.iter().zip(&keys) {
-                f.rt.block_on(store.reset(ks)).unwrap();
-            }
-            f.clock.set(Timestamp::from_secs(1_700_000_000));
-            let mut models: Vec<BucketState> = limits.iter().map(BucketState::new).collect();
-            let mut lease = 1u64;
-            for s in steps {
-                let now = f.clock.now_ts();
-                match s {
-                    Step::Advance(us) => f.clock.advance(Duration::from_micros(us)),
-                    Step::Spend(c) | Step::Peek(c) => {
-                        let spend = matches!(s, Step::Spend(_));
-                        let costs: Vec<u64> = limits.iter().map(|l| {
-                            if l.algorithm() == Algorithm::Concurrency { u64::from(spend) } else { c }
-                        }).collect();
-                        if spend { lease += 1; }
-                        let want: Vec<_> = models.iter().zip(&limits).zip(&costs)
-                            .map(|((m, l), c)| m.evaluate(l, now, *c)).collect();
-                        let all = want.iter().all(|v| v.admitted);
-                        for ((store, path), ks) in stores.iter().zip(&keys) {
-                            let ops: Vec<_> = ks.iter().zip(&limits).zip(&costs)
-                                .map(|((key, limit), cost)| Op { key: key.clone(), limit: *limit, cost: *cost, failure: Default::default() })
-                                .collect();
-                            let mode = if spend { Mode::Spend } else { Mode::Peek };
-                            let out = f.rt.block_on(store.decide(&ops, mode, lease, None)).unwrap();
-                            prop_assert_eq!(out.now, now);
-                            prop_assert_eq!(&out.verdicts[..], &want[..], "{} scripts: {:?} at {} costs {:?}", path, limits, now, costs);
-                            prop_assert_eq!(out.spent, spend && all);
-                        }
-                        if spend && all {
-                            for ((m, l), c) in models.iter_mut().zip(&limits).zip(&costs) {
-                                m.spend(l, now, *c, lease);
-                            }
-                        }
-                    }
-                    Step::Release => {
-                        let want: Vec<bool> = models.iter_mut().zip(&limits)
-                            .map(|(m, l)| m.release(now, lease) && l.algorithm() == Algorithm::Concurrency)
-                            .collect();
-                        let want = want.iter().filter(|w| **w).count();
-                        for ((store, path), ks) in stores.iter().zip(&keys) {
-                            let items: Vec<_> = ks.iter().zip(&limits)
-                                .map(|(key, limit)| Settlement::Release { key: key.clone(), limit: *limit, lease })
-                                .collect();
-                            let found = f.rt.block_on(store.settle(&items, Route::PRIMARY)).unwrap();
-                            prop_assert_eq!(found, want, "{} scripts", path);
-                        }
-                    }
-                    // Time runs forwards here (concurrency, see above); settlements of costs are
-                    // covered one limit at a time.
-                    _ => {}
-                }
-            }
-            Ok(())
+            let both = [(&f.store, "fast"), (&f.general, "general")];
+            let keys = f.keys(&format!("multi-{case}"), &LABELS[..limits.len()]);
+            f.stores(&both).several_limits(&keys, &limits, steps, None)
         })?;
     }
 }
@@ -235,75 +140,9 @@ proptest! {
         case in any::<u64>(),
     ) {
         FIXTURE.with(|f| {
-            let stores = [(&f.store, "fast"), (&f.general, "general")];
-            let names = &["l0", "l1", "l2", "l3"][..limits.len()];
-            let keys: Vec<Vec<_>> = stores.iter().map(|(store, path)| {
-                let partition = format!("idem-{case}-{path}");
-                names.iter().map(|name| store.bucket_key(&tollgate::key::BucketName {
-                    rule: "prop", rule_id: 0, limit: name, partition: &[&partition],
-                    partition_hash: 0, limit_salt: 0,
-                })).collect()
-            }).collect();
-            for ((store, _), ks) in stores.iter().zip(&keys) {
-                f.rt.block_on(store.reset(ks)).unwrap();
-            }
-            f.clock.set(Timestamp::from_secs(1_700_000_000));
-            let mut models: Vec<BucketState> = limits.iter().map(BucketState::new).collect();
-            let mut lease = 1u64;
-            for (n, s) in steps.into_iter().enumerate() {
-                let now = f.clock.now_ts();
-                match s {
-                    Step::Advance(us) => f.clock.advance(Duration::from_micros(us)),
-                    Step::Spend(c) | Step::Peek(c) => {
-                        let spend = matches!(s, Step::Spend(_));
-                        let costs: Vec<u64> = limits.iter().map(|l| {
-                            if l.algorithm() == Algorithm::Concurrency { u64::from(spend) } else { c }
-                        }).collect();
-                        if spend { lease += 1; }
-                        let want: Vec<_> = models.iter().zip(&limits).zip(&costs)
-                            .map(|((m, l), c)| m.evaluate(l, now, *c)).collect();
-                        let all = want.iter().all(|v| v.admitted);
-                        let mode = if spend { Mode::Spend } else { Mode::Peek };
-                        for ((store, path), ks) in stores.iter().zip(&keys) {
-                            let ops: Vec<_> = ks.iter().zip(&limits).zip(&costs)
-                                .map(|((key, limit), cost)| Op { key: key.clone(), limit: *limit, cost: *cost, failure: Default::default() })
-                                .collect();
-                            let id = format!("req-{case}-{n}");
-                            let out = f.rt.block_on(store.decide(&ops, mode, lease, Some(&id))).unwrap();
-                            prop_assert_eq!(out.now, now);
-                            prop_assert_eq!(&out.verdicts[..], &want[..], "{} scripts: {:?} at {} costs {:?}", path, limits, now, costs);
-                            prop_assert_eq!(out.spent, spend && all);
-                            // The same request again, later, through each path: the first
-                            // decision, nothing spent (the model checks the next steps).
-                            f.clock.advance(Duration::from_micros(1));
-                            for (again, other) in &stores {
-                                let replay = f.rt.block_on(again.decide(&ops, mode, lease, Some(&id))).unwrap();
-                                prop_assert_eq!(replay.now, now, "{} replayed by {}", path, other);
-                                prop_assert_eq!(&replay.verdicts[..], &want[..], "{} replayed by {}", path, other);
-                                prop_assert_eq!(replay.spent, out.spent, "{} replayed by {}", path, other);
-                            }
-                            f.clock.set(now);
-                        }
-                        if spend && all {
-                            for ((m, l), c) in models.iter_mut().zip(&limits).zip(&costs) {
-                                m.spend(l, now, *c, lease);
-                            }
-                        }
-                    }
-                    // Time runs forwards here (concurrency, see above).
-                    _ => {}
-                }
-            }
-            Ok(())
+            let both = [(&f.store, "fast"), (&f.general, "general")];
+            let keys = f.keys(&format!("idem-{case}"), &LABELS[..limits.len()]);
+            f.stores(&both).several_limits(&keys, &limits, steps, Some(&format!("req-{case}")))
         })?;
-    }
-}
-
-trait NowTs {
-    fn now_ts(&self) -> Timestamp;
-}
-impl NowTs for ManualClock {
-    fn now_ts(&self) -> Timestamp {
-        tollgate::Clock::now(self)
     }
 }
