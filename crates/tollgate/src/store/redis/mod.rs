@@ -378,22 +378,13 @@ impl RedisStore {
         args: impl Fn(&mut redis::Cmd),
     ) -> Result<Value, StoreError> {
         if !self.cluster {
-            let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(&script.sha).arg(nkeys);
-            args(&mut cmd);
-            if let Some(r) = self.pipeliner.query(&self.conn, cmd).await {
-                return match r {
-                    Ok(v) => Ok(v),
-                    Err(e) if e.code() == Some("NOSCRIPT") => {
-                        // That call did not run: send it again with the source.
-                        metrics::counter!("tollgate_redis_script_loads_total").increment(1);
-                        let mut cmd = redis::cmd("EVAL");
-                        cmd.arg(&script.source).arg(nkeys);
-                        args(&mut cmd);
-                        self.query(&cmd).await
-                    }
-                    Err(e) => Err(store_error(&e, self.config.response_timeout)),
-                };
+            let cmd = script_cmd("EVALSHA", &script.sha, nkeys, &args);
+            match self.pipeliner.query(&self.conn, cmd).await {
+                Some(Ok(v)) => return Ok(v),
+                // That call did not run: `eval_on` sends it again, with the source if needed.
+                Some(Err(e)) if e.code() == Some("NOSCRIPT") => {}
+                Some(Err(e)) => return Err(store_error(&e, self.config.response_timeout)),
+                None => {}
             }
         }
         eval_on(
@@ -1014,20 +1005,33 @@ async fn eval_on(
             "{target}: not connected yet"
         )));
     };
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(&script.sha).arg(nkeys);
-    args(&mut cmd);
-    match conn.query(&cmd).await {
+    match conn
+        .query(&script_cmd("EVALSHA", &script.sha, nkeys, &args))
+        .await
+    {
         Ok(v) => Ok(v),
         Err(e) if e.code() == Some("NOSCRIPT") => {
             metrics::counter!("tollgate_redis_script_loads_total").increment(1);
-            let mut cmd = redis::cmd("EVAL");
-            cmd.arg(&script.source).arg(nkeys);
-            args(&mut cmd);
-            conn.query(&cmd).await.map_err(|e| store_error(&e, timeout))
+            conn.query(&script_cmd("EVAL", &script.source, nkeys, &args))
+                .await
+                .map_err(|e| store_error(&e, timeout))
         }
         Err(e) => Err(store_error(&e, timeout)),
     }
+}
+
+/// `EVALSHA sha nkeys ...` or `EVAL source nkeys ...`, with the keys and arguments `args`
+/// appends.
+fn script_cmd(
+    command: &str,
+    script: &str,
+    nkeys: usize,
+    args: &impl Fn(&mut redis::Cmd),
+) -> redis::Cmd {
+    let mut cmd = redis::cmd(command);
+    cmd.arg(script).arg(nkeys);
+    args(&mut cmd);
+    cmd
 }
 
 /// The items of one fast settlement: each bucket's key and what to do there.
