@@ -194,8 +194,8 @@ impl Shard {
         }
     }
 
-    /// Stores a GCRA bucket's state after a spend: a full bucket (`tat` 0, see
-    /// [`Gcra::evaluate_spend`]) is forgotten.
+    /// Stores a GCRA bucket's state after a change: a full bucket (`tat` 0, as
+    /// [`Gcra::evaluate_spend`] leaves it) is forgotten.
     fn put_gcra(&mut self, key: MemoryKey, limit: &Limit, after: Gcra) {
         if after.tat == 0 {
             self.gcra.remove(&key);
@@ -227,13 +227,11 @@ impl Shard {
                     .unwrap_or_default(),
             );
             f(&mut state);
-            if let BucketState::Gcra(g) = state {
-                let cell = GcraCell::from_state(g, limit);
+            if let BucketState::Gcra(mut g) = state {
                 if g.ttl_us(limit, now) == 0 {
-                    self.gcra.remove(&key);
-                } else {
-                    self.gcra.insert(key, cell);
+                    g.tat = 0;
                 }
+                self.put_gcra(key, limit, g);
             }
             return;
         }
@@ -478,14 +476,7 @@ impl MemoryStore {
             creates |= !exists && !creates_nothing(op);
         }
         let admitted = verdicts.iter().all(|v| v.admitted);
-        let mut outcome = StoreOutcome {
-            now,
-            verdicts,
-            spent: false,
-            store_full: false,
-            route: Route::PRIMARY,
-            degraded: None,
-        };
+        let mut outcome = unspent(now, verdicts);
         if !admitted || mode == Mode::Peek {
             return outcome;
         }
@@ -529,14 +520,7 @@ impl MemoryStore {
             Entry::Vacant(_) => Gcra::default(),
         };
         let (verdict, after) = state.evaluate_spend(&op.limit, now, op.cost);
-        let mut outcome = StoreOutcome {
-            now,
-            verdicts: smallvec::smallvec![verdict],
-            spent: false,
-            store_full: false,
-            route: Route::PRIMARY,
-            degraded: None,
-        };
+        let mut outcome = unspent(now, smallvec::smallvec![verdict]);
         let Some(after) = after else {
             return outcome;
         };
@@ -682,6 +666,19 @@ impl MemoryStore {
             })
             .collect();
         (now, usage)
+    }
+}
+
+/// The store's answer before anything is spent.
+#[inline]
+fn unspent(now: Timestamp, verdicts: SmallVec<[Verdict; 3]>) -> StoreOutcome {
+    StoreOutcome {
+        now,
+        verdicts,
+        spent: false,
+        store_full: false,
+        route: Route::PRIMARY,
+        degraded: None,
     }
 }
 
