@@ -264,7 +264,9 @@ impl<S: Store> Limiter<S> {
         self.subject_now(subject, cost, Mode::Peek)
     }
 
-    /// Plans and decides at once, building the plan and the decision in place.
+    /// Plans and decides at once, building the plan and the decision in place. (Not through
+    /// [`try_now`](Self::try_now): returning the decision inside its `Result` cost this path
+    /// about a hundred instructions of copying, measured with callgrind.)
     #[inline]
     fn subject_now(
         &self,
