@@ -96,8 +96,6 @@ impl Drop for Served {
 }
 
 /// Starts `tollgate serve` with JSON logs and reads the bound addresses from them.
-// The child is waited for in `Served`'s `Drop`.
-#[allow(clippy::zombie_processes)]
 fn serve(config: &Path, env: &[(&str, &str)]) -> Served {
     let mut cmd = Command::new(BIN);
     cmd.args([
@@ -107,13 +105,23 @@ fn serve(config: &Path, env: &[(&str, &str)]) -> Served {
         "--log-format",
         "json",
     ])
-    .env_remove("RUST_LOG")
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
+    .env_remove("RUST_LOG");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().unwrap();
+    spawn_served(cmd).0
+}
+
+/// Runs `cmd` (a `tollgate serve` logging JSON to stderr) until it logs that it listens, and
+/// returns it with that log line. Every line before it must be JSON.
+// The child is waited for in `Served`'s `Drop`.
+#[allow(clippy::zombie_processes)]
+fn spawn_served(mut cmd: Command) -> (Served, serde_json::Value) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -128,18 +136,18 @@ fn serve(config: &Path, env: &[(&str, &str)]) -> Served {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .unwrap_or_else(|_| panic!("tollgate serve did not report its addresses"));
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
         if v["message"] == "tollgate listening" {
             let http = v["http"].as_str().unwrap().to_owned();
             let grpc = v["grpc"].as_str().unwrap().to_owned();
-            return Served {
+            let served = Served {
                 child,
                 http: format!("http://{http}"),
                 grpc: format!("http://{grpc}"),
                 lines: rx,
             };
+            return (served, v);
         }
     }
 }
@@ -293,24 +301,11 @@ fn serve_without_a_config_uses_the_defaults_and_env_flags() {
         .env("TOLLGATE_HTTP", "127.0.0.1:0")
         .env("TOLLGATE_GRPC", "off")
         .env_remove("TOLLGATE_CONFIG")
-        .env_remove("TOLLGATE_REDIS")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut http = None;
-    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if v["message"] == "tollgate listening" {
-            assert_eq!(v["grpc"], "off");
-            assert_eq!(v["store"], "memory");
-            http = v["http"].as_str().map(str::to_owned);
-            break;
-        }
-    }
-    let http = format!("http://{}", http.expect("listening line"));
+        .env_remove("TOLLGATE_REDIS");
+    let (served, listening) = spawn_served(cmd);
+    assert_eq!(listening["grpc"], "off", "{listening}");
+    assert_eq!(listening["store"], "memory", "{listening}");
+    let http = served.http.clone();
     let out = Command::new(BIN)
         .args([
             "check",
@@ -327,8 +322,6 @@ fn serve_without_a_config_uses_the_defaults_and_env_flags() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["limits"][0]["amount"], 60, "{v}");
     assert_eq!(v["limits"][1]["amount"], 100_000, "{v}");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]
@@ -432,24 +425,11 @@ fn every_serve_flag_can_be_an_environment_variable() {
         .env("TOLLGATE_LOG_LEVEL", "info")
         .env("TOLLGATE_WORKERS", "1")
         .env_remove("RUST_LOG")
-        .env_remove("TOLLGATE_REDIS_CLUSTER")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut http = None;
-    // Every log line is JSON.
-    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
-        if v["message"] == "tollgate listening" {
-            assert_eq!(v["grpc"], "off", "{v}");
-            assert_eq!(v["store"], "redis", "{v}");
-            http = v["http"].as_str().map(str::to_owned);
-            break;
-        }
-    }
-    let addr = http.expect("listening line");
+        .env_remove("TOLLGATE_REDIS_CLUSTER");
+    let (served, listening) = spawn_served(cmd);
+    assert_eq!(listening["grpc"], "off", "{listening}");
+    assert_eq!(listening["store"], "redis", "{listening}");
+    let addr = listening["http"].as_str().unwrap().to_owned();
     // The store connects to Redis in the background (the fallback decides until then): wait
     // until /readyz says it is on Redis.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -457,14 +437,14 @@ fn every_serve_flag_can_be_an_environment_variable() {
         assert!(Instant::now() < deadline, "never ready: {}", readyz(&addr));
         std::thread::sleep(Duration::from_millis(20));
     }
-    let http = format!("http://{addr}");
+    let http = &served.http;
     // Shadow mode from the environment: the 2-per-hour rule admits a third call, and says it
     // would have denied it (which also proves the decision came from Redis: a fail-open
     // decision before the connection would deny nothing).
     for i in 0..3 {
         let out = Command::new(BIN)
             .args(["check", "--tenant", "env", "--json"])
-            .env("TOLLGATE_URL", &http)
+            .env("TOLLGATE_URL", http)
             .env_remove("TOLLGATE_TOKEN")
             .output()
             .unwrap();
@@ -474,8 +454,7 @@ fn every_serve_flag_can_be_an_environment_variable() {
         let would_deny = v["shadow"]["would_deny"] == true;
         assert_eq!(would_deny, i == 2, "call {i}: {v}");
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(served);
 
     // A bad value in a variable is refused, naming the flag.
     let out = Command::new(BIN)
