@@ -18,6 +18,9 @@
 //! - `three_limit/10k/<mode>`: tollgate only, one rule with requests, tokens and concurrency
 //!   limits checked together with `Limiter::check`.
 //!
+//! `tollgate_prepared` is `Limiter::check_prepared_now` on subjects prepared before measuring
+//! (one `Prepared` per key, as governor's keys are built before measuring).
+//!
 //! `tollgate` is `Limiter::check_now`, the synchronous call the memory store answers (as
 //! governor's `check_key` is synchronous); `tollgate_async` is the async `Limiter::check` on the
 //! same store, polled once.
@@ -37,7 +40,7 @@ use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use futures::FutureExt;
 use governor::{DefaultKeyedRateLimiter, Quota};
-use tollgate::{Cost, LimitKind, LimitSpec, Limiter, Policy, Rule, Subject, Window};
+use tollgate::{Cost, LimitKind, LimitSpec, Limiter, Policy, Prepared, Rule, Subject, Window};
 
 /// The largest key set; smaller sets use its prefix.
 const MAX_KEYS: usize = 1_000_000;
@@ -128,6 +131,43 @@ impl Target for Tollgate<'_> {
                 .expect("the memory store decides at once")
         };
         decision
+            .expect("the memory store does not fail")
+            .is_allowed()
+    }
+
+    fn held(&self) -> usize {
+        self.limiter.store().len()
+    }
+}
+
+/// tollgate with every key's subject prepared before measuring ([`Limiter::prepare`]): a
+/// decision skips resolving the subject against the policy.
+struct TollgatePrepared {
+    limiter: Limiter,
+    keys: Vec<Prepared>,
+    cost: Cost,
+}
+
+impl TollgatePrepared {
+    fn new(limiter: Limiter, keys: &[String], cost: Cost) -> Self {
+        let keys = keys
+            .iter()
+            .map(|k| limiter.prepare(&Subject::new().tenant(k.as_str())))
+            .collect();
+        TollgatePrepared {
+            limiter,
+            keys,
+            cost,
+        }
+    }
+}
+
+impl Target for TollgatePrepared {
+    #[inline]
+    fn check(&self, i: usize) -> bool {
+        self.limiter
+            .check_prepared_now(&self.keys[i], self.cost)
+            .expect("the memory store decides at once")
             .expect("the memory store does not fail")
             .is_allowed()
     }
@@ -301,6 +341,20 @@ fn benches(c: &mut Criterion) {
                     asynchronous,
                 });
             }
+            measure(
+                &mut group,
+                &name,
+                "tollgate_prepared",
+                n,
+                mode.admits(),
+                || {
+                    TollgatePrepared::new(
+                        Limiter::with_policy(single_limit(mode.requests())),
+                        keys,
+                        Cost::ONE,
+                    )
+                },
+            );
             measure(&mut group, &name, "governor", n, mode.admits(), || {
                 Governor {
                     limiter: DefaultKeyedRateLimiter::keyed(mode.quota()),
@@ -322,6 +376,20 @@ fn benches(c: &mut Criterion) {
                 asynchronous: false,
             }
         });
+        measure(
+            &mut group,
+            &name,
+            "tollgate_prepared",
+            n,
+            mode.admits(),
+            || {
+                TollgatePrepared::new(
+                    Limiter::with_policy(three_limits(mode)),
+                    &names[..n],
+                    Cost::tokens(1_000),
+                )
+            },
+        );
         group.finish();
     }
 }

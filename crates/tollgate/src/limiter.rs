@@ -55,7 +55,7 @@ impl<S: Store + std::fmt::Debug> std::fmt::Debug for Limiter<S> {
 
 pub(crate) struct Inner<S: Store> {
     pub(crate) store: S,
-    policy: CurrentPolicy,
+    pub(crate) policy: CurrentPolicy,
     pub(crate) waiters: WaitQueues<S::Key>,
     /// Woken whenever capacity is given back (a slot released, tokens refunded), so that
     /// waiters re-check before their timer.
@@ -81,7 +81,7 @@ pub(crate) struct Plan<K> {
 }
 
 impl<K> Plan<K> {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Plan {
             ops: SmallVec::new(),
             meta: SmallVec::new(),
@@ -193,7 +193,19 @@ impl<S: Store> Limiter<S> {
         take_slots: bool,
         plan: &mut Plan<S::Key>,
     ) {
-        self.inner.policy.with(|policy| {
+        self.plan_versioned(subject, cost, take_slots, plan);
+    }
+
+    /// [`plan_into`](Self::plan_into), returning the version of the policy it planned under.
+    #[inline]
+    pub(crate) fn plan_versioned(
+        &self,
+        subject: &Subject<'_>,
+        cost: &Cost,
+        take_slots: bool,
+        plan: &mut Plan<S::Key>,
+    ) -> u64 {
+        self.inner.policy.with_version(|version, policy| {
             for rule in policy.rules() {
                 let mut values: SmallVec<[&str; 4]> = SmallVec::new();
                 if !rule.partition_of(subject, &mut values) {
@@ -210,10 +222,7 @@ impl<S: Store> Limiter<S> {
                         limit_salt: rl.salt,
                     };
                     let kind = rl.limit.kind();
-                    let cost = match kind {
-                        LimitKind::Concurrency => u64::from(take_slots),
-                        k => cost.of(k),
-                    };
+                    let cost = op_cost(kind, cost, take_slots);
                     plan.ops.push(Op {
                         key: self.inner.store.bucket_key(&name),
                         limit: rl.limit,
@@ -228,7 +237,8 @@ impl<S: Store> Limiter<S> {
                     });
                 }
             }
-        });
+            version
+        })
     }
 
     /// Admits the call and spends `cost` from every applicable limit, or denies it and spends
@@ -267,7 +277,7 @@ impl<S: Store> Limiter<S> {
     /// Plans and decides at once, building the plan and the decision in place. (Not through
     /// [`try_now`](Self::try_now): returning the decision inside its `Result` cost this path
     /// about a hundred instructions of copying, measured with callgrind.)
-    #[inline]
+    #[inline(always)]
     fn subject_now(
         &self,
         subject: &Subject<'_>,
@@ -277,7 +287,7 @@ impl<S: Store> Limiter<S> {
         let mut plan = Plan::new();
         self.plan_into(subject, &cost, false, &mut plan);
         let mut decision = Decision::unlimited();
-        match self.decide_now_into(&plan, mode, 0, None, &mut decision)? {
+        match self.decide_now_into(&plan.ops, &plan.meta, mode, 0, None, &mut decision)? {
             Ok(_) => Some(Ok(decision)),
             Err(e) => Some(Err(e)),
         }
@@ -296,7 +306,7 @@ impl<S: Store> Limiter<S> {
         let mut plan = Plan::new();
         self.plan_into(subject, cost, false, &mut plan);
         let mut decision = Decision::unlimited();
-        match self.decide_now_into(&plan, mode, 0, request_id, &mut decision) {
+        match self.decide_now_into(&plan.ops, &plan.meta, mode, 0, request_id, &mut decision) {
             Some(Ok(_)) => Ok(Ok(decision)),
             Some(Err(e)) => Ok(Err(e)),
             None => Err(plan),
@@ -402,7 +412,14 @@ impl<S: Store> Limiter<S> {
         request_id: Option<&str>,
     ) -> Option<Result<(Decision, tollgate_core::Timestamp, Route), Error>> {
         let mut decision = Decision::unlimited();
-        match self.decide_now_into(plan, mode, lease, request_id, &mut decision)? {
+        match self.decide_now_into(
+            &plan.ops,
+            &plan.meta,
+            mode,
+            lease,
+            request_id,
+            &mut decision,
+        )? {
             Ok((now, route)) => Some(Ok((decision, now, route))),
             Err(e) => Some(Err(e)),
         }
@@ -410,30 +427,28 @@ impl<S: Store> Limiter<S> {
 
     /// [`decide_now`](Self::decide_now) into `decision`, which starts as
     /// [`Decision::unlimited`].
-    #[inline]
-    fn decide_now_into(
+    #[inline(always)]
+    pub(crate) fn decide_now_into(
         &self,
-        plan: &Plan<S::Key>,
+        ops: &[Op<S::Key>],
+        meta: &[Meta],
         mode: Mode,
         lease: LeaseId,
         request_id: Option<&str>,
         decision: &mut Decision,
     ) -> Option<Result<(tollgate_core::Timestamp, Route), Error>> {
-        if plan.ops.is_empty() {
+        if ops.is_empty() {
             self.inner.stats.record(decision, None, None);
             return Some(Ok((tollgate_core::Timestamp::EPOCH, Route::PRIMARY)));
         }
         let started = crate::stats::sample_latency().then(quanta::Instant::now);
-        let outcome = self
-            .inner
-            .store
-            .decide_sync(&plan.ops, mode, lease, request_id)?;
-        Some(self.finish(plan, mode, started, outcome, decision))
+        let outcome = self.inner.store.decide_sync(ops, mode, lease, request_id)?;
+        Some(self.finish(ops, meta, mode, started, outcome, decision))
     }
 
     /// The decision for `plan`, waiting for the store: for a plan that
     /// [`decide_now`](Self::decide_now) could not answer (so it has operations).
-    async fn decide_awaited(
+    pub(crate) async fn decide_awaited(
         &self,
         plan: &Plan<S::Key>,
         mode: Mode,
@@ -447,16 +462,18 @@ impl<S: Store> Limiter<S> {
             .decide(&plan.ops, mode, lease, request_id)
             .await;
         let mut decision = Decision::unlimited();
-        let (now, route) = self.finish(plan, mode, started, outcome, &mut decision)?;
+        let (now, route) =
+            self.finish(&plan.ops, &plan.meta, mode, started, outcome, &mut decision)?;
         Ok((decision, now, route))
     }
 
     /// Turns the store's answer into the decision (written into `decision`, which starts as
     /// [`Decision::unlimited`]), and counts it.
-    #[inline]
+    #[inline(always)]
     fn finish(
         &self,
-        plan: &Plan<S::Key>,
+        ops: &[Op<S::Key>],
+        meta: &[Meta],
         mode: Mode,
         started: Option<quanta::Instant>,
         outcome: Result<StoreOutcome, StoreError>,
@@ -470,7 +487,8 @@ impl<S: Store> Limiter<S> {
             }
         };
         fill_decision(
-            plan,
+            ops,
+            meta,
             &outcome.verdicts,
             outcome.store_full,
             outcome.spent,
@@ -487,7 +505,7 @@ impl<S: Store> Limiter<S> {
         if mode == Mode::Spend {
             let denier = decision
                 .denied_by
-                .and_then(|i| plan.meta.get(i))
+                .and_then(|i| meta.get(i))
                 .map(|m| m.denial);
             self.inner
                 .stats
@@ -631,6 +649,16 @@ impl<S: Store> Limiter<S> {
     }
 }
 
+/// What an operation on a limit of `kind` spends for a call costing `cost`: for a concurrency
+/// limit, a slot when `take_slots` (else it only checks that one is free).
+#[inline]
+pub(crate) fn op_cost(kind: LimitKind, cost: &Cost, take_slots: bool) -> u64 {
+    match kind {
+        LimitKind::Concurrency => u64::from(take_slots),
+        k => cost.of(k),
+    }
+}
+
 /// What a limit has left after the decision. An admitting verdict reports what is left after
 /// its cost; when the decision spends nothing (another limit denied), the cost is added back,
 /// which is exact for every algorithm. A concurrency check that takes no slot (`cost` 0) is
@@ -650,9 +678,10 @@ fn remaining<K>(op: &Op<K>, kind: LimitKind, v: &Verdict, spends: bool) -> u64 {
 
 /// Turns the store's verdicts into `d`, a fresh [`Decision::unlimited`] (built in place: a
 /// decision is a few hundred bytes).
-#[inline]
+#[inline(always)]
 fn fill_decision<K>(
-    plan: &Plan<K>,
+    ops: &[Op<K>],
+    meta: &[Meta],
     verdicts: &[Verdict],
     store_full: bool,
     spent: bool,
@@ -660,7 +689,7 @@ fn fill_decision<K>(
 ) {
     let all_admitted = verdicts.iter().all(|v| v.admitted);
     let spends = all_admitted && (spent || !store_full);
-    for ((op, m), v) in plan.iter().zip(verdicts) {
+    for ((op, m), v) in ops.iter().zip(meta).zip(verdicts) {
         d.statuses.push(LimitStatus {
             rule: m.rule,
             label: m.label,

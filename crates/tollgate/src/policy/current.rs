@@ -86,8 +86,21 @@ impl CurrentPolicy {
     }
 
     /// Runs `f` on the current policy, from this thread's cache when it holds that version.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn with<R>(&self, f: impl FnOnce(&Policy) -> R) -> R {
+        self.with_version(|_, policy| f(policy))
+    }
+
+    /// The version of the current policy: process-unique, so that a plan made under one
+    /// version is known stale under any other (of this limiter or another).
+    #[inline]
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// [`with`](Self::with), also handing `f` the version of the policy it reads.
+    #[inline(always)]
+    pub(crate) fn with_version<R>(&self, f: impl FnOnce(u64, &Policy) -> R) -> R {
         let version = self.version.load(Ordering::Acquire);
         let mut f = Some(f);
         let cached = CACHE.try_with(|cache| {
@@ -99,7 +112,7 @@ impl CurrentPolicy {
                 .iter()
                 .flatten()
                 .find(|(v, _)| *v == version)?;
-            f.take().map(|f| f(policy))
+            f.take().map(|f| f(version, policy))
         });
         if let Ok(Some(r)) = cached {
             return r;
@@ -115,7 +128,7 @@ impl CurrentPolicy {
             }
         });
         match f.take() {
-            Some(f) => f(&current.policy),
+            Some(f) => f(current.version, &current.policy),
             // `f` only runs in the cached branch when that branch returns.
             None => unreachable!("the policy closure ran without answering"),
         }

@@ -454,7 +454,7 @@ impl MemoryStore {
 
     /// Evaluates and, if all admit and `mode` spends, spends: the synchronous core of
     /// [`Store::decide`].
-    #[inline]
+    #[inline(always)]
     pub fn decide_now(&self, ops: &[Op<MemoryKey>], mode: Mode, lease: LeaseId) -> StoreOutcome {
         let now = self.clock.now();
         if let [op] = ops {
@@ -510,7 +510,7 @@ impl MemoryStore {
 
     /// [`decide_now`](Self::decide_now) for a single GCRA limit, the most common decision:
     /// one lock, one probe of the map, one pass of arithmetic.
-    #[inline]
+    #[inline(always)]
     fn decide_one_gcra(&self, op: &Op<MemoryKey>, mode: Mode, now: Timestamp) -> StoreOutcome {
         use std::collections::hash_map::Entry;
         let mut shard = self.shard(self.shard_index(op.key)).lock();
@@ -558,7 +558,7 @@ impl MemoryStore {
 
     /// [`decide_now`](Self::decide_now), answering a request id seen within the idempotency
     /// window with its first decision.
-    #[inline]
+    #[inline(always)]
     fn decide_once(
         &self,
         ops: &[Op<MemoryKey>],
@@ -739,7 +739,7 @@ impl Store for MemoryStore {
         Ok(self.decide_once(ops, mode, lease, request_id))
     }
 
-    #[inline]
+    #[inline(always)]
     fn decide_sync(
         &self,
         ops: &[Op<MemoryKey>],
