@@ -321,6 +321,36 @@ fn measure<T: Target>(
     }
 }
 
+/// Measures tollgate's `check_now` (and, with `asynchronous`, its async `check`) and its
+/// check of prepared subjects, each on a fresh limiter with `policy()`.
+fn measure_tollgate(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    mode: Mode,
+    policy: impl Fn() -> Policy,
+    keys: &[String],
+    cost: Cost,
+    asynchronous: bool,
+) {
+    let n = keys.len();
+    let variants: &[(&str, bool)] = if asynchronous {
+        &[("tollgate", false), ("tollgate_async", true)]
+    } else {
+        &[("tollgate", false)]
+    };
+    for &(lib, asynchronous) in variants {
+        measure(group, name, lib, n, mode.admits(), || Tollgate {
+            limiter: Limiter::with_policy(policy()),
+            keys,
+            cost,
+            asynchronous,
+        });
+    }
+    measure(group, name, "tollgate_prepared", n, mode.admits(), || {
+        TollgatePrepared::new(Limiter::with_policy(policy()), keys, cost)
+    });
+}
+
 fn key_sets() -> [(&'static str, usize); 3] {
     [("hot", 1), ("10k", 10_000), ("1M", MAX_KEYS)]
 }
@@ -333,28 +363,8 @@ fn benches(c: &mut Criterion) {
         for mode in Mode::ALL {
             let name = format!("check/{label}/{}", mode.name());
             let mut group = c.benchmark_group(&name);
-            for (lib, asynchronous) in [("tollgate", false), ("tollgate_async", true)] {
-                measure(&mut group, &name, lib, n, mode.admits(), || Tollgate {
-                    limiter: Limiter::with_policy(single_limit(mode.requests())),
-                    keys,
-                    cost: Cost::ONE,
-                    asynchronous,
-                });
-            }
-            measure(
-                &mut group,
-                &name,
-                "tollgate_prepared",
-                n,
-                mode.admits(),
-                || {
-                    TollgatePrepared::new(
-                        Limiter::with_policy(single_limit(mode.requests())),
-                        keys,
-                        Cost::ONE,
-                    )
-                },
-            );
+            let policy = || single_limit(mode.requests());
+            measure_tollgate(&mut group, &name, mode, policy, keys, Cost::ONE, true);
             measure(&mut group, &name, "governor", n, mode.admits(), || {
                 Governor {
                     limiter: DefaultKeyedRateLimiter::keyed(mode.quota()),
@@ -368,27 +378,16 @@ fn benches(c: &mut Criterion) {
     for mode in [Mode::Admitted, Mode::Denied] {
         let name = format!("three_limit/10k/{}", mode.name());
         let mut group = c.benchmark_group(&name);
-        measure(&mut group, &name, "tollgate", n, mode.admits(), || {
-            Tollgate {
-                limiter: Limiter::with_policy(three_limits(mode)),
-                keys: &names[..n],
-                cost: Cost::tokens(1_000),
-                asynchronous: false,
-            }
-        });
-        measure(
+        let policy = || three_limits(mode);
+        let keys = &names[..n];
+        measure_tollgate(
             &mut group,
             &name,
-            "tollgate_prepared",
-            n,
-            mode.admits(),
-            || {
-                TollgatePrepared::new(
-                    Limiter::with_policy(three_limits(mode)),
-                    &names[..n],
-                    Cost::tokens(1_000),
-                )
-            },
+            mode,
+            policy,
+            keys,
+            Cost::tokens(1_000),
+            false,
         );
         group.finish();
     }
