@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use smallvec::SmallVec;
-use tollgate_core::{Clock, LeaseId, LimitKind, Verdict};
+use tollgate_core::{Clock, LeaseId, Limit, LimitKind, Verdict};
 
 use crate::cost::Cost;
 use crate::decision::{Decision, LimitStatus, Outcome};
@@ -441,9 +441,55 @@ impl<S: Store> Limiter<S> {
             self.inner.stats.record(decision, None, None);
             return Some(Ok((tollgate_core::Timestamp::EPOCH, Route::PRIMARY)));
         }
+        if let ([op], [m], None) = (ops, meta, request_id) {
+            if let Some(decided) = self.decide_one_now_into(op, op.cost, m, mode, decision) {
+                return Some(Ok(decided));
+            }
+        }
         let started = crate::stats::sample_latency().then(quanta::Instant::now);
         let outcome = self.inner.store.decide_sync(ops, mode, lease, request_id)?;
         Some(self.finish(ops, meta, mode, started, outcome, decision))
+    }
+
+    /// A decision of one operation spending `cost`, with no request id, written into
+    /// `decision` (a fresh [`Decision::unlimited`]) and counted, if the store answers it at
+    /// once through [`Store::decide_one_sync`]; `None` (nothing written, nothing counted) if
+    /// it does not. The same decision as [`decide_now_into`](Self::decide_now_into) without
+    /// the store's vectors of verdicts.
+    #[inline(always)]
+    pub(crate) fn decide_one_now_into(
+        &self,
+        op: &Op<S::Key>,
+        cost: u64,
+        meta: &Meta,
+        mode: Mode,
+        decision: &mut Decision,
+    ) -> Option<(tollgate_core::Timestamp, Route)> {
+        let started = crate::stats::sample_latency().then(quanta::Instant::now);
+        let one = self.inner.store.decide_one_sync(op, cost, mode)?;
+        let v = &one.verdict;
+        let spends = v.admitted && (one.spent || !one.store_full);
+        decision
+            .statuses
+            .push(status_of(&op.limit, cost, meta, v, spends));
+        if one.store_full && !one.spent {
+            decision.outcome = Outcome::StoreFull;
+        } else if !v.admitted {
+            decision.denied_by = Some(0);
+            if v.never_fits {
+                decision.outcome = Outcome::TooLarge;
+            } else {
+                decision.outcome = Outcome::Denied;
+                decision.retry_after = Duration::from_micros(v.retry_after_us);
+            }
+        }
+        if mode == Mode::Spend {
+            let denier = decision.denied_by.map(|_| meta.denial);
+            self.inner
+                .stats
+                .record(decision, denier, started.map(|t| t.elapsed()));
+        }
+        Some((one.now, Route::PRIMARY))
     }
 
     /// The decision for `plan`, waiting for the store: for a plan that
@@ -663,17 +709,36 @@ pub(crate) fn op_cost(kind: LimitKind, cost: &Cost, take_slots: bool) -> u64 {
 /// its cost; when the decision spends nothing (another limit denied), the cost is added back,
 /// which is exact for every algorithm. A concurrency check that takes no slot (`cost` 0) is
 /// evaluated as taking one, so its slot is added back too.
-fn remaining<K>(op: &Op<K>, kind: LimitKind, v: &Verdict, spends: bool) -> u64 {
+fn remaining(cost: u64, kind: LimitKind, v: &Verdict, spends: bool) -> u64 {
     if !v.admitted {
         return v.remaining;
     }
     let back = match kind {
-        LimitKind::Concurrency if op.cost == 0 || !spends => 1,
+        LimitKind::Concurrency if cost == 0 || !spends => 1,
         LimitKind::Concurrency => 0,
         _ if spends => 0,
-        _ => op.cost,
+        _ => cost,
     };
     v.remaining.saturating_add(back).min(v.capacity)
+}
+
+/// What the decision reports about a limit whose operation spent `cost` and got `v`;
+/// `spends` tells whether the decision spent.
+#[inline(always)]
+fn status_of(limit: &Limit, cost: u64, m: &Meta, v: &Verdict, spends: bool) -> LimitStatus {
+    LimitStatus {
+        rule: m.rule,
+        label: m.label,
+        kind: m.kind,
+        amount: limit.amount(),
+        capacity: v.capacity,
+        window: limit.window(),
+        quota: limit.is_quota(),
+        admitted: v.admitted,
+        remaining: remaining(cost, m.kind, v, spends),
+        reset_after: Duration::from_micros(v.reset_after_us),
+        retry_after: Duration::from_micros(v.retry_after_us),
+    }
 }
 
 /// Turns the store's verdicts into `d`, a fresh [`Decision::unlimited`] (built in place: a
@@ -690,19 +755,7 @@ fn fill_decision<K>(
     let all_admitted = verdicts.iter().all(|v| v.admitted);
     let spends = all_admitted && (spent || !store_full);
     for ((op, m), v) in ops.iter().zip(meta).zip(verdicts) {
-        d.statuses.push(LimitStatus {
-            rule: m.rule,
-            label: m.label,
-            kind: m.kind,
-            amount: op.limit.amount(),
-            capacity: v.capacity,
-            window: op.limit.window(),
-            quota: op.limit.is_quota(),
-            admitted: v.admitted,
-            remaining: remaining(op, m.kind, v, spends),
-            reset_after: Duration::from_micros(v.reset_after_us),
-            retry_after: Duration::from_micros(v.retry_after_us),
-        });
+        d.statuses.push(status_of(&op.limit, op.cost, m, v, spends));
     }
     let mut denied_by = None;
     let mut retry_after = Duration::ZERO;

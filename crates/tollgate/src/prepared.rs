@@ -172,6 +172,13 @@ impl<S: Store> Limiter<S> {
         // The costed operations are built where they are used: a moved `SmallVec` of them
         // is copied whole (measured with callgrind: two `memcpy`s of its inline array).
         let decided = if let ([op], [m]) = (&*prepared.ops, &**meta) {
+            let spend = op_cost(m.kind, &cost, false);
+            if self
+                .decide_one_now_into(op, spend, m, Mode::Spend, &mut decision)
+                .is_some()
+            {
+                return Some(Ok(decision));
+            }
             let one = [costed(op, m, &cost, false)];
             self.decide_now_into(&one, meta, Mode::Spend, 0, None, &mut decision)
         } else {

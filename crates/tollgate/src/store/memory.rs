@@ -26,7 +26,7 @@ use tollgate_core::{
 };
 
 use super::idempotency::Seen;
-use super::{Mode, Op, Route, Settlement, Store, StoreOutcome};
+use super::{Mode, OneOutcome, Op, Route, Settlement, Store, StoreOutcome};
 use crate::error::StoreError;
 use crate::key::BucketName;
 
@@ -459,7 +459,11 @@ impl MemoryStore {
         let now = self.clock.now();
         if let [op] = ops {
             if op.limit.algorithm() == Algorithm::Gcra {
-                return self.decide_one_gcra(op, mode, now);
+                let one = self.decide_one_gcra(op, op.cost, mode, now);
+                let mut outcome = unspent(now, smallvec::smallvec![one.verdict]);
+                outcome.spent = one.spent;
+                outcome.store_full = one.store_full;
+                return outcome;
             }
         }
         let mut locked = self.lock_all(ops.iter().map(|o| o.key));
@@ -508,10 +512,16 @@ impl MemoryStore {
         outcome
     }
 
-    /// [`decide_now`](Self::decide_now) for a single GCRA limit, the most common decision:
-    /// one lock, one probe of the map, one pass of arithmetic.
+    /// [`decide_now`](Self::decide_now) for a single GCRA limit spending `cost`, the most
+    /// common decision: one lock, one probe of the map, one pass of arithmetic.
     #[inline(always)]
-    fn decide_one_gcra(&self, op: &Op<MemoryKey>, mode: Mode, now: Timestamp) -> StoreOutcome {
+    fn decide_one_gcra(
+        &self,
+        op: &Op<MemoryKey>,
+        cost: u64,
+        mode: Mode,
+        now: Timestamp,
+    ) -> OneOutcome {
         use std::collections::hash_map::Entry;
         let mut shard = self.shard(self.shard_index(op.key)).lock();
         let entry = shard.gcra.entry(op.key);
@@ -519,8 +529,13 @@ impl MemoryStore {
             Entry::Occupied(e) => e.get().to_state(&op.limit),
             Entry::Vacant(_) => Gcra::default(),
         };
-        let (verdict, after) = state.evaluate_spend(&op.limit, now, op.cost);
-        let mut outcome = unspent(now, smallvec::smallvec![verdict]);
+        let (verdict, after) = state.evaluate_spend(&op.limit, now, cost);
+        let mut outcome = OneOutcome {
+            now,
+            verdict,
+            spent: false,
+            store_full: false,
+        };
         let Some(after) = after else {
             return outcome;
         };
@@ -737,6 +752,14 @@ impl Store for MemoryStore {
         request_id: Option<&str>,
     ) -> Result<StoreOutcome, StoreError> {
         Ok(self.decide_once(ops, mode, lease, request_id))
+    }
+
+    #[inline(always)]
+    fn decide_one_sync(&self, op: &Op<MemoryKey>, cost: u64, mode: Mode) -> Option<OneOutcome> {
+        if op.limit.algorithm() != Algorithm::Gcra {
+            return None;
+        }
+        Some(self.decide_one_gcra(op, cost, mode, self.clock.now()))
     }
 
     #[inline(always)]

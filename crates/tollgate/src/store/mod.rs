@@ -109,6 +109,20 @@ pub struct StoreOutcome {
     pub degraded: Option<Degraded>,
 }
 
+/// A store's answer to a decision of one operation ([`Store::decide_one_sync`]): a
+/// [`StoreOutcome`] with one verdict, applied at the primary store, not degraded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OneOutcome {
+    /// The store's time at the decision.
+    pub now: Timestamp,
+    /// The operation's verdict.
+    pub verdict: Verdict,
+    /// Whether the cost was spent.
+    pub spent: bool,
+    /// The store could not track a new bucket because it is at its cap.
+    pub store_full: bool,
+}
+
 /// How a degraded decision was made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Degraded {
@@ -249,6 +263,15 @@ pub trait Store: Send + Sync + 'static {
         lease: LeaseId,
         request_id: Option<&str>,
     ) -> impl Future<Output = Result<StoreOutcome, StoreError>> + Send;
+
+    /// [`decide_sync`](Self::decide_sync) for a decision of one operation spending `cost`
+    /// (in place of `op.cost`) with no request id, for a store that answers it without
+    /// building a [`StoreOutcome`]: the memory store's GCRA buckets, the commonest decision.
+    /// `None` means this store does not: use `decide_sync` or `decide`.
+    fn decide_one_sync(&self, op: &Op<Self::Key>, cost: u64, mode: Mode) -> Option<OneOutcome> {
+        let _ = (op, cost, mode);
+        None
+    }
 
     /// [`decide`](Self::decide) without waiting, if this store can (the memory store always
     /// can). `None` means the decision must be awaited through `decide`.
