@@ -709,6 +709,7 @@ pub(crate) fn op_cost(kind: LimitKind, cost: &Cost, take_slots: bool) -> u64 {
 /// its cost; when the decision spends nothing (another limit denied), the cost is added back,
 /// which is exact for every algorithm. A concurrency check that takes no slot (`cost` 0) is
 /// evaluated as taking one, so its slot is added back too.
+#[inline(always)]
 fn remaining(cost: u64, kind: LimitKind, v: &Verdict, spends: bool) -> u64 {
     if !v.admitted {
         return v.remaining;

@@ -164,8 +164,10 @@ impl Shard {
     /// Pushes the verdict for `op` at `now` and, for an admitted GCRA limit, the state after
     /// spending (`None` otherwise); returns whether the bucket holds state (a missing bucket
     /// is full, and spending creates it). It writes into the caller's vectors rather than
-    /// returning the 80-byte triple, which the hot path would copy.
-    #[inline]
+    /// returning the 80-byte triple, which the hot path would copy. (Its one caller is the
+    /// multi-limit decision's loop; inlined there, it costs about 60 fewer instructions per
+    /// three-limit decision, measured with callgrind.)
+    #[inline(always)]
     fn evaluate_into(
         &self,
         op: &Op<MemoryKey>,
