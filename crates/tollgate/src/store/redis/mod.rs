@@ -20,6 +20,7 @@
 //!   the cluster client's own retries (after a dropped connection) replay instead of spending
 //!   twice; MOVED and ASK redirections are followed by the client (the command did not run).
 
+mod home;
 mod keys;
 mod pipeline;
 mod scripts;
@@ -38,6 +39,7 @@ use tollgate_core::{Algorithm, Clock, LeaseId, Limit, Timestamp, Usage, Verdict,
 use super::{Mode, Op, Route, Settlement, Store, StoreOutcome};
 use crate::error::StoreError;
 use crate::key::BucketName;
+use home::Home;
 pub use keys::MAX_VALUE_BYTES;
 use scripts::Script;
 
@@ -208,14 +210,15 @@ impl RedisStore {
             .get_connection_manager_with_config(cm)
             .await
             .map_err(|e| StoreError::Unavailable(format!("{target}: {e}")))?;
+        let home = Home::here();
         Ok(RedisStore {
             conn: Arc::new(arc_swap::ArcSwapOption::from_pointee(Conn::Single(conn))),
             cluster: false,
             config,
             time: None,
             fast: true,
-            batcher: SettleBatcher::default(),
-            pipeliner: pipeline::Pipeliner::default(),
+            batcher: SettleBatcher::new(home.clone()),
+            pipeliner: pipeline::Pipeliner::new(home),
             nodes: vec![url.to_owned()],
             target,
         })
@@ -247,14 +250,15 @@ impl RedisStore {
             .get_async_connection()
             .await
             .map_err(|e| StoreError::Unavailable(format!("{target}: {e}")))?;
+        let home = Home::here();
         Ok(RedisStore {
             conn: Arc::new(arc_swap::ArcSwapOption::from_pointee(Conn::Cluster(conn))),
             cluster: true,
             config,
             time: None,
             fast: true,
-            batcher: SettleBatcher::default(),
-            pipeliner: pipeline::Pipeliner::default(),
+            batcher: SettleBatcher::new(home.clone()),
+            pipeliner: pipeline::Pipeliner::new(home),
             nodes: nodes.to_vec(),
             target,
         })
@@ -273,6 +277,7 @@ impl RedisStore {
             .join(",");
         let conn = Arc::new(arc_swap::ArcSwapOption::empty());
         let slot = Arc::clone(&conn);
+        let home = Home::here();
         let (seeds, cfg) = (nodes.to_vec(), config.clone());
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
@@ -305,8 +310,8 @@ impl RedisStore {
             config,
             time: None,
             fast: true,
-            batcher: SettleBatcher::default(),
-            pipeliner: pipeline::Pipeliner::default(),
+            batcher: SettleBatcher::new(home.clone()),
+            pipeliner: pipeline::Pipeliner::new(home),
             nodes: nodes.to_vec(),
             target,
         }
@@ -1112,13 +1117,20 @@ struct SettleJob {
 /// in flight is sent at once, so batching adds no wait when the store is idle; under load,
 /// each released permit costs Redis its two commands rather than a whole script call. Every
 /// settlement still gets its own answer; a failed batch fails each of its settlements (none
-/// is retried). A background task on the runtime of the first settlement does the calls.
-#[derive(Default)]
+/// is retried). A background task on the store's home runtime ([`Home`]) does the calls.
 struct SettleBatcher {
     tx: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedSender<SettleJob>>>,
+    home: Home,
 }
 
 impl SettleBatcher {
+    fn new(home: Home) -> Self {
+        SettleBatcher {
+            tx: parking_lot::Mutex::new(None),
+            home,
+        }
+    }
+
     /// Settles `items` through the batch task, or `None` if the task is not running (no
     /// runtime, or its runtime has ended): the caller then sends them itself.
     async fn settle(
@@ -1137,19 +1149,23 @@ impl SettleBatcher {
             match job {
                 None => true,
                 Some(job) => {
-                    // Start (or restart) the task.
-                    let handle = tokio::runtime::Handle::try_current().ok()?;
-                    let (t, rx) = tokio::sync::mpsc::unbounded_channel();
-                    handle.spawn(run_batches(
-                        rx,
-                        Arc::clone(&store.conn),
-                        store.target.clone(),
-                        store.config.response_timeout,
-                        store.time.clone(),
-                    ));
-                    let ok = t.send(job).is_ok();
-                    *tx = Some(t);
-                    ok
+                    // Start (or restart, if its runtime has ended) the task.
+                    let started = self.home.start(job, |rx| {
+                        run_batches(
+                            rx,
+                            Arc::clone(&store.conn),
+                            store.target.clone(),
+                            store.config.response_timeout,
+                            store.time.clone(),
+                        )
+                    });
+                    match started {
+                        Ok(t) => {
+                            *tx = Some(t);
+                            true
+                        }
+                        Err(_) => false,
+                    }
                 }
             }
         };

@@ -15,6 +15,7 @@ use redis::aio::ConnectionLike as _;
 use redis::{RedisError, Value};
 use tokio::sync::{mpsc, oneshot};
 
+use super::home::Home;
 use super::Conn;
 
 /// At most this many calls go into one pipeline (`redis-benchmark -P 16` sends 16 per
@@ -29,12 +30,21 @@ struct Call {
 }
 
 /// Sends concurrent calls together (see the module docs). Standalone servers only.
-#[derive(Default)]
 pub(super) struct Pipeliner {
     tx: parking_lot::Mutex<Option<mpsc::UnboundedSender<Call>>>,
+    /// Where the pipeline task runs.
+    home: Home,
 }
 
 impl Pipeliner {
+    /// A pipeliner whose task runs on `home` (see [`Home`]).
+    pub(super) fn new(home: Home) -> Self {
+        Pipeliner {
+            tx: parking_lot::Mutex::new(None),
+            home,
+        }
+    }
+
     /// Sends `cmd` in the next pipeline on `conn` and answers its reply (an error reply as
     /// `Err`, so that the caller can tell `NOSCRIPT`). `None` if there is no runtime to run
     /// the pipeline task on: the caller then sends `cmd` itself.
@@ -53,10 +63,7 @@ impl Pipeliner {
             };
             if let Some(call) = unsent {
                 // Start (or restart, if its runtime has ended) the task.
-                let handle = tokio::runtime::Handle::try_current().ok()?;
-                let (t, rx) = mpsc::unbounded_channel();
-                handle.spawn(run(rx, Arc::clone(conn)));
-                t.send(call).ok()?;
+                let t = self.home.start(call, |rx| run(rx, Arc::clone(conn))).ok()?;
                 *tx = Some(t);
             }
         }

@@ -1,0 +1,86 @@
+//! One Redis store used from two runtimes. Its background tasks (the pipeline that sends
+//! concurrent script calls together, and the batches of settlements) run on the runtime the
+//! store connected on, so a call made on that runtime never waits for another runtime that
+//! made the first call and runs nothing since (a current-thread runtime runs its tasks only
+//! while it is blocked on).
+
+use std::time::Duration;
+
+use tollgate::store::redis::RedisStore;
+use tollgate::{Cost, LimitKind, LimitSpec, Limiter, Policy, Rule, Subject, Window};
+use tollgate_test::RedisServer;
+
+/// Far longer than a call takes on loopback; a stalled call takes forever.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+fn policy() -> Policy {
+    Policy::builder()
+        .rule(
+            Rule::builder("per-tenant")
+                .per("tenant")
+                .limit(LimitSpec::new(LimitKind::Requests, 1_000, Window::MINUTE))
+                .limit(LimitSpec::concurrency(4)),
+        )
+        .build()
+        .expect("a valid policy")
+}
+
+#[test]
+fn calls_from_the_home_runtime_never_wait_for_an_idle_one() {
+    let server = RedisServer::start().expect("redis-server starts");
+    let home = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let idle = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let store = home
+        .block_on(RedisStore::connect(&server.url()))
+        .expect("connects");
+    let limiter = Limiter::with_store(policy(), store);
+    let who = Subject::new().tenant("acme");
+
+    // The first decision and the first settlement are made on the current-thread runtime,
+    // which runs nothing once `block_on` returns.
+    assert!(idle
+        .block_on(limiter.check(&who, Cost::ONE))
+        .expect("decides")
+        .is_allowed());
+    let mut first = idle
+        .block_on(limiter.reserve(&who, Cost::ONE))
+        .expect("reserves")
+        .granted()
+        .expect("a free slot");
+    idle.block_on(first.cancel()).expect("cancels");
+
+    // Now the same from the home runtime: each call answers.
+    home.block_on(async {
+        let decided = tokio::time::timeout(PATIENCE, limiter.check(&who, Cost::ONE))
+            .await
+            .expect("a check from the home runtime does not wait for the idle one")
+            .expect("decides");
+        assert!(decided.is_allowed());
+        let mut permit = tokio::time::timeout(PATIENCE, limiter.reserve(&who, Cost::ONE))
+            .await
+            .expect("a reservation does not wait for the idle runtime")
+            .expect("reserves")
+            .granted()
+            .expect("a free slot");
+        tokio::time::timeout(PATIENCE, permit.cancel())
+            .await
+            .expect("a settlement does not wait for the idle runtime")
+            .expect("cancels");
+        let usage = tokio::time::timeout(PATIENCE, limiter.usage(&who))
+            .await
+            .expect("usage answers")
+            .expect("reads usage");
+        let slots = usage
+            .iter()
+            .find(|u| u.kind == LimitKind::Concurrency)
+            .expect("the concurrency limit");
+        assert_eq!(slots.used, 0, "both slots were given back");
+    });
+}
