@@ -2,8 +2,8 @@
 //! again and again (an agent's session, a tenant's connection, a per-key handle in a gateway).
 //!
 //! Resolving a subject (matching every rule, hashing its partition values, naming each bucket)
-//! is about half of what a decision costs in memory; a [`Prepared`] subject keeps the result, and a
-//! decision for it only checks that the policy has not changed since. When it has, the
+//! is about half of what a decision costs in memory; a [`Prepared`] subject keeps the result,
+//! and a decision for it only checks that the policy has not changed since. When it has, the
 //! decision resolves the subject again from the copy it keeps, so a prepared subject is never
 //! stale: it is only slower until it is prepared again ([`Limiter::refresh`]).
 
