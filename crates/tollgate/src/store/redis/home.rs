@@ -48,3 +48,71 @@ impl Home {
         Err(item)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn current_thread() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+    }
+
+    /// Echoes each item back on `out`.
+    async fn echo(mut rx: mpsc::UnboundedReceiver<u32>, out: mpsc::UnboundedSender<u32>) {
+        while let Some(v) = rx.recv().await {
+            let _ = out.send(v);
+        }
+    }
+
+    #[test]
+    fn the_task_runs_on_the_home_runtime() {
+        let home_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let home = home_rt.block_on(async { Home::here() });
+        let (out, mut back) = mpsc::unbounded_channel();
+        // Started from a runtime that is never driven again: only the home runtime can answer.
+        let idle = current_thread();
+        let tx = idle
+            .block_on(async { home.start(7, |rx| echo(rx, out.clone())) })
+            .expect("started");
+        home_rt.block_on(async {
+            let answer = tokio::time::timeout(Duration::from_secs(10), back.recv()).await;
+            assert_eq!(answer, Ok(Some(7)), "the task runs on the home runtime");
+            tx.send(8).expect("the task is alive");
+            assert_eq!(back.recv().await, Some(8));
+        });
+    }
+
+    #[test]
+    fn a_shut_down_home_gives_way_to_the_callers_runtime() {
+        let gone = current_thread();
+        let home = gone.block_on(async { Home::here() });
+        drop(gone);
+        let (out, mut back) = mpsc::unbounded_channel();
+        current_thread().block_on(async {
+            let tx = home
+                .start(1, |rx| echo(rx, out.clone()))
+                .expect("the caller's runtime takes it");
+            assert_eq!(back.recv().await, Some(1));
+            tx.send(2).expect("the task is alive");
+            assert_eq!(back.recv().await, Some(2));
+        });
+    }
+
+    #[test]
+    fn with_no_runtime_at_all_the_item_comes_back() {
+        let gone = current_thread();
+        let home = gone.block_on(async { Home::here() });
+        drop(gone);
+        let (out, _back) = mpsc::unbounded_channel();
+        assert_eq!(home.start(3, |rx| echo(rx, out.clone())).err(), Some(3));
+    }
+}
