@@ -262,6 +262,10 @@ impl Summary {
                 "cpu_s": round2(s.cpu_s),
                 "cpu_usec_per_decision": round2(self.per_decision(s.cpu_s * 1e6)),
                 "cpu_usec_per_limit": round2(self.per_decision(s.cpu_s * 1e6) / f64::from(self.limits)),
+                "reads_per_decision": round2(self.per_decision(s.io[0] as f64)),
+                "writes_per_decision": round2(self.per_decision(s.io[1] as f64)),
+                "bytes_in_per_decision": round2(self.per_decision(s.io[2] as f64)),
+                "bytes_out_per_decision": round2(self.per_decision(s.io[3] as f64)),
                 "commands": s.commands.iter().map(|(k, c, u)| serde_json::json!({"cmd": k, "calls": c, "usec": u})).collect::<Vec<_>>(),
             })
         });
@@ -363,6 +367,14 @@ impl fmt::Display for Summary {
                 s.cpu_s,
                 self.per_decision(s.cpu_s * 1e6),
                 self.per_decision(s.cpu_s * 1e6) / limits,
+            )?;
+            writeln!(
+                f,
+                "  redis I/O   {:.3} reads, {:.3} writes, {:.0} bytes in, {:.0} bytes out per decision",
+                self.per_decision(s.io[0] as f64),
+                self.per_decision(s.io[1] as f64),
+                self.per_decision(s.io[2] as f64),
+                self.per_decision(s.io[3] as f64),
             )?;
             let mut line = String::new();
             for (cmd, calls, usec) in &s.commands {
