@@ -860,7 +860,9 @@ struct Slot {
 /// `concurrency` callers). The pacer runs on the runtime's own workers and sleeps on a
 /// [`Pacer`], so the load tool adds no thread of its own, and no task is spawned per decision
 /// (a spawn cost an allocation and a copy of the decision's future, about a tenth of the tool's
-/// CPU at 85,000 decisions/s).
+/// CPU at 85,000 decisions/s). The queue is a plain mutex-guarded deque with a semaphore that
+/// counts its slots: queuing `n` slots wakes `n` waiting callers at once (a receiver handed from
+/// caller to caller would wake them one after another, across the workers).
 async fn open_loop(
     ctx: &Arc<Ctx>,
     concurrency: usize,
@@ -868,19 +870,27 @@ async fn open_loop(
     measure_from: Instant,
     end: Instant,
 ) -> Result<(Hists, u64), BoxError> {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Slot>();
-    // The caller holding the lock waits for the next slot; the others wait for the lock, in
-    // turn (tokio's mutex is fair).
-    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    // `None` tells one caller to stop; the pacer queues one per caller after the last slot.
+    let queue: Arc<Mutex<std::collections::VecDeque<Option<Slot>>>> = Arc::default();
+    let queued = Arc::new(tokio::sync::Semaphore::new(0));
     let answered = Arc::new(AtomicU64::new(0));
     let callers: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (ctx, rx, answered) = (Arc::clone(ctx), Arc::clone(&rx), Arc::clone(&answered));
+            let (ctx, queue, queued, answered) = (
+                Arc::clone(ctx),
+                Arc::clone(&queue),
+                Arc::clone(&queued),
+                Arc::clone(&answered),
+            );
             tokio::spawn(async move {
                 let mut h = Hists::new();
                 loop {
-                    let slot = rx.lock().await.recv().await;
-                    let Some(slot) = slot else { break };
+                    match queued.acquire().await {
+                        Ok(p) => p.forget(),
+                        Err(_) => break,
+                    }
+                    let slot = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                    let Some(Some(slot)) = slot else { break };
                     let started = Instant::now();
                     let tenant = ctx.tenants.get(slot.tenant).map_or("t0", String::as_str);
                     let result = ctx.decide(slot.which, tenant).await;
@@ -908,21 +918,24 @@ async fn open_loop(
         if now >= end {
             break;
         }
-        loop {
-            let at = start + interval.mul_f64(i as f64);
-            if at > now || at >= end {
-                break;
+        let mut due = 0usize;
+        {
+            let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                let at = start + interval.mul_f64(i as f64);
+                if at > now || at >= end {
+                    break;
+                }
+                q.push_back(Some(Slot {
+                    at,
+                    which: usize::try_from(i).unwrap_or(0),
+                    tenant: ctx.tenant_index(&mut rng),
+                }));
+                due += 1;
+                i += 1;
             }
-            let slot = Slot {
-                at,
-                which: usize::try_from(i).unwrap_or(0),
-                tenant: ctx.tenant_index(&mut rng),
-            };
-            if tx.send(slot).is_err() {
-                break;
-            }
-            i += 1;
         }
+        queued.add_permits(due);
         // Sleep until the next slot, but at least PACER_TICK: the decisions that fall due
         // meanwhile start together (each timed from its own slot), so the pacer costs one
         // wake-up per tick instead of one per decision.
@@ -936,7 +949,11 @@ async fn open_loop(
     }
     // No more slots: the callers finish what is queued and stop. Give up on stragglers after
     // 30 s.
-    drop(tx);
+    queue
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend((0..concurrency).map(|_| None));
+    queued.add_permits(concurrency);
     let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut all = Hists::new();
     for c in callers {
