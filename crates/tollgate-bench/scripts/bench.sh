@@ -30,6 +30,7 @@ cd "$ROOT"
 BENCH=$TARGET/release/tollgate-bench
 WITH=(nice -n "$NICE" "$TARGET/release/tollgate-bench-redis")
 MIN=$ROOT/crates/tollgate-bench/lua/min_gcra.lua
+MIN3=$ROOT/crates/tollgate-bench/lua/min_three.lua
 
 {
   echo "date: $(date -u +%FT%TZ)"
@@ -62,17 +63,31 @@ wait_quiet() {
 cat > "$OUT/ceiling.sh" <<'EOF'
 #!/usr/bin/env bash
 set -euo pipefail
-P=$TOLLGATE_BENCH_PORT; PIPE=$1; MIN=$2; N=${N:-500000}
-KEY='tollgate-bench:{t__rand_int__}:bench:requests'
-SHA=$(redis-cli -p "$P" SCRIPT LOAD "$(cat "$MIN")")
+P=$TOLLGATE_BENCH_PORT; PIPE=$1; SCRIPT=$2; N=${N:-500000}
+K='tollgate-bench:{t__rand_int__}:bench'
+SHA=$(redis-cli -p "$P" SCRIPT LOAD "$(cat "$SCRIPT")")
+# CEILING_KEY=tollgate: the key tollgate itself uses for the requests limit of tollgate-bench's policy
+# (its limit segment names the limit in full), instead of the short one.
+case ${CEILING_KEY:-short} in
+  short) REQ=$K:requests ;;
+  tollgate) REQ=$K:default/requests%3A60/minute%3Agcra%3Ab1000000000 ;;
+esac
+case $(basename "$SCRIPT") in
+  # One limit: interval 1 s, burst 10^9.
+  min_gcra.lua) ARGS=(1 "$REQ" 1000000 1000000000000000) ;;
+  # Three limits as tollgate-bench --limits 3: requests (1 s, burst 10^9), 100 tokens of 10 ms
+  # (burst 10^9), 10^6 slots with a 60 s lease; the lease is released in the same call.
+  min_three.lua) ARGS=(3 "$K:requests" "$K:tokens" "$K:concurrent" 1000000 1000000000000000 1000000 10000000000000 1000000 60000000 1234567890123456789) ;;
+  *) echo "ceiling.sh: no arguments known for $SCRIPT" >&2; exit 2 ;;
+esac
 # Warm-up: create the keys.
-redis-benchmark -p "$P" -c 50 -n 100000 -P 16 -r 10000 -q EVALSHA "$SHA" 1 "$KEY" 1000000 1000000000000000 > /dev/null
+redis-benchmark -p "$P" -c 50 -n 100000 -P 16 -r 10000 -q EVALSHA "$SHA" "${ARGS[@]}" > /dev/null
 redis-cli -p "$P" CONFIG RESETSTAT > /dev/null
 cpu() { redis-cli -p "$P" INFO cpu | tr -d '\r' | awk -F: '/^used_cpu_(user|sys):/{s+=$2} END{printf "%.6f", s}'; }
 busy() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
 c0=$(cpu); b0=$(busy)
 csv=$(/usr/bin/time -f '%U %S' -o /tmp/tgb-time.$$ redis-benchmark -p "$P" -c 50 -n "$N" -P "$PIPE" -r 10000 --csv \
-  EVALSHA "$SHA" 1 "$KEY" 1000000 1000000000000000 | tail -1)
+  EVALSHA "$SHA" "${ARGS[@]}" | tail -1)
 c1=$(cpu); b1=$(busy)
 read -r bu bs < /tmp/tgb-time.$$; rm -f /tmp/tgb-time.$$
 rps=$(echo "$csv" | cut -d, -f2 | tr -d '"')
@@ -80,10 +95,15 @@ stats=$(redis-cli -p "$P" INFO commandstats | tr -d '\r')
 calls=$(echo "$stats" | sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\),usec=\([0-9]*\),.*/\1/p')
 usec=$(echo "$stats" | sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\),usec=\([0-9]*\),.*/\2/p')
 keys=$(redis-cli -p "$P" DBSIZE)
+# Read and write events and network bytes since the RESETSTAT (the few INFO calls included).
+io=$(redis-cli -p "$P" INFO stats | tr -d '\r' | awk -F: '/^total_(reads|writes)_processed:|^total_net_(input|output)_bytes:/{v[$1]=$2}
+  END{printf "[%d,%d,%d,%d]", v["total_reads_processed"], v["total_writes_processed"], v["total_net_input_bytes"], v["total_net_output_bytes"]}')
 jq -cn --argjson pipe "$PIPE" --argjson rps "$rps" --argjson calls "$calls" --argjson usec "$usec" \
   --argjson c0 "$c0" --argjson c1 "$c1" --argjson b0 "$b0" --argjson b1 "$b1" --argjson bu "$bu" --argjson bs "$bs" \
-  --argjson keys "$keys" --arg csv "$csv" \
-  '{pipeline: $pipe, decisions_per_s: $rps, evalsha_calls: $calls, evalsha_usec_per_call: (($usec / $calls) * 100 | round / 100),
+  --argjson keys "$keys" --arg csv "$csv" --argjson io "$io" --arg script "$(basename "$SCRIPT")" \
+  '{script: $script, pipeline: $pipe, decisions_per_s: $rps, evalsha_calls: $calls, evalsha_usec_per_call: (($usec / $calls) * 100 | round / 100),
+    reads_per_decision: ($io[0] / $calls * 1000 | round / 1000), writes_per_decision: ($io[1] / $calls * 1000 | round / 1000),
+    bytes_in_per_decision: ($io[2] / $calls | round), bytes_out_per_decision: ($io[3] / $calls | round),
     redis_cpu_s: (($c1 - $c0) * 100 | round / 100), redis_cpu_usec_per_decision: (($c1 - $c0) * 1e8 / $calls | round / 100),
     client_cpu_s: (($bu + $bs) * 100 | round / 100), client_cpu_usec_per_decision: (($bu + $bs) * 1e8 / $calls | round / 100),
     machine_busy_s: (($b1 - $b0) / 100), other_cpu_s: ((($b1 - $b0) / 100 - ($c1 - $c0) - $bu - $bs) * 100 | round / 100),
@@ -115,6 +135,14 @@ for rep in $(seq "$REPS"); do
     wait_quiet
     record "ceiling-P$pipe" "$rep" "$("${WITH[@]}" -- "$OUT/ceiling.sh" "$pipe" "$MIN")"
   done
+  # The lower bound of a three-limit decision (min_three.lua), the same way.
+  for pipe in 1 16; do
+    wait_quiet
+    record "min3-P$pipe" "$rep" "$("${WITH[@]}" -- "$OUT/ceiling.sh" "$pipe" "$MIN3")"
+  done
+  # What the longer keys of tollgate cost: the -P 16 ceiling with tollgate's own key.
+  wait_quiet
+  record "ceiling-tgkey-P16" "$rep" "$(CEILING_KEY=tollgate "${WITH[@]}" -- "$OUT/ceiling.sh" 16 "$MIN")"
   # The load tool with two tokio worker threads (one per CPU, the default), and with one.
   for t in 2 1; do
     bench "limits1-t$t" "$rep" --limits 1 --threads "$t"
@@ -148,7 +176,7 @@ fi
 
 {
   echo "medians of $REPS runs (decisions/s, latency µs, CPU µs per decision)"
-  for c in ceiling-P1 ceiling-P16; do
+  for c in ceiling-P1 ceiling-P16 ceiling-tgkey-P16 min3-P1 min3-P16; do
     printf '%-22s %8s/s  evalsha %6s µs/call  redis CPU %6s µs/dec  client CPU %6s µs/dec  other CPU %5s s\n' "$c" \
       "$(median "$c" .decisions_per_s)" "$(median "$c" .evalsha_usec_per_call)" \
       "$(median "$c" .redis_cpu_usec_per_decision)" "$(median "$c" .client_cpu_usec_per_decision)" "$(median "$c" .other_cpu_s)"

@@ -1,5 +1,6 @@
-//! Server-side counters: `INFO commandstats` (calls and microseconds per command) and
-//! `INFO cpu` (the process's user and system CPU), summed over every node.
+//! Server-side counters: `INFO commandstats` (calls and microseconds per command), `INFO cpu`
+//! (the process's user and system CPU) and `INFO stats` (read and write events, network bytes),
+//! summed over every node.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +23,9 @@ pub struct Snapshot {
     pub cpu_s: f64,
     /// Nodes read.
     pub nodes: usize,
+    /// `INFO stats`: `total_reads_processed`, `total_writes_processed`, `total_net_input_bytes`,
+    /// `total_net_output_bytes`.
+    pub io: [u64; 4],
 }
 
 /// The difference of two snapshots.
@@ -43,6 +47,9 @@ pub struct StatsDelta {
     pub cpu_s: f64,
     /// Per command with calls: name, calls, microseconds.
     pub commands: Vec<(String, u64, u64)>,
+    /// Read events (each one `read` of a client socket), write events, bytes in, bytes out
+    /// (`INFO stats`; the reads of the counters themselves included, a few per run).
+    pub io: [u64; 4],
 }
 
 impl StatsDelta {
@@ -110,6 +117,22 @@ impl ServerStats {
                 e.0 += calls;
                 e.1 += usec;
             }
+            let text: String = redis::cmd("INFO")
+                .arg("stats")
+                .query_async(&mut conn)
+                .await?;
+            for line in text.lines() {
+                if let Some((k, v)) = line.trim().split_once(':') {
+                    let i = match k {
+                        "total_reads_processed" => 0,
+                        "total_writes_processed" => 1,
+                        "total_net_input_bytes" => 2,
+                        "total_net_output_bytes" => 3,
+                        _ => continue,
+                    };
+                    snap.io[i] += v.parse::<u64>().unwrap_or(0);
+                }
+            }
             let text: String = redis::cmd("INFO").arg("cpu").query_async(&mut conn).await?;
             for line in text.lines() {
                 if let Some((k, v)) = line.trim().split_once(':') {
@@ -130,6 +153,7 @@ impl Snapshot {
         let mut d = StatsDelta {
             nodes: self.nodes,
             cpu_s: (self.cpu_s - before.cpu_s).max(0.0),
+            io: std::array::from_fn(|i| self.io[i].saturating_sub(before.io[i])),
             ..StatsDelta::default()
         };
         for (cmd, &(calls, usec)) in &self.commands {

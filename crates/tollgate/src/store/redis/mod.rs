@@ -576,13 +576,15 @@ impl RedisStore {
             })
             .await?;
         let malformed = || StoreError::Protocol(format!("fast_check.lua answered {reply:?}"));
-        let Value::Array(items) = &reply else {
+        // "now x"
+        let Value::BulkString(text) = &reply else {
             return Err(malformed());
         };
-        let (now_us, x) = match items.as_slice() {
-            [Value::Int(now), Value::Int(x)] => (u64::try_from(*now).map_err(|_| malformed())?, *x),
-            _ => return Err(malformed()),
-        };
+        let (now_us, x) = std::str::from_utf8(text)
+            .ok()
+            .and_then(|t| t.split_once(' '))
+            .and_then(|(now, x)| Some((now.parse::<u64>().ok()?, x.parse::<i64>().ok()?)))
+            .ok_or_else(malformed)?;
         // x = d when admitted and spent, -1 - d when denied.
         let (spent, d) = if x >= 0 {
             (true, x.unsigned_abs())

@@ -9,8 +9,11 @@
 -- ARGV[2]   tau = burst * step
 -- ARGV[3]   (tests only) the time in microseconds to use instead of TIME
 --
--- Returns { now_us, d } when it admitted and spent, { now_us, -1 - d } when it denied, where
--- d = tat - now (microseconds, >= 0) before this decision.
+-- Returns the string "now_us d" when it admitted and spent, "now_us -(1 + d)" when it denied,
+-- where d = tat - now (microseconds, >= 0) before this decision. A string, not the array
+-- { now_us, d }: Redis turns a Lua table into a reply by first looking up each special field
+-- (err, ok, double, map, set, ...) and then writing an array of deferred length, which costs
+-- more than formatting two integers (docs/bench-redis.md).
 
 local call = redis.call
 local now, slack
@@ -35,7 +38,7 @@ if raw then
   if q and q >= now then d = q - now + r end
 end
 local nd = d + ARGV[1]
-if nd > tonumber(ARGV[2]) then return { now, -1 - d } end
+if nd > tonumber(ARGV[2]) then return string.format('%d %d', now, -1 - d) end
 if nd > 0 then
   -- TTL: until the bucket is full again, in whole milliseconds rounded up. Numbers reach
   -- Redis as exact decimal integers (below 10^17), so no string.format.
@@ -44,4 +47,4 @@ if nd > 0 then
 else
   call('DEL', key)
 end
-return { now, d }
+return string.format('%d %d', now, d)
