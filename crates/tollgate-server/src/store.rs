@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tollgate::key::BucketName;
 use tollgate::store::fallback::{BreakerState, FallbackStore};
 use tollgate::store::redis::RedisStore;
-use tollgate::store::{FailureMode, Mode, Op, Route, Settlement, Store, StoreOutcome};
+use tollgate::store::{FailureMode, Mode, OneOutcome, Op, Route, Settlement, Store, StoreOutcome};
 use tollgate::{MemoryStore, StoreError};
 use tollgate_core::{LeaseId, Timestamp, Usage};
 
@@ -37,6 +37,16 @@ impl<S: Store> Store for Shared<S> {
         request_id: Option<&str>,
     ) -> impl Future<Output = Result<StoreOutcome, StoreError>> + Send {
         self.0.decide(ops, mode, lease, request_id)
+    }
+
+    fn decide_one_sync(
+        &self,
+        op: &Op<Self::Key>,
+        cost: u64,
+        mode: Mode,
+        lease: LeaseId,
+    ) -> Option<OneOutcome> {
+        self.0.decide_one_sync(op, cost, mode, lease)
     }
 
     fn decide_sync(

@@ -437,16 +437,36 @@ impl<S: Store> Limiter<S> {
         request_id: Option<&str>,
         decision: &mut Decision,
     ) -> Option<Result<(tollgate_core::Timestamp, Route), Error>> {
+        let started = crate::stats::sample_latency().then(quanta::Instant::now);
+        self.decide_now_started(ops, meta, mode, lease, request_id, started, decision)
+    }
+
+    /// [`decide_now_into`](Self::decide_now_into) for a decision whose latency sample (if it
+    /// is sampled) started at `started`: a caller that tried another path first samples once.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub(crate) fn decide_now_started(
+        &self,
+        ops: &[Op<S::Key>],
+        meta: &[Meta],
+        mode: Mode,
+        lease: LeaseId,
+        request_id: Option<&str>,
+        started: Option<quanta::Instant>,
+        decision: &mut Decision,
+    ) -> Option<Result<(tollgate_core::Timestamp, Route), Error>> {
         if ops.is_empty() {
-            self.inner.stats.record(decision, None, None);
+            if mode == Mode::Spend {
+                self.inner.stats.record(decision, None, None);
+            }
             return Some(Ok((tollgate_core::Timestamp::EPOCH, Route::PRIMARY)));
         }
         if let ([op], [m], None) = (ops, meta, request_id) {
-            if let Some(decided) = self.decide_one_now_into(op, op.cost, m, mode, decision) {
+            let one = self.decide_one_now_into(op, op.cost, m, mode, lease, started, decision);
+            if let Some(decided) = one {
                 return Some(Ok(decided));
             }
         }
-        let started = crate::stats::sample_latency().then(quanta::Instant::now);
         let outcome = self.inner.store.decide_sync(ops, mode, lease, request_id)?;
         Some(self.finish(ops, meta, mode, started, outcome, decision))
     }
@@ -455,7 +475,8 @@ impl<S: Store> Limiter<S> {
     /// `decision` (a fresh [`Decision::unlimited`]) and counted, if the store answers it at
     /// once through [`Store::decide_one_sync`]; `None` (nothing written, nothing counted) if
     /// it does not. The same decision as [`decide_now_into`](Self::decide_now_into) without
-    /// the store's vectors of verdicts.
+    /// the store's vectors of verdicts. `started` is the latency sample's start, if sampled.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(crate) fn decide_one_now_into(
         &self,
@@ -463,10 +484,11 @@ impl<S: Store> Limiter<S> {
         cost: u64,
         meta: &Meta,
         mode: Mode,
+        lease: LeaseId,
+        started: Option<quanta::Instant>,
         decision: &mut Decision,
     ) -> Option<(tollgate_core::Timestamp, Route)> {
-        let started = crate::stats::sample_latency().then(quanta::Instant::now);
-        let one = self.inner.store.decide_one_sync(op, cost, mode)?;
+        let one = self.inner.store.decide_one_sync(op, cost, mode, lease)?;
         let v = &one.verdict;
         let spends = v.admitted && (one.spent || !one.store_full);
         decision

@@ -36,6 +36,8 @@ fn limiter(clock: &ManualClock, at_capacity: AtCapacity) -> Limiter {
     Limiter::with_store(policy(), store)
 }
 
+/// The outcomes of the sequence, each asserted equal on both paths; the limiters' stats and
+/// bucket counts are asserted equal at the end.
 fn run(at_capacity: AtCapacity) -> Vec<Outcome> {
     let clock = ManualClock::new(T0);
     let one_path = limiter(&clock, at_capacity);
@@ -63,6 +65,8 @@ fn run(at_capacity: AtCapacity) -> Vec<Outcome> {
         seen.push(a.outcome());
         clock.advance(Duration::from_millis((step * 131) % 9_000));
     }
+    assert_eq!(one_path.stats(), general.stats(), "both counted alike");
+    assert_eq!(one_path.store().len(), general.store().len());
     seen
 }
 
@@ -86,4 +90,26 @@ fn both_paths_decide_alike_when_the_cap_admits_untracked() {
         assert!(seen.contains(&outcome), "{outcome:?} never happened");
     }
     assert!(!seen.contains(&Outcome::StoreFull));
+}
+
+/// At the cap with `Admit`, a new tenant is admitted on both paths and tracked on neither.
+#[test]
+fn at_the_cap_both_paths_admit_untracked() {
+    let clock = ManualClock::new(T0);
+    let one_path = limiter(&clock, AtCapacity::Admit);
+    let general = limiter(&clock, AtCapacity::Admit);
+    for i in 0..5 {
+        let tenant = format!("t{i}");
+        let who = Subject::new().tenant(tenant.as_str());
+        let a = one_path.check_now(&who, Cost::tokens(10)).unwrap().unwrap();
+        let b = general
+            .check_idempotent(&who, Cost::tokens(10), &format!("r{i}"))
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+        assert!(a.is_allowed());
+        assert_eq!(a, b);
+    }
+    assert_eq!(one_path.store().len(), 3, "the cap");
+    assert_eq!(general.store().len(), 3, "the cap");
 }

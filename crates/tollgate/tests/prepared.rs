@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use tollgate::{
-    Cost, LimitKind, LimitSpec, Limiter, ManualClock, Outcome, Policy, Reservation, Rule, Subject,
-    Timestamp, Window,
+    Algorithm, Cost, LimitKind, LimitSpec, Limiter, ManualClock, Outcome, Policy, Reservation,
+    Rule, Subject, Timestamp, Window,
 };
 
 const T0: Timestamp = Timestamp::from_secs(1_700_000_000);
@@ -26,6 +26,20 @@ fn policy(rpm: u64) -> Policy {
                 .per("tenant")
                 .limit(LimitSpec::concurrency(2)),
         )
+        // One GCRA limit alone: the one-operation path.
+        .rule(
+            Rule::builder("per-user")
+                .per("user")
+                .limit(LimitSpec::new(LimitKind::Tokens, 5_000, Window::MINUTE).burst(6_000)),
+        )
+        // One sliding-window limit alone: a single operation the store's one-operation path
+        // declines.
+        .rule(
+            Rule::builder("per-agent").per("agent").limit(
+                LimitSpec::new(LimitKind::Requests, 4, Window::MINUTE)
+                    .algorithm(Algorithm::SlidingWindow),
+            ),
+        )
         .build()
         .expect("a valid policy")
 }
@@ -45,6 +59,10 @@ fn subjects() -> Vec<Subject<'static>> {
             .model("gpt-4o"),
         // Only the tenant rule applies.
         Subject::new().tenant("gamma"),
+        // Only the user rule applies: one GCRA limit.
+        Subject::new().user("u1"),
+        // Only the agent rule applies: one sliding-window limit.
+        Subject::new().agent("a1"),
         // No rule applies.
         Subject::new().model("gpt-4o"),
     ]
@@ -60,7 +78,7 @@ fn prepared_decisions_equal_subject_decisions() {
     let prepared: Vec<_> = subjects.iter().map(|s| by_prepared.prepare(s)).collect();
     let mut denied = 0;
     for step in 0..200u64 {
-        let i = usize::try_from(step % 5).expect("small");
+        let i = usize::try_from(step % 7).expect("small");
         let cost = Cost::tokens(300 + (step * 137) % 1_500);
         let a = by_subject
             .check_now(&subjects[i], cost)
@@ -82,6 +100,40 @@ fn prepared_decisions_equal_subject_decisions() {
         denied > 10,
         "the sequence must exercise denials, saw {denied}"
     );
+    // Both limiters counted the same decisions.
+    assert_eq!(by_subject.stats(), by_prepared.stats());
+}
+
+/// Every subject of the policy alone, until it is denied: the single-limit subjects (GCRA
+/// and sliding window) are denied alike too, with the same retry_after.
+#[test]
+fn each_subject_alone_is_denied_alike() {
+    for who in subjects() {
+        let (by_subject, _) = limiter(policy(3));
+        let (by_prepared, _) = limiter(policy(3));
+        let p = by_prepared.prepare(&who);
+        let mut denied = false;
+        for _ in 0..10 {
+            let a = by_subject
+                .check_now(&who, Cost::tokens(2_500))
+                .unwrap()
+                .unwrap();
+            let b = by_prepared
+                .check_prepared_now(&p, Cost::tokens(2_500))
+                .unwrap()
+                .unwrap();
+            assert_eq!(a, b, "{who}");
+            denied |= !a.is_allowed();
+        }
+        // Only the concurrency limit applies to "gamma", and a check takes no slot.
+        let limited = p.limits() > 0 && who.get(&tollgate::Attr::Tenant) != Some("gamma");
+        assert_eq!(
+            denied,
+            limited,
+            "{who}: denied {denied}, limits {}",
+            p.limits()
+        );
+    }
 }
 
 #[tokio::test]

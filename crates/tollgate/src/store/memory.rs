@@ -756,8 +756,16 @@ impl Store for MemoryStore {
         Ok(self.decide_once(ops, mode, lease, request_id))
     }
 
+    /// GCRA only: the other algorithms go through [`decide_now`](Self::decide_now) (a GCRA
+    /// bucket has no use for the lease).
     #[inline(always)]
-    fn decide_one_sync(&self, op: &Op<MemoryKey>, cost: u64, mode: Mode) -> Option<OneOutcome> {
+    fn decide_one_sync(
+        &self,
+        op: &Op<MemoryKey>,
+        cost: u64,
+        mode: Mode,
+        _lease: LeaseId,
+    ) -> Option<OneOutcome> {
         if op.limit.algorithm() != Algorithm::Gcra {
             return None;
         }

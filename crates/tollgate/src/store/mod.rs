@@ -267,9 +267,17 @@ pub trait Store: Send + Sync + 'static {
     /// [`decide_sync`](Self::decide_sync) for a decision of one operation spending `cost`
     /// (in place of `op.cost`) with no request id, for a store that answers it without
     /// building a [`StoreOutcome`]: the memory store's GCRA buckets, the commonest decision.
-    /// `None` means this store does not: use `decide_sync` or `decide`.
-    fn decide_one_sync(&self, op: &Op<Self::Key>, cost: u64, mode: Mode) -> Option<OneOutcome> {
-        let _ = (op, cost, mode);
+    /// An answer must be exactly what `decide_sync(&[op with cost], mode, lease, None)` would
+    /// answer (a concurrency slot taken under `lease`, for instance). `None` means this store
+    /// does not answer this operation so: the limiter then uses `decide_sync` or `decide`.
+    fn decide_one_sync(
+        &self,
+        op: &Op<Self::Key>,
+        cost: u64,
+        mode: Mode,
+        lease: LeaseId,
+    ) -> Option<OneOutcome> {
+        let _ = (op, cost, mode, lease);
         None
     }
 
