@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use tollgate::store::redis::RedisStore;
-use tollgate::{Cost, LimitKind, LimitSpec, Limiter, Policy, Rule, Subject, Window};
+use tollgate::{
+    BlockingLimiter, Cost, LimitKind, LimitSpec, Limiter, Policy, Rule, Subject, Window,
+};
 use tollgate_test::RedisServer;
 
 /// Far longer than a call takes on loopback; a stalled call takes forever.
@@ -83,4 +85,44 @@ fn calls_from_the_home_runtime_never_wait_for_an_idle_one() {
             .expect("the concurrency limit");
         assert_eq!(slots.used, 0, "both slots were given back");
     });
+}
+
+/// A blocking facade over a store that connected on the facade's own current-thread runtime,
+/// which runs only inside its blocking calls: a permit dropped between two calls gives its
+/// slot back before the drop returns. The calls run on a thread of their own, so that a
+/// regression fails the test (the drop would wait forever) instead of hanging it.
+#[test]
+fn a_dropped_blocking_permit_gives_its_slot_back() {
+    let server = RedisServer::start().expect("redis-server starts");
+    let url = server.url();
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let store = rt.block_on(RedisStore::connect(&url)).expect("connects");
+        let policy = Policy::builder()
+            .rule(
+                Rule::builder("one-at-a-time")
+                    .per("tenant")
+                    .limit(LimitSpec::concurrency(1)),
+            )
+            .build()
+            .expect("a valid policy");
+        let blocking = BlockingLimiter::with_runtime(Limiter::with_store(policy, store), rt);
+        let who = Subject::new().tenant("acme");
+        let first = blocking
+            .reserve(&who, Cost::ONE)
+            .expect("reserves")
+            .expect("the free slot");
+        drop(first);
+        let second = blocking.reserve(&who, Cost::ONE).expect("reserves");
+        let _ = done.send(second.is_ok());
+    });
+    assert_eq!(
+        outcome.recv_timeout(PATIENCE * 2),
+        Ok(true),
+        "the dropped permit's slot was given back"
+    );
 }

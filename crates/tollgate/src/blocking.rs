@@ -146,6 +146,22 @@ pub struct BlockingPermit<'a, S: Store = MemoryStore> {
     rt: &'a Runtime,
 }
 
+impl<S: Store> Drop for BlockingPermit<'_, S> {
+    /// Releases the concurrency slots on the facade's runtime and waits for the store. (The
+    /// permit's own drop would hand the release to a detached task, or block on the store
+    /// outside any runtime, which a store whose connection runs on this facade's runtime could
+    /// not answer, since that runtime runs only inside a blocking call.) Inside an async
+    /// context, where blocking would panic, the permit's own drop does it.
+    fn drop(&mut self) {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return;
+        }
+        if self.rt.block_on(self.permit.release()).is_err() {
+            metrics::counter!("tollgate_store_errors_total").increment(1);
+        }
+    }
+}
+
 impl<S: Store> BlockingPermit<'_, S> {
     /// The decision that granted the permit.
     pub fn decision(&self) -> &Decision {

@@ -185,6 +185,21 @@ impl<S: Store> Permit<S> {
             .collect()
     }
 
+    /// What dropping the permit does (release its concurrency slots, keep what it spent),
+    /// awaited rather than left to a detached task: for the blocking facade, whose runtime
+    /// runs nothing once its call returns. Idempotent, like every settlement.
+    pub(crate) async fn release(&mut self) -> Result<(), Error> {
+        if std::mem::replace(&mut self.settled, true) {
+            return Ok(());
+        }
+        self.renewer = None;
+        let items = self.releases();
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.limiter.settle(&items, self.route).await.map(|_| ())
+    }
+
     /// Settles against the actual cost and releases the concurrency slots. Idempotent.
     ///
     /// # Errors
