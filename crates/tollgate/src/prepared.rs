@@ -113,7 +113,7 @@ impl<S: Store> Limiter<S> {
     pub fn prepare(&self, subject: &Subject<'_>) -> Prepared<S> {
         let subject = Box::new(subject.clone().into_owned());
         let mut plan = Plan::new();
-        let version = self.plan_versioned(&subject, &Cost::requests(0), false, &mut plan);
+        let version = self.plan_into(&subject, &Cost::requests(0), false, &mut plan);
         Prepared {
             subject,
             version,
@@ -182,10 +182,10 @@ impl<S: Store> Limiter<S> {
     ) -> Option<Result<Decision, Error>> {
         let mut decision = Decision::unlimited();
         let meta = &prepared.meta;
-        let started = crate::stats::sample_latency().then(quanta::Instant::now);
-        // The costed operations are built where they are used: a moved `SmallVec` of them
-        // is copied whole (measured with callgrind: two `memcpy`s of its inline array).
         let decided = if let ([op], [m]) = (&*prepared.ops, &**meta) {
+            // The cost goes to the one-operation path beside the operation, not in a copy of
+            // it; a copy is made only for a store that declines that path.
+            let started = crate::stats::sample_latency().then(quanta::Instant::now);
             let spend = op_cost(m.kind, &cost, false);
             let mode = Mode::Spend;
             if self
@@ -195,13 +195,15 @@ impl<S: Store> Limiter<S> {
                 return Some(Ok(decision));
             }
             let one = [costed(op, m, &cost, false)];
-            self.decide_now_started(&one, meta, mode, 0, None, started, &mut decision)
+            self.decide_now_general(&one, meta, mode, 0, None, started, &mut decision)
         } else {
+            // Built where they are used: a moved `SmallVec` of operations is copied whole
+            // (measured with callgrind: two `memcpy`s of its inline array).
             let mut ops: SmallVec<[Op<S::Key>; 3]> = SmallVec::new();
             for (op, m) in prepared.ops.iter().zip(meta.iter()) {
                 ops.push(costed(op, m, &cost, false));
             }
-            self.decide_now_started(&ops, meta, Mode::Spend, 0, None, started, &mut decision)
+            self.decide_now_into(&ops, meta, Mode::Spend, 0, None, &mut decision)
         };
         match decided? {
             Ok(_) => Some(Ok(decision)),
