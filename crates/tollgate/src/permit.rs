@@ -189,15 +189,21 @@ impl<S: Store> Permit<S> {
     /// awaited rather than left to a detached task: for the blocking facade, whose runtime
     /// runs nothing once its call returns. Idempotent, like every settlement.
     pub(crate) async fn release(&mut self) -> Result<(), Error> {
-        if std::mem::replace(&mut self.settled, true) {
-            return Ok(());
-        }
-        self.renewer = None;
-        let items = self.releases();
+        let items = self.settle_by_release();
         if items.is_empty() {
             return Ok(());
         }
         self.limiter.settle(&items, self.route).await.map(|_| ())
+    }
+
+    /// Marks the permit settled by a release (what a drop does) and returns the releases to
+    /// apply: none if it was settled already.
+    fn settle_by_release(&mut self) -> Vec<Settlement<S::Key>> {
+        self.renewer = None;
+        if std::mem::replace(&mut self.settled, true) {
+            return Vec::new();
+        }
+        self.releases()
     }
 
     /// Settles against the actual cost and releases the concurrency slots. Idempotent.
@@ -320,12 +326,7 @@ impl<S: Store> Permit<S> {
 
 impl<S: Store> Drop for Permit<S> {
     fn drop(&mut self) {
-        self.renewer = None;
-        if self.settled {
-            return;
-        }
-        self.settled = true;
-        let items = self.releases();
+        let items = self.settle_by_release();
         if !items.is_empty() {
             self.limiter.settle_detached(items, self.route);
         }
