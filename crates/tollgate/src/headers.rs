@@ -130,30 +130,32 @@ fn write_u64(buf: &mut Vec<u8>, mut n: u64) {
     buf.extend_from_slice(&digits[i..]);
 }
 
+/// OpenAI's header names per kind: limit, remaining, reset.
+const OPENAI_HEADERS: [(LimitKind, [&str; 3]); 2] = [
+    (
+        LimitKind::Requests,
+        [
+            "x-ratelimit-limit-requests",
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-reset-requests",
+        ],
+    ),
+    (
+        LimitKind::Tokens,
+        [
+            "x-ratelimit-limit-tokens",
+            "x-ratelimit-remaining-tokens",
+            "x-ratelimit-reset-tokens",
+        ],
+    ),
+];
+
 fn openai(
     decision: &Decision,
     buf: &mut Vec<u8>,
     emit: &mut impl FnMut(&'static str, Range<usize>),
 ) {
-    let pairs = [
-        (
-            LimitKind::Requests,
-            [
-                "x-ratelimit-limit-requests",
-                "x-ratelimit-remaining-requests",
-                "x-ratelimit-reset-requests",
-            ],
-        ),
-        (
-            LimitKind::Tokens,
-            [
-                "x-ratelimit-limit-tokens",
-                "x-ratelimit-remaining-tokens",
-                "x-ratelimit-reset-tokens",
-            ],
-        ),
-    ];
-    for (kind, [limit, remaining, reset]) in pairs {
+    for (kind, [limit, remaining, reset]) in OPENAI_HEADERS {
         if let Some(s) = decision.tightest(kind) {
             let start = buf.len();
             write_u64(buf, s.amount);
@@ -345,25 +347,7 @@ mod tests {
     }
 
     fn openai_by_format(decision: &Decision, out: &mut Vec<(&'static str, String)>) {
-        let pairs = [
-            (
-                LimitKind::Requests,
-                [
-                    "x-ratelimit-limit-requests",
-                    "x-ratelimit-remaining-requests",
-                    "x-ratelimit-reset-requests",
-                ],
-            ),
-            (
-                LimitKind::Tokens,
-                [
-                    "x-ratelimit-limit-tokens",
-                    "x-ratelimit-remaining-tokens",
-                    "x-ratelimit-reset-tokens",
-                ],
-            ),
-        ];
-        for (kind, [limit, remaining, reset]) in pairs {
+        for (kind, [limit, remaining, reset]) in OPENAI_HEADERS {
             if let Some(s) = decision.tightest(kind) {
                 out.push((limit, s.amount.to_string()));
                 out.push((remaining, s.remaining.to_string()));
