@@ -9,6 +9,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use tokio::runtime::Runtime;
+use tollgate::key::{partition_hash, BucketName};
 use tollgate::store::{Mode, Op, Route, Settlement, Store};
 use tollgate::{Algorithm, Clock, ManualClock, Timestamp};
 use tollgate_core::{BucketState, Limit};
@@ -17,6 +18,24 @@ use crate::strategies::Step;
 
 /// Where every case starts.
 pub const T0: Timestamp = Timestamp::from_secs(1_700_000_000);
+
+/// The bucket keys `store` gives the limits `labels` of one rule (`prop`, id 0) in the
+/// partition `partition`, named as the limiter names them.
+pub fn bucket_keys<S: Store>(store: &S, partition: &str, labels: &[&'static str]) -> Vec<S::Key> {
+    labels
+        .iter()
+        .map(|label| {
+            store.bucket_key(&BucketName {
+                rule: "prop",
+                rule_id: 0,
+                limit: label,
+                partition: &[partition],
+                partition_hash: partition_hash(0, &[partition]),
+                limit_salt: partition_hash(1, &[label]),
+            })
+        })
+        .collect()
+}
 
 /// The stores under test, with their names for failure messages, and how they behave where
 /// stores may differ.

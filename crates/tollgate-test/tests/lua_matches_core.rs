@@ -3,11 +3,9 @@
 //! [`tollgate_test::model`], shared with the memory store's tests).
 
 use proptest::prelude::*;
-use tollgate::key::BucketName;
 use tollgate::store::redis::{RedisConfig, RedisStore};
-use tollgate::store::Store;
 use tollgate::ManualClock;
-use tollgate_test::model::{Stores, T0};
+use tollgate_test::model::{bucket_keys, Stores, T0};
 use tollgate_test::strategies::{limit, step};
 use tollgate_test::RedisServer;
 
@@ -77,22 +75,7 @@ impl Fixture {
     ) -> Vec<Vec<tollgate::store::redis::RedisKey>> {
         [(&self.store, "fast"), (&self.general, "general")]
             .iter()
-            .map(|(store, path)| {
-                let partition = format!("{case}-{path}");
-                labels
-                    .iter()
-                    .map(|label| {
-                        store.bucket_key(&BucketName {
-                            rule: "prop",
-                            rule_id: 0,
-                            limit: label,
-                            partition: &[&partition],
-                            partition_hash: 0,
-                            limit_salt: 0,
-                        })
-                    })
-                    .collect()
-            })
+            .map(|(store, path)| bucket_keys(*store, &format!("{case}-{path}"), labels))
             .collect()
     }
 }

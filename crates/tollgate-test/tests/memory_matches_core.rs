@@ -4,28 +4,14 @@
 //! [`tollgate_test::model`], shared with the Lua scripts' tests).
 
 use proptest::prelude::*;
-use tollgate::key::{partition_hash, BucketName};
 use tollgate::store::memory::MemoryKey;
-use tollgate::store::Store;
 use tollgate::{ManualClock, MemoryStore};
-use tollgate_test::model::{Stores, T0};
+use tollgate_test::model::{bucket_keys, Stores, T0};
 use tollgate_test::strategies::{limit, step};
 
 fn keys(store: &MemoryStore, n: usize) -> Vec<MemoryKey> {
     const LABELS: [&str; 4] = ["l0", "l1", "l2", "l3"];
-    LABELS[..n]
-        .iter()
-        .map(|label| {
-            store.bucket_key(&BucketName {
-                rule: "prop",
-                rule_id: 0,
-                limit: label,
-                partition: &["prop"],
-                partition_hash: partition_hash(0, &["prop"]),
-                limit_salt: partition_hash(1, &[label]),
-            })
-        })
-        .collect()
+    bucket_keys(store, "prop", &LABELS[..n])
 }
 
 /// A fresh store on a manual clock, driven by `f`.
