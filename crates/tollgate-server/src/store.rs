@@ -9,7 +9,7 @@ use tollgate::store::fallback::{BreakerState, FallbackStore};
 use tollgate::store::redis::RedisStore;
 use tollgate::store::{FailureMode, Mode, OneOutcome, Op, Route, Settlement, Store, StoreOutcome};
 use tollgate::{MemoryStore, StoreError};
-use tollgate_core::{LeaseId, Timestamp, Usage};
+use tollgate_core::{LeaseId, Limit, Timestamp, Usage};
 
 /// A store shared by several limiters (the service keeps one limiter for the whole policy and
 /// one for the enforced rules only, over the same buckets).
@@ -41,12 +41,13 @@ impl<S: Store> Store for Shared<S> {
 
     fn decide_one_sync(
         &self,
-        op: &Op<Self::Key>,
+        key: &Self::Key,
+        limit: &Limit,
         cost: u64,
         mode: Mode,
         lease: LeaseId,
     ) -> Option<OneOutcome> {
-        self.0.decide_one_sync(op, cost, mode, lease)
+        self.0.decide_one_sync(key, limit, cost, mode, lease)
     }
 
     fn decide_sync(

@@ -1,6 +1,7 @@
 //! Rules: a selector over subject attributes and the limits that apply to what it selects.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use smallvec::SmallVec;
 use tollgate_core::{Limit, LimitKind, LimitSpec};
@@ -9,6 +10,8 @@ use super::intern::intern;
 use super::selector::{Matcher, Selectors};
 use crate::error::PolicyError;
 use crate::key::salt_of;
+use crate::limiter::{Meta, Planned};
+use crate::store::FailureMode;
 use crate::subject::{Attr, Subject};
 
 /// One limit of a rule, with the names stores use for its bucket.
@@ -19,8 +22,8 @@ pub struct RuleLimit {
     /// unchanged (so its bucket keeps its state).
     pub(crate) label: &'static str,
     pub(crate) salt: u128,
-    /// How a denial by this limit is counted.
-    pub(crate) denial: &'static crate::stats::DenialLabels,
+    /// What a decision needs of this limit, shared with the subjects prepared under it.
+    pub(crate) planned: Arc<Planned>,
 }
 
 impl RuleLimit {
@@ -267,7 +270,14 @@ impl RuleBuilder {
                 limits: Vec::new(),
             }
         } else {
-            build_set(name, "default", &self.limits, "limits", &err)?
+            build_set(
+                name,
+                self.failure_mode,
+                "default",
+                &self.limits,
+                "limits",
+                &err,
+            )?
         };
         let mut overrides = Vec::with_capacity(self.overrides.len());
         let mut seen = HashSet::new();
@@ -292,7 +302,14 @@ impl RuleBuilder {
                     format!("duplicates an earlier override ({set_name})"),
                 ));
             }
-            let set = build_set(name, &set_name, limits, &format!("{field}.limits"), &err)?;
+            let set = build_set(
+                name,
+                self.failure_mode,
+                &set_name,
+                limits,
+                &format!("{field}.limits"),
+                &err,
+            )?;
             overrides.push(Override { when, set });
         }
         // Most specific first; the sort is stable, so ties keep declaration order.
@@ -336,6 +353,7 @@ fn parse_selectors(
 
 fn build_set(
     rule: &'static str,
+    failure: FailureMode,
     set_name: &str,
     specs: &[LimitSpec],
     field: &str,
@@ -357,11 +375,21 @@ fn build_set(
         }
         let label = limit_label(set_name, &limit);
         let (label, _) = intern(&label);
+        let meta = Meta {
+            rule,
+            label,
+            kind: limit.kind(),
+            denial: crate::stats::denial_labels(rule, limit.kind(), limit.is_quota()),
+        };
         limits.push(RuleLimit {
             limit,
             label,
             salt: salt_of(rule, label),
-            denial: crate::stats::denial_labels(rule, limit.kind(), limit.is_quota()),
+            planned: Arc::new(Planned {
+                limit,
+                failure,
+                meta,
+            }),
         });
     }
     let (name, _) = intern(set_name);

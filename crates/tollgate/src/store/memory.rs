@@ -461,7 +461,7 @@ impl MemoryStore {
         let now = self.clock.now();
         if let [op] = ops {
             if op.limit.algorithm() == Algorithm::Gcra {
-                let one = self.decide_one_gcra(op, op.cost, mode, now);
+                let one = self.decide_one_gcra(op.key, &op.limit, op.cost, mode, now);
                 let mut outcome = unspent(now, smallvec::smallvec![one.verdict]);
                 outcome.spent = one.spent;
                 outcome.store_full = one.store_full;
@@ -519,19 +519,20 @@ impl MemoryStore {
     #[inline(always)]
     fn decide_one_gcra(
         &self,
-        op: &Op<MemoryKey>,
+        key: MemoryKey,
+        limit: &Limit,
         cost: u64,
         mode: Mode,
         now: Timestamp,
     ) -> OneOutcome {
         use std::collections::hash_map::Entry;
-        let mut shard = self.shard(self.shard_index(op.key)).lock();
-        let entry = shard.gcra.entry(op.key);
+        let mut shard = self.shard(self.shard_index(key)).lock();
+        let entry = shard.gcra.entry(key);
         let state = match &entry {
-            Entry::Occupied(e) => e.get().to_state(&op.limit),
+            Entry::Occupied(e) => e.get().to_state(limit),
             Entry::Vacant(_) => Gcra::default(),
         };
-        let (verdict, after) = state.evaluate_spend(&op.limit, now, cost);
+        let (verdict, after) = state.evaluate_spend(limit, now, cost);
         let mut outcome = OneOutcome {
             now,
             verdict,
@@ -548,14 +549,12 @@ impl MemoryStore {
             Entry::Occupied(e) if after.tat == 0 => {
                 e.remove();
             }
-            Entry::Occupied(mut e) => *e.get_mut() = GcraCell::from_state(after, &op.limit),
+            Entry::Occupied(mut e) => *e.get_mut() = GcraCell::from_state(after, limit),
             Entry::Vacant(_) if after.tat == 0 => {}
             Entry::Vacant(_) => {
                 // A new bucket: the cap applies (and the map is probed again to insert).
                 if self.room_in(&mut shard, 1, now) {
-                    shard
-                        .gcra
-                        .insert(op.key, GcraCell::from_state(after, &op.limit));
+                    shard.gcra.insert(key, GcraCell::from_state(after, limit));
                 } else {
                     self.count_full();
                     outcome.store_full = true;
@@ -761,15 +760,16 @@ impl Store for MemoryStore {
     #[inline(always)]
     fn decide_one_sync(
         &self,
-        op: &Op<MemoryKey>,
+        key: &MemoryKey,
+        limit: &Limit,
         cost: u64,
         mode: Mode,
         _lease: LeaseId,
     ) -> Option<OneOutcome> {
-        if op.limit.algorithm() != Algorithm::Gcra {
+        if limit.algorithm() != Algorithm::Gcra {
             return None;
         }
-        Some(self.decide_one_gcra(op, cost, mode, self.clock.now()))
+        Some(self.decide_one_gcra(*key, limit, cost, mode, self.clock.now()))
     }
 
     #[inline(always)]

@@ -264,20 +264,23 @@ pub trait Store: Send + Sync + 'static {
         request_id: Option<&str>,
     ) -> impl Future<Output = Result<StoreOutcome, StoreError>> + Send;
 
-    /// [`decide_sync`](Self::decide_sync) for a decision of one operation spending `cost`
-    /// (in place of `op.cost`) with no request id, for a store that answers it without
+    /// [`decide_sync`](Self::decide_sync) for a decision of one operation (bucket `key` under
+    /// `limit`, spending `cost`) with no request id, for a store that answers it without
     /// building a [`StoreOutcome`]: the memory store's GCRA buckets, the commonest decision.
-    /// An answer must be exactly what `decide_sync(&[op with cost], mode, lease, None)` would
-    /// answer (a concurrency slot taken under `lease`, for instance). `None` means this store
-    /// does not answer this operation so: the limiter then uses `decide_sync` or `decide`.
+    /// An answer must be exactly what `decide_sync` of that one operation, with no request id,
+    /// would answer (a concurrency slot taken under `lease`, for instance). `None` means this
+    /// store does not answer this operation so: the limiter then uses `decide_sync` or
+    /// `decide`. The key and the limit come apart (not as an [`Op`]) so that a prepared
+    /// subject passes the limit it shares with others rather than a copy of it.
     fn decide_one_sync(
         &self,
-        op: &Op<Self::Key>,
+        key: &Self::Key,
+        limit: &Limit,
         cost: u64,
         mode: Mode,
         lease: LeaseId,
     ) -> Option<OneOutcome> {
-        let _ = (op, cost, mode, lease);
+        let _ = (key, limit, cost, mode, lease);
         None
     }
 
