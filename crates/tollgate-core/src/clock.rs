@@ -128,6 +128,7 @@ fn duration_to_micros_floor(d: Duration) -> u64 {
 }
 
 impl Clock for SystemClock {
+    #[inline]
     fn now(&self) -> Timestamp {
         let nanos = self.mono.delta_as_nanos(self.anchor_raw, self.mono.raw());
         Timestamp(self.anchor_wall.0.saturating_add(nanos / 1_000))

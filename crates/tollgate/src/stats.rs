@@ -126,6 +126,7 @@ impl Stats {
     }
 
     /// Counts `d`. `denier` holds the label sets of the limit that denied it, if one did.
+    #[inline(always)]
     pub(crate) fn record(
         &self,
         d: &Decision,
