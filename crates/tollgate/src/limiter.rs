@@ -485,8 +485,9 @@ impl<S: Store> Limiter<S> {
     /// A decision of one operation (bucket `key` under `limit`) spending `cost`, with no
     /// request id, written into `decision` (a fresh [`Decision::unlimited`]) and counted, if
     /// the store answers it at once through [`Store::decide_one_sync`]; `None` (nothing
-    /// written, nothing counted) if it does not. The same decision as [`decide_now_into`](Self::decide_now_into) without
-    /// the store's vectors of verdicts. `started` is the latency sample's start, if sampled.
+    /// written, nothing counted) if it does not. The same decision as
+    /// [`decide_now_into`](Self::decide_now_into) without the store's vectors of verdicts.
+    /// `started` is the latency sample's start, if sampled.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(crate) fn decide_one_now_into(
