@@ -524,22 +524,25 @@ impl RedisStore {
                     cmd.arg(k.as_str());
                 }
                 cmd.arg(&sig[..]);
+                // The ops' numbers in hexadecimal (see the script's header).
+                let mut buf = [0u8; 16];
                 for f in &fast {
                     match *f {
                         FastOp::Gcra { scale, inc, tau } => {
                             if scale != 1 {
-                                cmd.arg(scale);
+                                cmd.arg(hex(scale, &mut buf));
                             }
-                            cmd.arg(inc).arg(tau);
+                            cmd.arg(hex(inc, &mut buf));
+                            cmd.arg(hex(tau, &mut buf));
                         }
                         FastOp::Concurrency {
                             amount,
                             lease_us,
                             take,
                         } => {
-                            cmd.arg(amount);
+                            cmd.arg(hex(amount, &mut buf));
                             if take {
-                                cmd.arg(lease_us);
+                                cmd.arg(hex(lease_us, &mut buf));
                             }
                         }
                     }
@@ -1063,8 +1066,9 @@ fn script_cmd(
     cmd
 }
 
-/// `n` in hexadecimal digits, written into `buf`: how `fast_check.lua` takes its numbers (Lua
-/// parses them with `strtoul`, which costs Redis less than the `strtod` of a decimal string).
+/// `n` in hexadecimal digits, written into `buf`: how `fast_check.lua` and `fast_decide.lua`
+/// take their ops' numbers (Lua parses them with `strtoul`, which costs Redis less than the
+/// `strtod` of a decimal string).
 fn hex(n: u64, buf: &mut [u8; 16]) -> &[u8] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut i = buf.len();
