@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Instructions Redis executes per script call (callgrind counts instructions, not seconds, so the
-# figures do not move with the other jobs on a shared machine): the ceiling min_gcra.lua, the store's
+# figures do not move with the other jobs on a shared machine): the ceiling min_gcra.lua (with the
+# ceiling's short key, and with tollgate's longer key for the same limit), the store's
 # fast_check.lua, the lower bound min_three.lua and fast_decide.lua with its release appended
 # (as three-overhead.sh builds it), each driven by redis-benchmark -c 50 -P 16 -r 10000 with the
 # arguments of bench.sh, against one private redis-server running under callgrind.
 #
 # Usage (from the repository root, after `cargo build --release -p tollgate-bench`):
-#   TOLLGATE_REDIS_SERVER=crates/tollgate-bench/scripts/callgrind-redis-server.sh \
+#   TOLLGATE_REDIS_SERVER=$PWD/crates/tollgate-bench/scripts/callgrind-redis-server.sh \
 #     target/release/tollgate-bench-redis -- crates/tollgate-bench/scripts/script-instructions.sh [ROUNDS]
 # Prints per variant the instructions per call of each round (20,000 calls after 20,000 of
 # warm-up). VARIANTS="min fast_check" runs only those; OLD=<commit> adds the same scripts as of
@@ -26,10 +27,11 @@ PID=$(redis-cli -p "$P" INFO server | tr -d '\r' | sed -n 's/^process_id://p')
 
 release='$s/^return reply$/call("ZREMRANGEBYSCORE", KEYS[3], "-inf", string.format("%d", now))\ncall("ZREM", KEYS[3], ARGV[#ARGV])\nreturn reply/'
 cp "$B/min_gcra.lua" "$W/min.lua"
+cp "$B/min_gcra.lua" "$W/min_tgkey.lua"
 cp "$LUA/fast_check.lua" "$W/fast_check.lua"
 cp "$B/min_three.lua" "$W/min_three.lua"
 sed -e "$release" "$LUA/fast_decide.lua" > "$W/fast_decide3.lua"
-VARIANTS=${VARIANTS:-"min fast_check min_three fast_decide3"}
+VARIANTS=${VARIANTS:-"min min_tgkey fast_check min_three fast_decide3"}
 if [ -n "${OLD:-}" ]; then
   git -C "$ROOT" show "$OLD:crates/tollgate/src/store/redis/lua/fast_check.lua" > "$W/old_fast_check.lua"
   git -C "$ROOT" show "$OLD:crates/tollgate-bench/lua/min_three.lua" > "$W/old_min_three.lua"
@@ -39,7 +41,10 @@ fi
 K='tollgate-bench:{t__rand_int__}:bench'
 args_for() {
   case $1 in
+    # The ceiling's key (as bench.sh's ceiling cases), and tollgate's own key for that limit
+    # (as its ceiling-tgkey case; fast_check.lua runs with it).
     min) echo "1 $K:requests 1000000 1000000000000000" ;;
+    min_tgkey) echo "1 $K:default/requests%3A60/minute%3Agcra%3Ab1000000000 1000000 1000000000000000" ;;
     # fast_check.lua with tollgate's key for the requests limit; inc and tau in hexadecimal.
     fast_check) echo "1 $K:default/requests%3A60/minute%3Agcra%3Ab1000000000 f4240 38d7ea4c68000" ;;
     old_fast_check) echo "1 $K:default/requests%3A60/minute%3Agcra%3Ab1000000000 1000000 1000000000000000" ;;
