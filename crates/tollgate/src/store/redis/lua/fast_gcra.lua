@@ -33,7 +33,7 @@ end
 -- Sets `key`'s expiry to `ttl_us` microseconds from now, plus `slack` (tests running on an
 -- overridden time).
 local function expire_after(key, ttl_us, slack)
-  redis.call('PEXPIRE', key, ms_ceil(ttl_us) + slack)
+  redis.call('PEXPIRE', key, string.format('%d', ms_ceil(ttl_us) + slack))
 end
 
 -- Stores the GCRA bucket at `key` whose tat is now + d (scaled), with a TTL until it is full;
@@ -51,8 +51,9 @@ local function gcra_store(key, now, d, scale, slack)
     redis.call('DEL', key)
     return
   end
-  -- Numbers reach Redis as exact decimal integers (below 10^17), so no string.format.
-  local v = now + q
-  if r > 0 then v = string.format('%d %d', v, r) end
-  redis.call('SET', key, v, 'PX', ms_ceil(ttl) + slack)
+  -- Strings, not numbers: Redis 7.0 turns a Lua number argument into a string with
+  -- snprintf("%.17g"), which costs it more than string.format('%d') (docs/bench-redis.md).
+  local v
+  if r > 0 then v = string.format('%d %d', now + q, r) else v = string.format('%d', now + q) end
+  redis.call('SET', key, v, 'PX', string.format('%d', ms_ceil(ttl) + slack))
 end
