@@ -53,6 +53,7 @@ pub async fn run_all<H: Harness>(h: &H) {
     peek_spends_nothing(h).await;
     partitions_and_overrides(h).await;
     settlement(h).await;
+    deep_debt_stays_debt(h).await;
     concurrency_leases(h).await;
     usage_and_resets(h).await;
     every_algorithm(h).await;
@@ -322,6 +323,41 @@ pub async fn settlement<H: Harness>(h: &H) {
             .is_allowed(),
         "settlement: debt repaid"
     );
+}
+
+/// Charges never fail, however large: a bucket charged far beyond any time a clock can reach
+/// (more than 2^63 microseconds of debt, in charges of the largest size) stays in debt, rather
+/// than wrapping round to a bucket that looks full.
+pub async fn deep_debt_stays_debt<H: Harness>(h: &H) {
+    let rule = Rule::builder("debt").per("tenant").limit(LimitSpec::new(
+        LimitKind::Tokens,
+        1_000_000,
+        Window::MINUTE,
+    ));
+    let (l, _clock) = setup(h, vec![rule]).await;
+    let who = Subject::new().tenant("spender");
+    let mut permits = Vec::new();
+    for _ in 0..1100 {
+        let p = l
+            .reserve(&who, Cost::tokens(1))
+            .await
+            .unwrap()
+            .granted()
+            .expect("deep debt: granted before any charge");
+        permits.push(p);
+    }
+    // After every charge, not only the last: a debt that wrapped would be rebuilt by the
+    // charges after it.
+    for (i, p) in permits.iter_mut().enumerate() {
+        p.commit(Cost::tokens(u64::MAX)).await.unwrap();
+        let d = l.check(&who, Cost::tokens(1)).await.unwrap();
+        assert_eq!(
+            d.outcome(),
+            Outcome::Denied,
+            "deep debt: still in debt after {} of the largest charges",
+            i + 1
+        );
+    }
 }
 
 /// Permits hold slots until released; a lost holder's slot frees when its lease expires; a

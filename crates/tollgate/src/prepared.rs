@@ -261,10 +261,10 @@ mod tests {
     use super::*;
 
     /// A gateway holds a prepared subject per tenant, agent or connection, and a decision
-    /// reads it: one limit's prepared subject must stay one cache line, with its limit shared
-    /// rather than copied in.
+    /// reads it: the struct (holding one limit inline) must stay one cache line, with the
+    /// limits shared with every other subject rather than copied in.
     #[test]
-    fn a_prepared_subject_of_one_limit_is_one_cache_line() {
+    fn a_prepared_subject_is_one_cache_line_and_shares_its_limits() {
         assert!(std::mem::size_of::<Prepared<MemoryStore>>() <= 64);
         let limiter = Limiter::new();
         let a = limiter.prepare(&Subject::new().tenant("a").provider("openai"));

@@ -39,6 +39,11 @@ end
 -- Stores the GCRA bucket at `key` whose tat is now + d (scaled), with a TTL until it is full;
 -- a full bucket is deleted.
 local function gcra_store(key, now, d, scale, slack)
+  -- Debt is capped at 2^62 scaled units (146,000 years at one unit a microsecond), where no
+  -- cost can fit: uncapped, a thousand charges of the largest size pass 2^63, where
+  -- string.format('%d') wraps to a negative time (a bucket that looks full) and Redis turns a
+  -- script's reply of d into a wrong integer.
+  if d > 4611686018427387904 then d = 4611686018427387904 end
   local q, r = d, 0
   if scale ~= 1 then
     q = floor(d / scale)
