@@ -6,8 +6,7 @@
 #
 # Usage (from the repository root, after `cargo build --release -p tollgate-bench`):
 #   target/release/tollgate-bench-redis -- crates/tollgate-bench/scripts/lua-overhead.sh [REPS]
-# VARIANTS="min fast_check" runs only those. Prints, per variant, the median over REPS (default 3)
-# interleaved runs of: EVALSHA usec_per_call
+# Prints, per variant, the median over REPS (default 3) interleaved runs of: EVALSHA usec_per_call
 # (INFO commandstats; FCALL's for the function variant) and Redis main-thread CPU per call (INFO cpu, user+sys).
 set -euo pipefail
 : "${TOLLGATE_BENCH_PORT:?run me under tollgate-bench-redis}"
@@ -45,16 +44,15 @@ cp "$LUA/fast_check.lua" "$W/fast_check.lua"
 # fast_decide.lua the same op in its own form (signature, inc = cost x step, tau = burst x step).
 args_for() {
   case $1 in
-    fast_decide) echo "sg 989680 38d7ea4c68000" ;;
-    # fast_check.lua takes inc and tau in hexadecimal (the same op: 10^7 and 10^15).
-    fast_check) echo "989680 38d7ea4c68000" ;;
+    fast_decide) echo "sg 10000000 1000000000000000" ;;
+    fast_check) echo "10000000 1000000000000000" ;;
     *decide*) echo "spend 0 '' '' 60000 1 1 1 10000000 100000000 1" ;;
     *) echo "10000000 1000000000000000" ;;
   esac
 }
 cpu() { redis-cli -p "$P" INFO cpu | tr -d '\r' | awk -F: '/^used_cpu_(user|sys)_main_thread:/{s+=$2} END{printf "%.6f", s}'; }
 
-VARIANTS=${VARIANTS:-"empty prelude_only min gcra_prelude_min prelude_min decide_gcra_prelude decide fcall_decide fast_decide fast_check"}
+VARIANTS="empty prelude_only min gcra_prelude_min prelude_min decide_gcra_prelude decide fcall_decide fast_decide fast_check"
 declare -A SHA USEC CPU
 for v in $VARIANTS; do
   case $v in

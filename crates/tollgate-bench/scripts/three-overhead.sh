@@ -34,7 +34,7 @@ sed -e 's/^local a = tonumber(call(.GET., KEYS\[1\])) or now$/local ab = call("M
     "$B/min_three.lua" > "$W/min_three_mget.lua"
 grep -q MGET "$W/min_three_mget.lua"
 # fast_decide.lua ends with `return reply`; release the lease first, as fast_settle.lua does.
-sed -e '$s/^return reply$/call("ZREMRANGEBYSCORE", KEYS[3], "-inf", format("%d", now))\ncall("ZREM", KEYS[3], ARGV[#ARGV])\nreturn reply/' \
+sed -e '$s/^return reply$/call("ZREMRANGEBYSCORE", KEYS[3], "-inf", now)\ncall("ZREM", KEYS[3], ARGV[#ARGV])\nreturn reply/' \
     "$LUA/fast_decide.lua" > "$W/fast_decide3.lua"
 grep -q ZREM "$W/fast_decide3.lua"
 
@@ -45,8 +45,7 @@ args_for() {
   case $1 in
     min) echo "1 '$K:requests' 1000000 1000000000000000" ;;
     min_three*) echo "3 '$K:requests' '$K:tokens' '$K:concurrent' 1000000 1000000000000000 1000000 10000000000000 1000000 60000000 1234567890123456789" ;;
-    # The same numbers in hexadecimal, as fast_decide.lua takes them (the lease id in decimal).
-    fast_decide3) echo "3 '$K:requests' '$K:tokens' '$K:concurrent' sggc f4240 38d7ea4c68000 f4240 9184e72a000 f4240 3938700 1234567890123456789" ;;
+    fast_decide3) echo "3 '$K:requests' '$K:tokens' '$K:concurrent' sggc 1000000 1000000000000000 1000000 10000000000000 1000000 60000000 1234567890123456789" ;;
   esac
 }
 cpu() { redis-cli -p "$P" INFO cpu | tr -d '\r' | awk -F: '/^used_cpu_(user|sys)_main_thread:/{s+=$2} END{printf "%.6f", s}'; }

@@ -63,17 +63,6 @@ fn forget_if_full(model: &mut BucketState, limit: &Limit, now: Timestamp) {
     }
 }
 
-/// The lease a decision passes: `lease` when it takes a concurrency slot; otherwise, on every
-/// other decision, 0, as the limiter's checks pass (no permit follows), so that both kinds run
-/// (the Redis store answers one GCRA limit with lease 0 through its own script).
-fn lease_for(lease: u64, concurrency: bool) -> u64 {
-    if concurrency || lease % 2 == 1 {
-        lease
-    } else {
-        0
-    }
-}
-
 fn op<K>(key: &K, limit: Limit, cost: u64) -> Op<K>
 where
     K: Clone,
@@ -131,10 +120,9 @@ impl<S: Store> Stores<'_, S> {
                         lease += 1;
                     }
                     let want = model.evaluate(&limit, now, cost);
-                    let passed = lease_for(lease, limit.algorithm() == Algorithm::Concurrency);
                     for ((store, name), key) in self.stores.iter().zip(keys) {
                         let out = rt
-                            .block_on(store.decide(&[op(key, limit, cost)], mode, passed, None))
+                            .block_on(store.decide(&[op(key, limit, cost)], mode, lease, None))
                             .map_err(|e| TestCaseError::fail(e.to_string()))?;
                         prop_assert_eq!(out.now, now);
                         prop_assert_eq!(
@@ -281,12 +269,6 @@ impl<S: Store> Stores<'_, S> {
                         .collect();
                     let all = want.iter().all(|v| v.admitted);
                     let mode = if spend { Mode::Spend } else { Mode::Peek };
-                    let passed = lease_for(
-                        lease,
-                        limits
-                            .iter()
-                            .any(|l| l.algorithm() == Algorithm::Concurrency),
-                    );
                     let id = request_ids.map(|prefix| format!("{prefix}-{n}"));
                     for ((store, name), ks) in self.stores.iter().zip(keys) {
                         let ops: Vec<_> = ks
@@ -296,7 +278,7 @@ impl<S: Store> Stores<'_, S> {
                             .map(|((key, limit), cost)| op(key, *limit, *cost))
                             .collect();
                         let out = rt
-                            .block_on(store.decide(&ops, mode, passed, id.as_deref()))
+                            .block_on(store.decide(&ops, mode, lease, id.as_deref()))
                             .map_err(|e| TestCaseError::fail(e.to_string()))?;
                         prop_assert_eq!(out.now, now);
                         prop_assert_eq!(
@@ -315,7 +297,7 @@ impl<S: Store> Stores<'_, S> {
                         clock.advance(Duration::from_micros(1));
                         for (again, other) in self.stores {
                             let replay = rt
-                                .block_on(again.decide(&ops, mode, passed, Some(id)))
+                                .block_on(again.decide(&ops, mode, lease, Some(id)))
                                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
                             prop_assert_eq!(replay.now, now, "{} replayed by {}", name, other);
                             prop_assert_eq!(

@@ -95,10 +95,7 @@ pub enum Mode {
 /// What a store answers for one decision.
 #[derive(Clone, Debug)]
 pub struct StoreOutcome {
-    /// The store's time at the decision. For a decision with lease 0 (no permit follows: a
-    /// check or a peek) a store may give its caller's clock instead, when reading its own
-    /// would cost more: the limiter reads `now` only for a permit's
-    /// [`spent_at`](crate::Permit::spent_at). The Redis store does so for one GCRA limit.
+    /// The store's time at the decision.
     pub now: Timestamp,
     /// One verdict per operation, in order.
     pub verdicts: SmallVec<[Verdict; 3]>,
@@ -259,9 +256,6 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// With a `request_id` seen within the store's idempotency window, answers the first
     /// decision again and spends nothing.
-    ///
-    /// `lease` is 0 when no permit follows the decision (the limiter's checks and peeks), and
-    /// a fresh non-zero id for a reservation.
     fn decide(
         &self,
         ops: &[Op<Self::Key>],

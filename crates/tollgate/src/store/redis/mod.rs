@@ -5,15 +5,13 @@
 //!   server answers `NOSCRIPT` (a call answered `NOSCRIPT` did not run, so that is safe). A call
 //!   that timed out or whose outcome is unknown is never retried by this store.
 //! - GCRA and concurrency decisions (with or without a request id) run standalone scripts
-//!   that only read, decide and spend (`fast_check.lua` for a check of one GCRA limit,
-//!   `fast_decide.lua` otherwise); the verdicts are computed here with tollgate-core. Other
-//!   algorithms run the general scripts (`decide.lua`, after the whole `algorithms.lua`).
+//!   that only read, decide and spend (`fast_check.lua` for one GCRA limit, `fast_decide.lua`
+//!   otherwise); the verdicts are computed here with tollgate-core. Other algorithms run the
+//!   general scripts (`decide.lua`, after the whole `algorithms.lua`).
 //! - On a standalone server, script calls made concurrently are sent as one pipeline (one
 //!   write), see `pipeline.rs`; settlements made while one is in flight share one call.
 //! - Time is the Redis server's (`TIME` inside the script), so instances with skewed clocks
-//!   agree. Tests may set a time override; production never does. (The outcome's `now` of a
-//!   `fast_check.lua` check is this process's clock: the script does not return the server's,
-//!   and nothing reads it; see `check_fast`.)
+//!   agree. Tests may set a time override; production never does.
 //! - Every key has a TTL: the time until its bucket is full again (a full bucket is deleted).
 //! - Keys are `<prefix>:{<partition>}:<rule>:<limit>`: one rule partition shares a slot.
 //! - In a cluster, the buckets of one decision that live in different slots are applied slot by
@@ -36,9 +34,7 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{RedisError, Value};
 use tollgate_core::algorithms::gcra::Gcra;
-use tollgate_core::{
-    Algorithm, Clock, LeaseId, Limit, SystemClock, Timestamp, Usage, Verdict, Window,
-};
+use tollgate_core::{Algorithm, Clock, LeaseId, Limit, Timestamp, Usage, Verdict, Window};
 
 use super::{Mode, Op, Route, Settlement, Store, StoreOutcome};
 use crate::error::StoreError;
@@ -119,9 +115,6 @@ pub struct RedisStore {
     cluster: bool,
     config: RedisConfig,
     time: Option<Arc<dyn Clock>>,
-    /// This process's clock, for the `now` of a check whose script does not return the
-    /// server's time (`check_fast`).
-    local: SystemClock,
     /// Whether calls that allow it go through the standalone GCRA/concurrency scripts.
     fast: bool,
     /// Combines concurrent fast settlements into one script call (standalone only).
@@ -223,7 +216,6 @@ impl RedisStore {
             cluster: false,
             config,
             time: None,
-            local: SystemClock::new(),
             fast: true,
             batcher: SettleBatcher::new(home.clone()),
             pipeliner: pipeline::Pipeliner::new(home),
@@ -264,7 +256,6 @@ impl RedisStore {
             cluster: true,
             config,
             time: None,
-            local: SystemClock::new(),
             fast: true,
             batcher: SettleBatcher::new(home.clone()),
             pipeliner: pipeline::Pipeliner::new(home),
@@ -318,7 +309,6 @@ impl RedisStore {
             cluster,
             config,
             time: None,
-            local: SystemClock::new(),
             fast: true,
             batcher: SettleBatcher::new(home.clone()),
             pipeliner: pipeline::Pipeliner::new(home),
@@ -482,10 +472,8 @@ impl RedisStore {
             .map(|o| FastOp::of(o))
             .collect::<Result<smallvec::SmallVec<[FastOp; 3]>, _>>()?;
         let spend = mode == Mode::Spend;
-        // Lease 0: no permit follows, so nothing reads the outcome's `now` as the server's
-        // time (see `check_fast`); a reservation goes through fast_decide.lua, which returns it.
-        if let ([op], [FastOp::Gcra { scale: 1, inc, tau }], true, None, 0) =
-            (ops, &fast[..], spend, request, lease)
+        if let ([op], [FastOp::Gcra { scale: 1, inc, tau }], true, None) =
+            (ops, &fast[..], spend, request)
         {
             return self.check_fast(op, *inc, *tau).await;
         }
@@ -524,25 +512,22 @@ impl RedisStore {
                     cmd.arg(k.as_str());
                 }
                 cmd.arg(&sig[..]);
-                // The ops' numbers in hexadecimal (see the script's header).
-                let mut buf = [0u8; 16];
                 for f in &fast {
                     match *f {
                         FastOp::Gcra { scale, inc, tau } => {
                             if scale != 1 {
-                                cmd.arg(hex(scale, &mut buf));
+                                cmd.arg(scale);
                             }
-                            cmd.arg(hex(inc, &mut buf));
-                            cmd.arg(hex(tau, &mut buf));
+                            cmd.arg(inc).arg(tau);
                         }
                         FastOp::Concurrency {
                             amount,
                             lease_us,
                             take,
                         } => {
-                            cmd.arg(hex(amount, &mut buf));
+                            cmd.arg(amount);
                             if take {
-                                cmd.arg(hex(lease_us, &mut buf));
+                                cmd.arg(lease_us);
                             }
                         }
                     }
@@ -575,49 +560,39 @@ impl RedisStore {
         }
     }
 
-    /// One GCRA limit with scale 1, spent if it admits, through `fast_check.lua`, for a
-    /// decision that no permit follows (lease 0).
-    ///
-    /// The script answers only the integer `d` (admitted and spent) or `-(1 + d)` (denied),
-    /// where `d` = tat - now before the decision: the verdict depends on nothing else (GCRA is
-    /// the same at every instant shifted by the same amount), and an integer reply costs Redis
-    /// less than one carrying the server's time too (docs/bench-redis.md). The outcome's `now`
-    /// is then the time override when there is one (the time the script used), and otherwise
-    /// this process's clock at the answer, not the server's: for lease 0 the limiter does not
-    /// read it, and the fallback store keeps it only as the time of a remembered denial
-    /// (a permit's `spent_at`, the one use that needs the server's time, never comes from
-    /// here; [`StoreOutcome::now`] says so).
+    /// One GCRA limit with scale 1, spent if it admits, through `fast_check.lua`.
     async fn check_fast(
         &self,
         op: &Op<RedisKey>,
         inc: u64,
         tau: u64,
     ) -> Result<(Timestamp, bool, Vec<Verdict>), StoreError> {
-        let at = self.time.as_ref().map(|c| c.now());
         let reply = self
             .eval_with(&scripts::FAST_CHECK, 1, |cmd| {
-                let (mut a, mut b) = ([0u8; 16], [0u8; 16]);
-                cmd.arg(op.key.as_str())
-                    .arg(hex(inc, &mut a))
-                    .arg(hex(tau, &mut b));
-                if let Some(t) = at {
-                    cmd.arg(t.as_micros());
+                cmd.arg(op.key.as_str()).arg(inc).arg(tau);
+                if let Some(c) = &self.time {
+                    cmd.arg(c.now().as_micros());
                 }
             })
             .await?;
-        let Value::Int(x) = reply else {
-            return Err(StoreError::Protocol(format!(
-                "fast_check.lua answered {reply:?}"
-            )));
+        let malformed = || StoreError::Protocol(format!("fast_check.lua answered {reply:?}"));
+        // "now x"
+        let Value::BulkString(text) = &reply else {
+            return Err(malformed());
         };
+        let (now_us, x) = std::str::from_utf8(text)
+            .ok()
+            .and_then(|t| t.split_once(' '))
+            .and_then(|(now, x)| Some((now.parse::<u64>().ok()?, x.parse::<i64>().ok()?)))
+            .ok_or_else(malformed)?;
         // x = d when admitted and spent, -1 - d when denied.
         let (spent, d) = if x >= 0 {
             (true, x.unsigned_abs())
         } else {
             (false, (-1 - x).unsigned_abs())
         };
-        let now = at.unwrap_or_else(|| self.local.now());
-        let tat = u128::from(now.as_micros()).saturating_add(u128::from(d));
+        let now = Timestamp::from_micros(now_us);
+        let tat = u128::from(now_us).saturating_add(u128::from(d));
         let verdict = Gcra { tat }.evaluate(&op.limit, now, op.cost);
         Ok((now, spent, vec![verdict]))
     }
@@ -1064,25 +1039,6 @@ fn script_cmd(
     cmd.arg(script).arg(nkeys);
     args(&mut cmd);
     cmd
-}
-
-/// `n` in hexadecimal digits, written into `buf`: how `fast_check.lua` and `fast_decide.lua`
-/// take their ops' numbers (Lua parses them with `strtoul`, which costs Redis less than the
-/// `strtod` of a decimal string).
-fn hex(n: u64, buf: &mut [u8; 16]) -> &[u8] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut i = buf.len();
-    let mut rest = n;
-    for slot in buf.iter_mut().rev() {
-        // The low nibble: below 16, so always a digit.
-        *slot = DIGITS[usize::try_from(rest & 15).unwrap_or(0)];
-        i -= 1;
-        rest >>= 4;
-        if rest == 0 {
-            break;
-        }
-    }
-    &buf[i..]
 }
 
 /// The items of one fast settlement: each bucket's key and what to do there.
@@ -1568,13 +1524,5 @@ mod tests {
         );
         assert_eq!(redact("rediss://:secret@h:6380"), "rediss://:***@h:6380");
         assert_eq!(redact("redis://h:6379"), "redis://h:6379");
-    }
-
-    #[test]
-    fn hex_digits() {
-        for n in [0, 1, 15, 16, 255, 0x1234_abcd, EXACT_U64, u64::MAX] {
-            let mut buf = [0u8; 16];
-            assert_eq!(hex(n, &mut buf), format!("{n:x}").as_bytes(), "{n}");
-        }
     }
 }

@@ -5,21 +5,15 @@
 -- format as algorithms.lua.
 --
 -- KEYS[1]   the bucket
--- ARGV[1]   inc = cost * step (or tau + 1 when the cost exceeds the burst; see algorithms.lua),
---           in hexadecimal
--- ARGV[2]   tau = burst * step, in hexadecimal
+-- ARGV[1]   inc = cost * step (or tau + 1 when the cost exceeds the burst; see algorithms.lua)
+-- ARGV[2]   tau = burst * step
 -- ARGV[3]   (tests only) the time in microseconds to use instead of TIME
 --
--- Returns the integer d when it admitted and spent, -(1 + d) when it denied, where
--- d = tat - now (microseconds, >= 0) before this decision. Only d: the verdict depends on
--- nothing else, and an integer is the cheapest reply (the string "now d" of string.format
--- cost Redis more, a table more still). The store calls this script only for decisions that
--- no permit follows (lease 0), so nothing needs the server's time from it; a reservation goes
--- through fast_decide.lua, which returns it (mod.rs, `check_fast`).
---
--- What Redis spends on one call, by callgrind (docs/bench-redis.md): about 53,200
--- instructions, against 54,400 for crates/tollgate-bench/lua/min_gcra.lua and 60,100 for this
--- script's earlier form (reply "now d", numbers passed to SET as Lua numbers, decimal ARGV).
+-- Returns the string "now_us d" when it admitted and spent, "now_us -(1 + d)" when it denied,
+-- where d = tat - now (microseconds, >= 0) before this decision. A string, not the array
+-- { now_us, d }: Redis turns a Lua table into a reply by first looking up each special field
+-- (err, ok, double, map, set, ...) and then writing an array of deferred length, which costs
+-- more than formatting two integers (docs/bench-redis.md).
 
 local call = redis.call
 local now, slack
@@ -43,20 +37,14 @@ if raw then
   end
   if q and q >= now then d = q - now + r end
 end
--- Hexadecimal, because tonumber(x, 16) parses with strtoul where a decimal string goes through
--- strtod, which costs Redis about 400 instructions more a number (callgrind). The same
--- number either way: both round an integer above 2^53 to the nearest double.
-local nd = d + tonumber(ARGV[1], 16)
-if nd > tonumber(ARGV[2], 16) then return -1 - d end
+local nd = d + ARGV[1]
+if nd > tonumber(ARGV[2]) then return string.format('%d %d', now, -1 - d) end
 if nd > 0 then
-  -- TTL: until the bucket is full again, in whole milliseconds rounded up. Both numbers go
-  -- as strings made by string.format('%d'): Redis 7.0 turns a Lua number argument into a
-  -- string with snprintf("%.17g"), which costs it more (about 900 instructions a number, by
-  -- callgrind; docs/bench-redis.md).
+  -- TTL: until the bucket is full again, in whole milliseconds rounded up. Numbers reach
+  -- Redis as exact decimal integers (below 10^17), so no string.format.
   local ms = nd + 999
-  local format = string.format
-  call('SET', key, format('%d', now + nd), 'PX', format('%d', (ms - ms % 1000) / 1000 + slack))
+  call('SET', key, now + nd, 'PX', (ms - ms % 1000) / 1000 + slack)
 else
   call('DEL', key)
 end
-return d
+return string.format('%d %d', now, d)

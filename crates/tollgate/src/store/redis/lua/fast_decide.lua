@@ -14,19 +14,14 @@
 --                      (tests) as the last argument
 --                op:   "g" GCRA with scale 1, "G" GCRA, "c" concurrency taking a slot,
 --                      "k" concurrency only checking for a free slot
--- ARGV[2..]    the ops' parameters, in order, in hexadecimal (tonumber(x, 16) parses with
---              strtoul, cheaper for Redis than the strtod of a decimal string):
+-- ARGV[2..]    the ops' parameters, in order:
 --                "g": inc, tau            "G": scale, inc, tau
 --                     (inc = cost * step, or tau + 1 when the cost exceeds the burst;
 --                      tau = burst * step; see algorithms.lua)
 --                "c": amount, lease_us    "k": amount
---              then, in decimal: if any op is "c", the lease id; then, with a request id, how
---              long its record lives in milliseconds; then, with the override, the time in
---              microseconds to use instead of TIME.
---
--- Every number this script passes to redis.call is a string from string.format('%d'): Redis
--- 7.0 turns a Lua number argument into a string with snprintf("%.17g"), which costs it about
--- 900 instructions more a number (callgrind; docs/bench-redis.md).
+--              then, if any op is "c", the lease id; then, with a request id, how long its
+--              record lives in milliseconds; then, with the override, the time in microseconds
+--              to use instead of TIME.
 --
 -- GCRA state: the string "micros" (or "micros rem" when rem > 0), tat = micros * scale + rem in
 -- scaled time. Concurrency: a sorted set, member lease id, score expiry in microseconds.
@@ -39,7 +34,7 @@
 -- by commas (settle.lua's rollback sets the second to 0); a request id seen before gets its
 -- record back, as a string (decide.lua's records too), and nothing is spent.
 
-local byte, format = string.byte, string.format
+local byte = string.byte
 local call = redis.call
 local sig = ARGV[1]
 local mode = byte(sig, 1)
@@ -71,7 +66,7 @@ for i = 1, n do
   local key = KEYS[i]
   if k == 103 or k == 71 then -- g, G
     local scale = 1
-    if k == 71 then scale = tonumber(ARGV[a], 16); a = a + 1 end
+    if k == 71 then scale = tonumber(ARGV[a]); a = a + 1 end
     local d = 0
     local raw = call('GET', key)
     if raw then
@@ -84,21 +79,20 @@ for i = 1, n do
     end
     m = m + 1
     reply[m] = d
-    if d + tonumber(ARGV[a], 16) > tonumber(ARGV[a + 1], 16) then all = false end
+    if d + ARGV[a] > tonumber(ARGV[a + 1]) then all = false end
     a = a + 2
   else
     -- An empty set costs one command; expired leases are removed before counting.
     local held = call('ZCARD', key)
     local last, nth = 0, 0
     if held > 0 then
-      held = held - call('ZREMRANGEBYSCORE', key, '-inf', format('%d', now))
-      if held > 0 then last = tonumber(call('ZRANGE', key, '-1', '-1', 'WITHSCORES')[2]) end
+      held = held - call('ZREMRANGEBYSCORE', key, '-inf', now)
+      if held > 0 then last = tonumber(call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]) end
     end
-    local amount = tonumber(ARGV[a], 16)
+    local amount = tonumber(ARGV[a])
     if held >= amount then
       all = false
-      local at = format('%d', held - amount)
-      nth = tonumber(call('ZRANGE', key, at, at, 'WITHSCORES')[2])
+      nth = tonumber(call('ZRANGE', key, held - amount, held - amount, 'WITHSCORES')[2])
     end
     reply[m + 1] = held
     reply[m + 2] = last
@@ -116,9 +110,9 @@ if all and (mode == 115 or mode == 105 or mode == 83 or mode == 73) then
     local key = KEYS[i]
     if k == 103 or k == 71 then
       local scale = 1
-      if k == 71 then scale = tonumber(ARGV[b], 16); b = b + 1 end
+      if k == 71 then scale = tonumber(ARGV[b]); b = b + 1 end
       j = j + 1
-      local nd = reply[j] + tonumber(ARGV[b], 16)
+      local nd = reply[j] + ARGV[b]
       b = b + 2
       -- tat = now * scale + nd, stored as micros = now + q and rem = r (0 <= r < scale).
       local q, r = nd, 0
@@ -133,23 +127,24 @@ if all and (mode == 115 or mode == 105 or mode == 83 or mode == 73) then
       if r > 0 then ttl = q + 1 end
       if ttl > 0 then
         local ms = ttl + 999
-        ms = format('%d', (ms - ms % 1000) / 1000 + slack)
+        ms = (ms - ms % 1000) / 1000 + slack
+        -- Numbers reach Redis as exact decimal integers (below 10^17): no string.format.
         if r > 0 then
-          call('SET', key, format('%d %d', now + q, r), 'PX', ms)
+          call('SET', key, string.format('%d %d', now + q, r), 'PX', ms)
         else
-          call('SET', key, format('%d', now + q), 'PX', ms)
+          call('SET', key, now + q, 'PX', ms)
         end
       else
         call('DEL', key)
       end
     else
       if k == 99 then
-        local exp = now + tonumber(ARGV[b + 1], 16)
-        call('ZADD', key, format('%d', exp), ARGV[a])
+        local exp = now + ARGV[b + 1]
+        call('ZADD', key, exp, ARGV[a])
         -- The key's TTL already reaches the latest expiry; only a later one moves it.
         if exp > reply[j + 2] then
           local ms = exp - now + 999
-          call('PEXPIRE', key, format('%d', (ms - ms % 1000) / 1000 + slack))
+          call('PEXPIRE', key, (ms - ms % 1000) / 1000 + slack)
         end
         b = b + 2
       else
@@ -165,6 +160,6 @@ if idem then
   -- The record's lifetime follows the lease id, if there is one.
   local w = a
   if takes then w = a + 1 end
-  call('SET', KEYS[n + 1], format('F%d' .. string.rep(',%d', m - 1), unpack(reply)), 'PX', ARGV[w])
+  call('SET', KEYS[n + 1], string.format('F%d' .. string.rep(',%d', m - 1), unpack(reply)), 'PX', ARGV[w])
 end
 return reply

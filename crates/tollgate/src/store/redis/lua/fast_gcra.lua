@@ -33,16 +33,15 @@ end
 -- Sets `key`'s expiry to `ttl_us` microseconds from now, plus `slack` (tests running on an
 -- overridden time).
 local function expire_after(key, ttl_us, slack)
-  redis.call('PEXPIRE', key, string.format('%d', ms_ceil(ttl_us) + slack))
+  redis.call('PEXPIRE', key, ms_ceil(ttl_us) + slack)
 end
 
 -- Stores the GCRA bucket at `key` whose tat is now + d (scaled), with a TTL until it is full;
 -- a full bucket is deleted.
 local function gcra_store(key, now, d, scale, slack)
   -- Debt is capped at 2^62 scaled units (146,000 years at one unit a microsecond), where no
-  -- cost can fit: uncapped, a thousand charges of the largest size pass 2^63, where
-  -- string.format('%d') wraps to a negative time (a bucket that looks full) and Redis turns a
-  -- script's reply of d into a wrong integer.
+  -- cost can fit: uncapped, a thousand charges of the largest size pass 2^63, beyond which
+  -- Redis turns a script's reply of d into a wrong integer (and string.format('%d') wraps).
   if d > 4611686018427387904 then d = 4611686018427387904 end
   local q, r = d, 0
   if scale ~= 1 then
@@ -56,9 +55,8 @@ local function gcra_store(key, now, d, scale, slack)
     redis.call('DEL', key)
     return
   end
-  -- Strings, not numbers: Redis 7.0 turns a Lua number argument into a string with
-  -- snprintf("%.17g"), which costs it more than string.format('%d') (docs/bench-redis.md).
-  local v
-  if r > 0 then v = string.format('%d %d', now + q, r) else v = string.format('%d', now + q) end
-  redis.call('SET', key, v, 'PX', string.format('%d', ms_ceil(ttl) + slack))
+  -- Numbers reach Redis as exact decimal integers (below 10^17), so no string.format.
+  local v = now + q
+  if r > 0 then v = string.format('%d %d', v, r) end
+  redis.call('SET', key, v, 'PX', ms_ceil(ttl) + slack)
 end

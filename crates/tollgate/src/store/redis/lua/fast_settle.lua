@@ -27,24 +27,21 @@ else
   now = tonumber(ARGV[#ARGV])
   slack = 3600000
 end
--- The time as the string ZREMRANGEBYSCORE takes: numbers passed to redis.call cost Redis a
--- snprintf("%.17g") each (see fast_decide.lua).
-local nows = string.format('%d', now)
 local found = {}
 local a = 2
 for i = 1, #KEYS do
   local k, key = byte(sig, i + 1), KEYS[i]
   found[i] = 0
   if k == 120 then -- x
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', nows)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
     found[i] = redis.call('ZREM', key, ARGV[a])
     a = a + 1
   elseif k == 119 then -- w
     local lease = ARGV[a]
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', nows)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
     local exp = redis.call('ZSCORE', key, lease)
     if exp and tonumber(exp) > now then
-      redis.call('ZADD', key, 'XX', string.format('%d', now + tonumber(ARGV[a + 1])), lease)
+      redis.call('ZADD', key, 'XX', now + tonumber(ARGV[a + 1]), lease)
       local last = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2])
       expire_after(key, last - now, slack)
       found[i] = 1
