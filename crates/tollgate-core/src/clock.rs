@@ -72,6 +72,13 @@ pub trait Clock: Send + Sync + fmt::Debug {
     fn sleep_blocking(&self, d: Duration) {
         std::thread::sleep(d);
     }
+
+    /// This clock as the [`SystemClock`], if it is one (behind any number of `Arc`s): a store
+    /// that reads the clock on every decision keeps a copy and reads it directly, instead of
+    /// calling through `dyn Clock` each time.
+    fn as_system(&self) -> Option<&SystemClock> {
+        None
+    }
 }
 
 impl<C: Clock + ?Sized> Clock for Arc<C> {
@@ -80,6 +87,9 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
     }
     fn sleep_blocking(&self, d: Duration) {
         (**self).sleep_blocking(d)
+    }
+    fn as_system(&self) -> Option<&SystemClock> {
+        (**self).as_system()
     }
 }
 
@@ -132,6 +142,10 @@ impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
         let nanos = self.mono.delta_as_nanos(self.anchor_raw, self.mono.raw());
         Timestamp(self.anchor_wall.0.saturating_add(nanos / 1_000))
+    }
+
+    fn as_system(&self) -> Option<&SystemClock> {
+        Some(self)
     }
 }
 

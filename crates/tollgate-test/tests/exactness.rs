@@ -87,11 +87,11 @@ async fn limiter(job: &Job) -> Limiter<RedisStore> {
     let config = RedisConfig {
         prefix: job.prefix.clone(),
         // What these tests assert is exactness, which a decision that fails cannot show: its
-        // outcome is unknown (it may have spent) and it is never retried. On a loaded 2-core
-        // machine a reply during a reshard once took longer than the production default of
-        // 1 s (248 decisions failed that way, with a profiler running beside the test); a
-        // timeout well above any reply keeps the tests about exactness. The timeout itself is
-        // tested in `faults.rs`.
+        // outcome is unknown (it may have spent) and it is never retried. With the production
+        // default of 1 s the resharding test failed on a loaded 2-core machine (248 decisions
+        // failed beside a profiler; once more in a parallel run of the whole suite); a timeout
+        // well above any reply keeps the tests about exactness, and a worker prints what
+        // failed. The timeout itself is tested in `faults.rs`.
         response_timeout: std::time::Duration::from_secs(10),
         ..RedisConfig::default()
     };

@@ -276,8 +276,6 @@ struct Padded<T>(T);
 #[derive(Clone, Debug)]
 pub struct MemoryStoreBuilder {
     clock: Arc<dyn Clock>,
-    /// The clock again, when it is the system clock (see [`MemoryStore::now`]).
-    system_clock: Option<SystemClock>,
     shards: usize,
     max_buckets: usize,
     at_capacity: AtCapacity,
@@ -286,10 +284,8 @@ pub struct MemoryStoreBuilder {
 
 impl Default for MemoryStoreBuilder {
     fn default() -> Self {
-        let system = SystemClock::new();
         MemoryStoreBuilder {
-            clock: Arc::new(system.clone()),
-            system_clock: Some(system),
+            clock: Arc::new(SystemClock::new()),
             shards: 128,
             max_buckets: 10_000_000,
             at_capacity: AtCapacity::Deny,
@@ -301,16 +297,12 @@ impl Default for MemoryStoreBuilder {
 impl MemoryStoreBuilder {
     /// The clock (default: the system clock).
     pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
-        self.system_clock = (&clock as &dyn std::any::Any)
-            .downcast_ref::<SystemClock>()
-            .cloned();
         self.clock = Arc::new(clock);
         self
     }
 
     /// A shared clock.
     pub fn shared_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.system_clock = None;
         self.clock = clock;
         self
     }
@@ -354,8 +346,8 @@ impl MemoryStoreBuilder {
             mask: self.shards.saturating_sub(1),
             per_shard_cap: self.max_buckets.div_ceil(self.shards).max(1),
             shards: shards.into_boxed_slice(),
+            system_clock: self.clock.as_system().cloned(),
             clock: self.clock,
-            system_clock: self.system_clock,
             at_capacity: self.at_capacity,
             seen: Seen::new(self.idempotency_window),
         }
@@ -367,6 +359,8 @@ pub struct MemoryStore {
     shards: Box<[Padded<Mutex<Shard>>]>,
     mask: usize,
     clock: Arc<dyn Clock>,
+    /// The clock again, when it is the system clock ([`Clock::as_system`]; see
+    /// [`MemoryStore::now`]).
     system_clock: Option<SystemClock>,
     per_shard_cap: usize,
     at_capacity: AtCapacity,
@@ -871,5 +865,26 @@ impl Store for MemoryStore {
         let mut v: Vec<(u32, u64)> = counts.into_iter().collect();
         v.sort_unstable();
         Some(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every way of handing the store the system clock takes the direct path, even behind
+    /// `Arc<dyn Clock>` (as the service and the fallback store do); other clocks do not.
+    #[test]
+    fn the_system_clock_is_read_directly_however_it_is_given() {
+        let shared: Arc<dyn Clock> = Arc::new(SystemClock::new());
+        assert!(MemoryStore::new().system_clock.is_some());
+        assert!(MemoryStore::builder()
+            .shared_clock(shared.clone())
+            .build()
+            .system_clock
+            .is_some());
+        assert!(MemoryStore::with_clock(shared).system_clock.is_some());
+        let manual = tollgate_core::ManualClock::new(Timestamp::from_secs(1));
+        assert!(MemoryStore::with_clock(manual).system_clock.is_none());
     }
 }

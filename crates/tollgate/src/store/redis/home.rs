@@ -108,11 +108,17 @@ mod tests {
         });
     }
 
-    #[test]
-    fn a_shut_down_home_gives_way_to_the_callers_runtime() {
+    /// A home taken on a runtime that has since shut down.
+    fn home_of_a_shut_down_runtime() -> Home {
         let gone = current_thread();
         let home = gone.block_on(async { Home::here() });
         drop(gone);
+        home
+    }
+
+    #[test]
+    fn a_shut_down_home_gives_way_to_the_callers_runtime() {
+        let home = home_of_a_shut_down_runtime();
         let (out, mut back) = mpsc::unbounded_channel();
         current_thread().block_on(async {
             let tx = home
@@ -126,9 +132,7 @@ mod tests {
 
     #[test]
     fn with_no_runtime_at_all_the_item_comes_back() {
-        let gone = current_thread();
-        let home = gone.block_on(async { Home::here() });
-        drop(gone);
+        let home = home_of_a_shut_down_runtime();
         let (out, _back) = mpsc::unbounded_channel();
         assert_eq!(home.start(3, |rx| echo(rx, out.clone())).err(), Some(3));
     }
