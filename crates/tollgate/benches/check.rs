@@ -20,7 +20,10 @@
 //!   checked for a free slot, none is taken).
 //!
 //! `tollgate_prepared` is `Limiter::check_prepared_now` on subjects prepared before measuring
-//! (one `Prepared` per key, as governor's keys are built before measuring).
+//! (one `Prepared` per key, as governor's keys are built before measuring), and
+//! `tollgate_admit` is `Limiter::admit_prepared_now` on the same: the same decision answered as
+//! an `Admission` (allowed or not, retry_after, the denying limit) rather than a `Decision`
+//! with every limit's status, as governor answers `Ok` or `NotUntil`.
 //!
 //! `tollgate` is `Limiter::check_now`, the synchronous call the memory store answers (as
 //! governor's `check_key` is synchronous); `tollgate_async` is the async `Limiter::check` on the
@@ -147,10 +150,12 @@ struct TollgatePrepared {
     limiter: Limiter,
     keys: Vec<Prepared>,
     cost: Cost,
+    /// Through `admit_prepared_now` (an `Admission`) instead of `check_prepared_now`.
+    admit: bool,
 }
 
 impl TollgatePrepared {
-    fn new(limiter: Limiter, keys: &[String], cost: Cost) -> Self {
+    fn new(limiter: Limiter, keys: &[String], cost: Cost, admit: bool) -> Self {
         let keys = keys
             .iter()
             .map(|k| limiter.prepare(&Subject::new().tenant(k.as_str())))
@@ -159,6 +164,7 @@ impl TollgatePrepared {
             limiter,
             keys,
             cost,
+            admit,
         }
     }
 }
@@ -166,6 +172,14 @@ impl TollgatePrepared {
 impl Target for TollgatePrepared {
     #[inline]
     fn check(&self, i: usize) -> bool {
+        if self.admit {
+            return self
+                .limiter
+                .admit_prepared_now(&self.keys[i], self.cost)
+                .expect("the memory store decides at once")
+                .expect("the memory store does not fail")
+                .is_allowed();
+        }
         self.limiter
             .check_prepared_now(&self.keys[i], self.cost)
             .expect("the memory store decides at once")
@@ -347,9 +361,11 @@ fn measure_tollgate(
             asynchronous,
         });
     }
-    measure(group, name, "tollgate_prepared", n, mode.admits(), || {
-        TollgatePrepared::new(Limiter::with_policy(policy()), keys, cost)
-    });
+    for (lib, admit) in [("tollgate_prepared", false), ("tollgate_admit", true)] {
+        measure(group, name, lib, n, mode.admits(), || {
+            TollgatePrepared::new(Limiter::with_policy(policy()), keys, cost, admit)
+        });
+    }
 }
 
 fn key_sets() -> [(&'static str, usize); 3] {

@@ -55,6 +55,7 @@
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
 
+mod admission;
 mod blocking;
 mod clock;
 mod cost;
@@ -74,6 +75,7 @@ mod subject;
 pub mod tower;
 mod wait;
 
+pub use admission::{Admission, Denier};
 pub use blocking::{BlockingLimiter, BlockingPermit};
 pub use clock::TokioClock;
 pub use cost::Cost;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use smallvec::SmallVec;
 use tollgate_core::{Clock, LeaseId, Limit, LimitKind, Verdict};
 
+use crate::admission::{Admission, Answer};
 use crate::cost::Cost;
 use crate::decision::{Decision, LimitStatus, Outcome};
 use crate::error::{Error, StoreError};
@@ -275,6 +276,66 @@ impl<S: Store> Limiter<S> {
         self.subject_now(subject, cost, Mode::Spend)
     }
 
+    /// [`check`](Self::check) answered as an [`Admission`]: the same decision, spent and
+    /// counted the same, without the status of every limit.
+    ///
+    /// # Errors
+    /// Only if the store fails; a denial is an `Ok` admission.
+    pub async fn admit(&self, subject: &Subject<'_>, cost: Cost) -> Result<Admission, Error> {
+        if let Some(decided) = self.admit_now(subject, cost) {
+            return decided;
+        }
+        self.check(subject, cost).await.map(Admission::from)
+    }
+
+    /// [`check_now`](Self::check_now) answered as an [`Admission`], for the hot path of a
+    /// caller that only passes or refuses the call (see [`Admission`]). `None` means the
+    /// store must be awaited: use [`admit`](Self::admit).
+    #[inline]
+    pub fn admit_now(&self, subject: &Subject<'_>, cost: Cost) -> Option<Result<Admission, Error>> {
+        let mut plan = Plan::new();
+        self.plan_into(subject, &cost, false, &mut plan);
+        if let ([op], [m]) = (&*plan.ops, &*plan.meta) {
+            let mut admission = Admission::unlimited();
+            if self
+                .admit_one_now(&op.key, &op.limit, op.cost, m, &mut admission)
+                .is_some()
+            {
+                return Some(Ok(admission));
+            }
+        }
+        self.admit_general_now(&plan.ops, &plan.meta)
+    }
+
+    /// The one-operation decision of [`admit_now`](Self::admit_now) and
+    /// [`admit_prepared_now`](Self::admit_prepared_now), if the store takes that path.
+    #[inline(always)]
+    pub(crate) fn admit_one_now(
+        &self,
+        key: &S::Key,
+        limit: &Limit,
+        cost: u64,
+        meta: &Meta,
+        admission: &mut Admission,
+    ) -> Option<(tollgate_core::Timestamp, Route)> {
+        let started = crate::stats::sample_latency().then(quanta::Instant::now);
+        self.decide_one_now_into(key, limit, cost, meta, Mode::Spend, 0, started, admission)
+    }
+
+    /// [`admit_now`](Self::admit_now) for what the one-operation path does not take: the
+    /// full decision, reduced to its admission.
+    pub(crate) fn admit_general_now(
+        &self,
+        ops: &[Op<S::Key>],
+        meta: &[Meta],
+    ) -> Option<Result<Admission, Error>> {
+        let mut decision = Decision::unlimited();
+        match self.decide_now_into(ops, meta, Mode::Spend, 0, None, &mut decision)? {
+            Ok(_) => Some(Ok(Admission::from(&decision))),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     /// [`peek`](Self::peek) without an async context, for stores that decide at once (see
     /// [`check_now`](Self::check_now)).
     pub fn peek_now(&self, subject: &Subject<'_>, cost: Cost) -> Option<Result<Decision, Error>> {
@@ -447,7 +508,7 @@ impl<S: Store> Limiter<S> {
     ) -> Option<Result<(tollgate_core::Timestamp, Route), Error>> {
         if ops.is_empty() {
             if mode == Mode::Spend {
-                self.inner.stats.record(decision, None, None);
+                self.inner.stats.record(decision.outcome, None, None);
             }
             return Some(Ok((tollgate_core::Timestamp::EPOCH, Route::PRIMARY)));
         }
@@ -483,11 +544,11 @@ impl<S: Store> Limiter<S> {
     }
 
     /// A decision of one operation (bucket `key` under `limit`) spending `cost`, with no
-    /// request id, written into `decision` (a fresh [`Decision::unlimited`]) and counted, if
-    /// the store answers it at once through [`Store::decide_one_sync`]; `None` (nothing
-    /// written, nothing counted) if it does not. The same decision as
-    /// [`decide_now_into`](Self::decide_now_into) without the store's vectors of verdicts.
-    /// `started` is the latency sample's start, if sampled.
+    /// request id, written into `answer` (a fresh [`Decision::unlimited`] or
+    /// [`Admission::unlimited`]) and counted, if the store answers it at once through
+    /// [`Store::decide_one_sync`]; `None` (nothing written, nothing counted) if it does not.
+    /// The same decision as [`decide_now_into`](Self::decide_now_into) without the store's
+    /// vectors of verdicts. `started` is the latency sample's start, if sampled.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(crate) fn decide_one_now_into(
@@ -499,7 +560,7 @@ impl<S: Store> Limiter<S> {
         mode: Mode,
         lease: LeaseId,
         started: Option<quanta::Instant>,
-        decision: &mut Decision,
+        answer: &mut impl Answer,
     ) -> Option<(tollgate_core::Timestamp, Route)> {
         let one = self
             .inner
@@ -507,29 +568,22 @@ impl<S: Store> Limiter<S> {
             .decide_one_sync(key, limit, cost, mode, lease)?;
         let v = &one.verdict;
         let spends = v.admitted && (one.spent || !one.store_full);
-        decision
-            .statuses
-            .push(status_of(limit, cost, meta, v, spends));
+        answer.status(limit, cost, meta, v, spends);
         // The outcome of one verdict, written out: through `fill_decision`'s loops over a
         // one-element slice it cost 22 more instructions per decision (callgrind,
         // `check/hot/admitted`, 509 against 531 prepared). `one_limit_path.rs` checks that
         // both give the same decision for every outcome.
+        let mut denier = None;
         if one.store_full && !one.spent {
-            decision.outcome = Outcome::StoreFull;
+            answer.store_full();
         } else if !v.admitted {
-            decision.denied_by = Some(0);
-            if v.never_fits {
-                decision.outcome = Outcome::TooLarge;
-            } else {
-                decision.outcome = Outcome::Denied;
-                decision.retry_after = Duration::from_micros(v.retry_after_us);
-            }
+            answer.denied(limit, meta, v);
+            denier = Some(meta.denial);
         }
         if mode == Mode::Spend {
-            let denier = decision.denied_by.map(|_| meta.denial);
             self.inner
                 .stats
-                .record(decision, denier, started.map(|t| t.elapsed()));
+                .record(answer.outcome(), denier, started.map(|t| t.elapsed()));
         }
         Some((one.now, Route::PRIMARY))
     }
@@ -597,7 +651,7 @@ impl<S: Store> Limiter<S> {
                 .map(|m| m.denial);
             self.inner
                 .stats
-                .record(decision, denier, started.map(|t| t.elapsed()));
+                .record(decision.outcome, denier, started.map(|t| t.elapsed()));
         }
         Ok((outcome.now, outcome.route))
     }
@@ -768,7 +822,13 @@ fn remaining(cost: u64, kind: LimitKind, v: &Verdict, spends: bool) -> u64 {
 /// What the decision reports about a limit whose operation spent `cost` and got `v`;
 /// `spends` tells whether the decision spent.
 #[inline(always)]
-fn status_of(limit: &Limit, cost: u64, m: &Meta, v: &Verdict, spends: bool) -> LimitStatus {
+pub(crate) fn status_of(
+    limit: &Limit,
+    cost: u64,
+    m: &Meta,
+    v: &Verdict,
+    spends: bool,
+) -> LimitStatus {
     LimitStatus {
         rule: m.rule,
         label: m.label,

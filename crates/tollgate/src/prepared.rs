@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
+use crate::admission::Admission;
 use crate::cost::Cost;
 use crate::decision::Decision;
 use crate::error::Error;
@@ -237,6 +238,61 @@ impl<S: Store> Limiter<S> {
             Ok(_) => Some(Ok(decision)),
             Err(e) => Some(Err(e)),
         }
+    }
+
+    /// [`admit`](Self::admit) for a prepared subject: the same admission.
+    ///
+    /// # Errors
+    /// Only if the store fails.
+    pub async fn admit_prepared(
+        &self,
+        prepared: &Prepared<S>,
+        cost: Cost,
+    ) -> Result<Admission, Error> {
+        if let Some(decided) = self.admit_prepared_now(prepared, cost) {
+            return decided;
+        }
+        self.check_prepared(prepared, cost)
+            .await
+            .map(Admission::from)
+    }
+
+    /// [`admit_now`](Self::admit_now) for a prepared subject: the same admission, for stores
+    /// that decide at once (`None` means the store must be awaited: use
+    /// [`admit_prepared`](Self::admit_prepared)).
+    ///
+    /// ```
+    /// use tollgate::{Cost, Limiter, Subject};
+    /// let limiter = Limiter::new();
+    /// let agent = limiter.prepare(&Subject::new().tenant("acme").provider("openai"));
+    /// let admission = limiter
+    ///     .admit_prepared_now(&agent, Cost::tokens(500))
+    ///     .expect("the memory store decides at once")?;
+    /// assert!(admission.is_allowed());
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    #[inline(always)]
+    pub fn admit_prepared_now(
+        &self,
+        prepared: &Prepared<S>,
+        cost: Cost,
+    ) -> Option<Result<Admission, Error>> {
+        if !self.is_current(prepared) {
+            return self.admit_now(&prepared.subject, cost);
+        }
+        if let [one] = &*prepared.ops {
+            let p = &*one.planned;
+            let spend = op_cost(p.meta.kind, &cost, false);
+            let mut admission = Admission::unlimited();
+            if self
+                .admit_one_now(&one.key, &p.limit, spend, &p.meta, &mut admission)
+                .is_some()
+            {
+                return Some(Ok(admission));
+            }
+        }
+        let plan = prepared.plan_for(&cost, false);
+        self.admit_general_now(&plan.ops, &plan.meta)
     }
 
     /// [`reserve`](Self::reserve) for a prepared subject: the same reservation.

@@ -16,7 +16,7 @@ use metrics::{Key, Label, Level, Metadata};
 use thread_local::ThreadLocal;
 use tollgate_core::LimitKind;
 
-use crate::decision::{Decision, DenyReason, Outcome};
+use crate::decision::{DenyReason, Outcome};
 
 const DECISIONS: &str = "tollgate_decisions_total";
 
@@ -125,25 +125,31 @@ impl Stats {
         }
     }
 
-    /// Counts `d`. `denier` holds the label sets of the limit that denied it, if one did.
+    /// Counts a decision that came out as `outcome`. `denier` holds the label sets of the
+    /// limit that denied it, if one did.
     #[inline(always)]
     pub(crate) fn record(
         &self,
-        d: &Decision,
+        outcome: Outcome,
         denier: Option<&'static DenialLabels>,
         elapsed: Option<Duration>,
     ) {
         let counts = self.per_thread.get_or_default();
-        if d.is_allowed() {
+        if outcome == Outcome::Allowed {
             Counts::bump(&counts.allowed);
             count(&ALLOWED);
         } else {
             Counts::bump(&counts.denied);
-            match (d.outcome(), denier) {
+            match (outcome, denier) {
                 (Outcome::Denied, Some(l)) => count(&l.denied),
                 (Outcome::TooLarge, Some(l)) => count(&l.too_large),
                 _ => {
-                    let reason = d.reason().map_or("unknown", |r| r.code());
+                    let reason = match outcome {
+                        Outcome::TooLarge => DenyReason::TooLarge.code(),
+                        Outcome::StoreFull => DenyReason::StoreFull.code(),
+                        Outcome::Unavailable => DenyReason::Unavailable.code(),
+                        _ => "unknown",
+                    };
                     metrics::counter!(
                         DECISIONS,
                         "outcome" => "denied",
@@ -204,18 +210,19 @@ mod tests {
     #[test]
     fn counts_from_many_threads_add_up_exactly_after_they_exit() {
         let stats = Stats::new();
-        let allowed = Decision::unlimited();
-        let mut denied = Decision::unlimited();
-        denied.outcome = Outcome::Denied;
         // More threads than the first thread-id bucket holds, in two waves, so that later
         // threads reuse the ids (and the counters) of exited ones.
         for _wave in 0..2 {
             std::thread::scope(|s| {
                 for t in 0..20 {
-                    let (stats, allowed, denied) = (&stats, &allowed, &denied);
+                    let stats = &stats;
                     s.spawn(move || {
                         for i in 0..1_000 {
-                            let d = if (i + t) % 4 == 0 { denied } else { allowed };
+                            let d = if (i + t) % 4 == 0 {
+                                Outcome::Denied
+                            } else {
+                                Outcome::Allowed
+                            };
                             stats.record(d, None, None);
                         }
                     });
