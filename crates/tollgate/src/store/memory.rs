@@ -41,22 +41,40 @@ pub enum AtCapacity {
     Admit,
 }
 
-/// The key of a bucket in the memory store: the rule id in the top 32 bits, then 96 bits of
-/// keyed hash. Its low 16 bits come from the partition alone, so every limit of one partition
-/// lands in the same shard.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MemoryKey(u128);
+/// The key of a bucket in the memory store: 128 bits, the rule id in the top 32, then 96 bits
+/// of keyed hash. Its low 16 bits come from the partition alone, so every limit of one
+/// partition lands in the same shard. Held as two 64-bit halves rather than a `u128`, so that
+/// it is aligned to 8 bytes, not 16: a map entry or a prepared subject holding it carries no
+/// padding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MemoryKey {
+    hi: u64,
+    lo: u64,
+}
 
 impl MemoryKey {
     fn rule_id(self) -> u32 {
-        u32::try_from(self.0 >> 96).unwrap_or(u32::MAX)
+        u32::try_from(self.hi >> 32).unwrap_or(u32::MAX)
+    }
+
+    /// The low 16 bits, which pick the shard.
+    fn shard_bits(self) -> u64 {
+        self.lo & 0xFFFF
+    }
+}
+
+impl std::hash::Hash for MemoryKey {
+    /// Keys are already keyed hashes: the map hashes bits 16..80, which vary between limits
+    /// and partitions (below them sit the shard bits, above them the rule id).
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64((self.lo >> 16) | (self.hi << 48));
     }
 }
 
 const MASK_96: u128 = (1u128 << 96) - 1;
 const PARTITION_BITS: u128 = 0xFFFF;
 
-/// Keys are already keyed hashes: hash them by taking bits that vary between limits.
+/// Hashes a [`MemoryKey`] by taking the 64 bits it writes as they are.
 #[derive(Default)]
 struct KeyHasher(u64);
 
@@ -69,9 +87,8 @@ impl Hasher for KeyHasher {
             self.0 = self.0.rotate_left(8) ^ u64::from(*b);
         }
     }
-    fn write_u128(&mut self, v: u128) {
-        // Bits 16..80: below them sit the shard bits, above them the rule id.
-        self.0 = u64::try_from((v >> 16) & u128::from(u64::MAX)).unwrap_or(0);
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
     }
 }
 
@@ -439,7 +456,7 @@ impl MemoryStore {
     }
 
     fn shard_index(&self, key: MemoryKey) -> usize {
-        usize::try_from(key.0 & PARTITION_BITS).unwrap_or(0) & self.mask
+        usize::try_from(key.shard_bits()).unwrap_or(0) & self.mask
     }
 
     fn shard(&self, i: usize) -> &Mutex<Shard> {
@@ -757,7 +774,11 @@ impl Store for MemoryStore {
     fn bucket_key(&self, name: &BucketName<'_>) -> MemoryKey {
         let mixed = (name.partition_hash & PARTITION_BITS)
             | ((name.partition_hash ^ name.limit_salt) & MASK_96 & !PARTITION_BITS);
-        MemoryKey((u128::from(name.rule_id) << 96) | mixed)
+        let key = (u128::from(name.rule_id) << 96) | mixed;
+        MemoryKey {
+            hi: u64::try_from(key >> 64).unwrap_or(u64::MAX),
+            lo: u64::try_from(key & u128::from(u64::MAX)).unwrap_or(0),
+        }
     }
 
     async fn decide(
