@@ -106,3 +106,49 @@ async fn prepared_subjects_decide_as_subjects_on_redis() {
     assert!(d.is_allowed());
     assert_eq!(d.statuses()[0].remaining, 2);
 }
+
+/// Admissions on Redis are awaited (`admit_now` and `admit_prepared_now` answer `None`) and
+/// come out as the decisions do, by subject and prepared, on the one-limit rule and the
+/// two-limit one.
+#[tokio::test]
+async fn admissions_on_redis_are_the_decisions() {
+    let server = RedisServer::start().expect("redis-server starts");
+    let checking = limiter(&server.url(), "c").await;
+    let admitting = limiter(&server.url(), "a").await;
+    let by_prepared = limiter(&server.url(), "ap").await;
+    for who in [Subject::new().user("u1"), Subject::new().tenant("acme")] {
+        let p = by_prepared.prepare(&who);
+        assert!(
+            admitting.admit_now(&who, Cost::ONE).is_none(),
+            "Redis is awaited"
+        );
+        assert!(by_prepared.admit_prepared_now(&p, Cost::ONE).is_none());
+        let mut outcomes = Vec::new();
+        for _ in 0..4 {
+            let d = checking.check(&who, Cost::tokens(400)).await.unwrap();
+            let a = admitting.admit(&who, Cost::tokens(400)).await.unwrap();
+            let b = by_prepared
+                .admit_prepared(&p, Cost::tokens(400))
+                .await
+                .unwrap();
+            for x in [a, b] {
+                assert_eq!(x.outcome(), d.outcome(), "{who}");
+                assert_eq!(x.reason(), d.reason(), "{who}");
+                assert_eq!(
+                    x.denied_by().map(|l| (l.rule, l.label)),
+                    d.denied_by().map(|s| (s.rule, s.label)),
+                );
+                // The limiters decide a few milliseconds apart on the wall clock.
+                let gap = match (x.retry_after(), d.retry_after()) {
+                    (Some(x), Some(d)) => x.abs_diff(d),
+                    (None, None) => std::time::Duration::ZERO,
+                    other => panic!("{who}: retry_after differs: {other:?}"),
+                };
+                assert!(gap < std::time::Duration::from_secs(1), "{who}: {gap:?}");
+            }
+            outcomes.push(d.outcome());
+        }
+        assert!(outcomes.contains(&Outcome::Allowed), "{who}: {outcomes:?}");
+        assert!(outcomes.contains(&Outcome::Denied), "{who}: {outcomes:?}");
+    }
+}

@@ -37,6 +37,7 @@ pub struct Admission {
 
 /// The limit that denied a call, as an [`Admission`] names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Denier {
     /// The rule the limit belongs to.
     pub rule: &'static str,
@@ -69,9 +70,9 @@ impl Admission {
         self.outcome
     }
 
-    /// For a denial: the earliest time after which the same call would be admitted if nothing
-    /// else happened (as [`Decision::retry_after`]). `None` when allowed, and when the call
-    /// can never be admitted.
+    /// For a denial by a limit ([`Outcome::Denied`]): the earliest time after which the same
+    /// call would be admitted if nothing else happened (as [`Decision::retry_after`]). `None`
+    /// for every other outcome.
     pub fn retry_after(&self) -> Option<Duration> {
         (self.outcome == Outcome::Denied).then_some(self.retry_after)
     }
@@ -94,7 +95,8 @@ impl Admission {
         }
     }
 
-    /// Whether the decision was made without the shared store (as [`Decision::is_degraded`]).
+    /// Whether the decision was made by the rules' failure modes while the shared store
+    /// failed (as [`Decision::is_degraded`]).
     pub fn is_degraded(&self) -> bool {
         self.degraded
     }
@@ -136,7 +138,8 @@ pub(crate) trait Answer {
     fn status(&mut self, limit: &Limit, cost: u64, meta: &Meta, v: &Verdict, spends: bool);
     /// The decision could not be counted: the store is at its bucket cap.
     fn store_full(&mut self);
-    /// The one limit, reported as `meta`, denied the call with `v`.
+    /// The one limit, reported as `meta`, denied the call with `v`. Called after
+    /// [`status`](Self::status) for that limit (a decision names the status it recorded).
     fn denied(&mut self, limit: &Limit, meta: &Meta, v: &Verdict);
     /// How the decision came out, for counting it.
     fn outcome(&self) -> Outcome;

@@ -165,8 +165,9 @@ impl Decision {
         }
     }
 
-    /// Whether the decision was made without the shared store: by the rules' failure modes
-    /// while it failed, or from a denial remembered locally.
+    /// Whether the decision was made without the shared store, by the rules' failure modes
+    /// while it failed. (A denial remembered from the shared store is exact and answers as
+    /// the store would: it is not degraded.)
     pub fn is_degraded(&self) -> bool {
         self.degraded
     }
@@ -191,8 +192,10 @@ impl Decision {
         self.denied_by.and_then(|i| self.statuses.get(i))
     }
 
-    /// For a denial: the earliest time after which the same call would be admitted if nothing
-    /// else happened. `None` when allowed, and when the call can never be admitted.
+    /// For a denial by a limit ([`Outcome::Denied`]): the earliest time after which the same
+    /// call would be admitted if nothing else happened. `None` for every other outcome:
+    /// allowed, a cost that can never be admitted, the store at its cap, the store
+    /// unavailable.
     pub fn retry_after(&self) -> Option<Duration> {
         (self.outcome == Outcome::Denied).then_some(self.retry_after)
     }

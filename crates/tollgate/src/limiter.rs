@@ -282,10 +282,19 @@ impl<S: Store> Limiter<S> {
     /// # Errors
     /// Only if the store fails; a denial is an `Ok` admission.
     pub async fn admit(&self, subject: &Subject<'_>, cost: Cost) -> Result<Admission, Error> {
-        if let Some(decided) = self.admit_now(subject, cost) {
+        let plan = self.plan(subject, &cost, false);
+        self.admit_planned(&plan).await
+    }
+
+    /// [`admit`](Self::admit) of a resolved plan: at once if the store decides at once,
+    /// otherwise waiting for it.
+    pub(crate) async fn admit_planned(&self, plan: &Plan<S::Key>) -> Result<Admission, Error> {
+        if let Some(decided) = self.admit_ops_now(&plan.ops, &plan.meta) {
             return decided;
         }
-        self.check(subject, cost).await.map(Admission::from)
+        Box::pin(self.decide_awaited(plan, Mode::Spend, 0, None))
+            .await
+            .map(|(d, _, _)| Admission::from(&d))
     }
 
     /// [`check_now`](Self::check_now) answered as an [`Admission`], for the hot path of a
@@ -295,20 +304,35 @@ impl<S: Store> Limiter<S> {
     pub fn admit_now(&self, subject: &Subject<'_>, cost: Cost) -> Option<Result<Admission, Error>> {
         let mut plan = Plan::new();
         self.plan_into(subject, &cost, false, &mut plan);
-        if let ([op], [m]) = (&*plan.ops, &*plan.meta) {
-            let mut admission = Admission::unlimited();
-            if self
-                .admit_one_now(&op.key, &op.limit, op.cost, m, &mut admission)
-                .is_some()
-            {
-                return Some(Ok(admission));
-            }
-        }
-        self.admit_general_now(&plan.ops, &plan.meta)
+        self.admit_ops_now(&plan.ops, &plan.meta)
     }
 
-    /// The one-operation decision of [`admit_now`](Self::admit_now) and
-    /// [`admit_prepared_now`](Self::admit_prepared_now), if the store takes that path.
+    /// The admission for `ops` (reported as `meta`) if the store decides at once. A single
+    /// operation goes to the store's one-operation path first; whatever that path does not
+    /// take is decided in full and reduced to its admission. One latency sample either way.
+    #[inline(always)]
+    pub(crate) fn admit_ops_now(
+        &self,
+        ops: &[Op<S::Key>],
+        meta: &[Meta],
+    ) -> Option<Result<Admission, Error>> {
+        let started = if let ([op], [m]) = (ops, meta) {
+            let (one, started) = self.admit_one_now(&op.key, &op.limit, op.cost, m);
+            if one.is_some() {
+                return one.map(Ok);
+            }
+            started
+        } else {
+            crate::stats::sample_latency().then(quanta::Instant::now)
+        };
+        let mut decision = Decision::unlimited();
+        let decided =
+            self.decide_now_general(ops, meta, Mode::Spend, 0, None, started, &mut decision)?;
+        Some(decided.map(|_| Admission::from(&decision)))
+    }
+
+    /// The one-operation decision of an admission, if the store takes that path; with the
+    /// latency sample's start, for the path that decides instead when it does not.
     #[inline(always)]
     pub(crate) fn admit_one_now(
         &self,
@@ -316,24 +340,20 @@ impl<S: Store> Limiter<S> {
         limit: &Limit,
         cost: u64,
         meta: &Meta,
-        admission: &mut Admission,
-    ) -> Option<(tollgate_core::Timestamp, Route)> {
+    ) -> (Option<Admission>, Option<quanta::Instant>) {
         let started = crate::stats::sample_latency().then(quanta::Instant::now);
-        self.decide_one_now_into(key, limit, cost, meta, Mode::Spend, 0, started, admission)
-    }
-
-    /// [`admit_now`](Self::admit_now) for what the one-operation path does not take: the
-    /// full decision, reduced to its admission.
-    pub(crate) fn admit_general_now(
-        &self,
-        ops: &[Op<S::Key>],
-        meta: &[Meta],
-    ) -> Option<Result<Admission, Error>> {
-        let mut decision = Decision::unlimited();
-        match self.decide_now_into(ops, meta, Mode::Spend, 0, None, &mut decision)? {
-            Ok(_) => Some(Ok(Admission::from(&decision))),
-            Err(e) => Some(Err(e)),
-        }
+        let mut admission = Admission::unlimited();
+        let one = self.decide_one_now_into(
+            key,
+            limit,
+            cost,
+            meta,
+            Mode::Spend,
+            0,
+            started,
+            &mut admission,
+        );
+        (one.map(|_| admission), started)
     }
 
     /// [`peek`](Self::peek) without an async context, for stores that decide at once (see

@@ -250,12 +250,10 @@ impl<S: Store> Limiter<S> {
         prepared: &Prepared<S>,
         cost: Cost,
     ) -> Result<Admission, Error> {
-        if let Some(decided) = self.admit_prepared_now(prepared, cost) {
-            return decided;
+        if !self.is_current(prepared) {
+            return self.admit(&prepared.subject, cost).await;
         }
-        self.check_prepared(prepared, cost)
-            .await
-            .map(Admission::from)
+        self.admit_planned(&prepared.plan_for(&cost, false)).await
     }
 
     /// [`admit_now`](Self::admit_now) for a prepared subject: the same admission, for stores
@@ -281,19 +279,34 @@ impl<S: Store> Limiter<S> {
         if !self.is_current(prepared) {
             return self.admit_now(&prepared.subject, cost);
         }
-        if let [one] = &*prepared.ops {
-            let p = &*one.planned;
-            let spend = op_cost(p.meta.kind, &cost, false);
-            let mut admission = Admission::unlimited();
-            if self
-                .admit_one_now(&one.key, &p.limit, spend, &p.meta, &mut admission)
-                .is_some()
-            {
-                return Some(Ok(admission));
-            }
+        let [one] = &*prepared.ops else {
+            let plan = prepared.plan_for(&cost, false);
+            return self.admit_ops_now(&plan.ops, &plan.meta);
+        };
+        let (admission, started) = self.admit_prepared_one(one, &cost);
+        if let Some(admission) = admission {
+            return Some(Ok(admission));
         }
-        let plan = prepared.plan_for(&cost, false);
-        self.admit_general_now(&plan.ops, &plan.meta)
+        // The store declined the one-operation path: decide in full, with the same sample.
+        let op = [costed(one, &cost, false)];
+        let meta = [one.planned.meta];
+        let mut decision = Decision::unlimited();
+        let decided =
+            self.decide_now_general(&op, &meta, Mode::Spend, 0, None, started, &mut decision)?;
+        Some(decided.map(|_| Admission::from(&decision)))
+    }
+
+    /// The one-operation path of an admission for the one limit of a prepared subject: the
+    /// shared limit and the cost go to the store as they are.
+    #[inline(always)]
+    fn admit_prepared_one(
+        &self,
+        one: &PreparedOp<S::Key>,
+        cost: &Cost,
+    ) -> (Option<Admission>, Option<quanta::Instant>) {
+        let p = &*one.planned;
+        let spend = op_cost(p.meta.kind, cost, false);
+        self.admit_one_now(&one.key, &p.limit, spend, &p.meta)
     }
 
     /// [`reserve`](Self::reserve) for a prepared subject: the same reservation.

@@ -46,6 +46,17 @@ fn many_limits() -> Policy {
         .expect("a valid policy")
 }
 
+/// One requests limit per tenant in a sliding log, which the memory store's one-operation
+/// path (GCRA only) declines.
+fn one_log_limit() -> Policy {
+    Policy::builder()
+        .rule(Rule::builder("per-tenant").per("tenant").limit(
+            LimitSpec::new(LimitKind::Requests, 2, Window::MINUTE).algorithm(Algorithm::SlidingLog),
+        ))
+        .build()
+        .expect("a valid policy")
+}
+
 /// A limiter on `clock` whose store holds at most `cap` buckets.
 fn limiter(policy: Policy, clock: &ManualClock, cap: usize, at_capacity: AtCapacity) -> Limiter {
     let store = MemoryStore::builder()
@@ -97,11 +108,22 @@ fn run(policy: fn() -> Policy, cap: usize, at_capacity: AtCapacity) -> Vec<Admis
         assert_eq!(prepared_admission, expected, "step {step}: prepared {who}");
         assert_eq!(admission.retry_after(), decision.retry_after());
         assert_eq!(admission.reason(), decision.reason());
-        if let (Some(a), Some(d)) = (admission.denied_by(), decision.denied_by()) {
-            assert_eq!((a.rule, a.label, a.kind), (d.rule, d.label, d.kind));
-        }
+        assert_eq!(
+            admission
+                .denied_by()
+                .map(|a| (a.rule, a.label, a.kind, a.quota)),
+            decision
+                .denied_by()
+                .map(|d| (d.rule, d.label, d.kind, d.quota)),
+        );
         seen.push(admission);
         clock.advance(Duration::from_millis((step * 131) % 9_000));
+        if step == 300 {
+            // The prepared subjects go stale: they are resolved again from their subjects.
+            for l in [&checking, &admitting, &by_prepared] {
+                l.set_policy(policy());
+            }
+        }
     }
     assert_eq!(checking.stats(), admitting.stats(), "counted alike");
     assert_eq!(checking.stats(), by_prepared.stats(), "counted alike");
@@ -142,8 +164,65 @@ fn many_limit_admissions_are_the_decisions() {
     ] {
         assert!(reasons.contains(&reason), "{reason:?} never happened");
     }
-    let full = outcomes(&run(many_limits, 3, AtCapacity::Deny));
+    // Four buckets per tenant: two tenants fit, the others meet the cap.
+    let full = outcomes(&run(many_limits, 8, AtCapacity::Deny));
     assert!(full.contains(&Outcome::StoreFull));
+    assert!(full.contains(&Outcome::Allowed));
+}
+
+#[test]
+fn a_single_limit_the_one_operation_path_declines_is_admitted_alike() {
+    let seen = outcomes(&run(one_log_limit, 1_000, AtCapacity::Deny));
+    assert!(seen.contains(&Outcome::Allowed));
+    assert!(seen.contains(&Outcome::Denied));
+}
+
+/// One in 64 synchronous decisions on a thread has its latency measured, whichever call
+/// makes it: the same number of samples for the same number of decisions.
+#[test]
+fn admissions_sample_latency_as_decisions_do() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    for policy in [one_limit as fn() -> Policy, one_log_limit, many_limits] {
+        let mut samples = Vec::new();
+        for call in 0..3 {
+            let recorder = DebuggingRecorder::new();
+            let snapshotter = recorder.snapshotter();
+            let clock = ManualClock::new(T0);
+            let l = limiter(policy(), &clock, 1_000, AtCapacity::Deny);
+            let who = Subject::new().tenant("acme");
+            let p = l.prepare(&who);
+            metrics::with_local_recorder(&recorder, || {
+                for _ in 0..640 {
+                    let allowed = match call {
+                        0 => l.check_now(&who, Cost::ONE).unwrap().unwrap().is_allowed(),
+                        1 => l.admit_now(&who, Cost::ONE).unwrap().unwrap().is_allowed(),
+                        _ => l
+                            .admit_prepared_now(&p, Cost::ONE)
+                            .unwrap()
+                            .unwrap()
+                            .is_allowed(),
+                    };
+                    std::hint::black_box(allowed);
+                }
+            });
+            let n: usize = snapshotter
+                .snapshot()
+                .into_vec()
+                .into_iter()
+                .filter(|(k, ..)| k.key().name() == "tollgate_decision_seconds")
+                .map(|(.., v)| match v {
+                    DebugValue::Histogram(h) => h.len(),
+                    _ => 0,
+                })
+                .sum();
+            samples.push(n);
+        }
+        assert_eq!(
+            samples,
+            vec![10, 10, 10],
+            "check_now, admit_now, admit_prepared_now"
+        );
+    }
 }
 
 /// A denial's retry_after is exact: the same call is denied a microsecond before it and
