@@ -130,17 +130,23 @@ impl Denier {
     }
 }
 
-/// What a decision of one limit is written into: a [`Decision`] (with the limit's status) or
-/// an [`Admission`] (without). Both start as their `unlimited` answer.
+/// What a decision is written into: a [`Decision`] (with every limit's status) or an
+/// [`Admission`] (without). Both start as their `unlimited` answer.
 pub(crate) trait Answer {
     /// Records what limit `limit` (reported as `meta`) answered `v` for `cost`; `spends` tells
     /// whether the decision spent.
     fn status(&mut self, limit: &Limit, cost: u64, meta: &Meta, v: &Verdict, spends: bool);
-    /// The decision could not be counted: the store is at its bucket cap.
-    fn store_full(&mut self);
-    /// The one limit, reported as `meta`, denied the call with `v`. Called after
-    /// [`status`](Self::status) for that limit (a decision names the status it recorded).
-    fn denied(&mut self, limit: &Limit, meta: &Meta, v: &Verdict);
+    /// Sets how the decision came out: `denier` is the denying limit (its index in the
+    /// decision's limits, the limit and its report), `retry_after` the wait of a denial.
+    fn settle(
+        &mut self,
+        outcome: Outcome,
+        denier: Option<(usize, &Limit, &Meta)>,
+        retry_after: Duration,
+    );
+    /// The rules' failure modes decided while the shared store failed; `unavailable` when a
+    /// `closed` rule refused the call for that.
+    fn degrade(&mut self, unavailable: bool);
     /// How the decision came out, for counting it.
     fn outcome(&self) -> Outcome;
 }
@@ -152,18 +158,21 @@ impl Answer for Decision {
     }
 
     #[inline(always)]
-    fn store_full(&mut self) {
-        self.outcome = Outcome::StoreFull;
+    fn settle(
+        &mut self,
+        outcome: Outcome,
+        denier: Option<(usize, &Limit, &Meta)>,
+        retry_after: Duration,
+    ) {
+        self.outcome = outcome;
+        self.denied_by = denier.map(|(i, _, _)| i);
+        self.retry_after = retry_after;
     }
 
-    #[inline(always)]
-    fn denied(&mut self, _: &Limit, _: &Meta, v: &Verdict) {
-        self.denied_by = Some(self.statuses.len().saturating_sub(1));
-        if v.never_fits {
-            self.outcome = Outcome::TooLarge;
-        } else {
-            self.outcome = Outcome::Denied;
-            self.retry_after = Duration::from_micros(v.retry_after_us);
+    fn degrade(&mut self, unavailable: bool) {
+        self.degraded = true;
+        if unavailable {
+            self.settle(Outcome::Unavailable, None, Duration::ZERO);
         }
     }
 
@@ -178,23 +187,26 @@ impl Answer for Admission {
     fn status(&mut self, _: &Limit, _: u64, _: &Meta, _: &Verdict, _: bool) {}
 
     #[inline(always)]
-    fn store_full(&mut self) {
-        self.outcome = Outcome::StoreFull;
-    }
-
-    #[inline(always)]
-    fn denied(&mut self, limit: &Limit, meta: &Meta, v: &Verdict) {
-        self.denied_by = Some(Denier {
+    fn settle(
+        &mut self,
+        outcome: Outcome,
+        denier: Option<(usize, &Limit, &Meta)>,
+        retry_after: Duration,
+    ) {
+        self.outcome = outcome;
+        self.denied_by = denier.map(|(_, limit, meta)| Denier {
             rule: meta.rule,
             label: meta.label,
             kind: meta.kind,
             quota: limit.is_quota(),
         });
-        if v.never_fits {
-            self.outcome = Outcome::TooLarge;
-        } else {
-            self.outcome = Outcome::Denied;
-            self.retry_after = Duration::from_micros(v.retry_after_us);
+        self.retry_after = retry_after;
+    }
+
+    fn degrade(&mut self, unavailable: bool) {
+        self.degraded = true;
+        if unavailable {
+            self.settle(Outcome::Unavailable, None, Duration::ZERO);
         }
     }
 

@@ -308,8 +308,8 @@ impl<S: Store> Limiter<S> {
     }
 
     /// The admission for `ops` (reported as `meta`) if the store decides at once. A single
-    /// operation goes to the store's one-operation path first; whatever that path does not
-    /// take is decided in full and reduced to its admission. One latency sample either way.
+    /// operation goes to the store's one-operation path first, the rest (and what that path
+    /// declines) to the store's general one. One latency sample either way.
     #[inline(always)]
     pub(crate) fn admit_ops_now(
         &self,
@@ -325,10 +325,10 @@ impl<S: Store> Limiter<S> {
         } else {
             crate::stats::sample_latency().then(quanta::Instant::now)
         };
-        let mut decision = Decision::unlimited();
+        let mut admission = Admission::unlimited();
         let decided =
-            self.decide_now_general(ops, meta, Mode::Spend, 0, None, started, &mut decision)?;
-        Some(decided.map(|_| Admission::from(&decision)))
+            self.decide_now_general(ops, meta, Mode::Spend, 0, None, started, &mut admission)?;
+        Some(decided.map(|_| admission))
     }
 
     /// The one-operation decision of an admission, if the store takes that path; with the
@@ -557,10 +557,10 @@ impl<S: Store> Limiter<S> {
         lease: LeaseId,
         request_id: Option<&str>,
         started: Option<quanta::Instant>,
-        decision: &mut Decision,
+        answer: &mut impl Answer,
     ) -> Option<Result<(tollgate_core::Timestamp, Route), Error>> {
         let outcome = self.inner.store.decide_sync(ops, mode, lease, request_id)?;
-        Some(self.finish(ops, meta, mode, started, outcome, decision))
+        Some(self.finish(ops, meta, mode, started, outcome, answer))
     }
 
     /// A decision of one operation (bucket `key` under `limit`) spending `cost`, with no
@@ -595,9 +595,14 @@ impl<S: Store> Limiter<S> {
         // both give the same decision for every outcome.
         let mut denier = None;
         if one.store_full && !one.spent {
-            answer.store_full();
+            answer.settle(Outcome::StoreFull, None, Duration::ZERO);
         } else if !v.admitted {
-            answer.denied(limit, meta, v);
+            let (outcome, retry_after) = if v.never_fits {
+                (Outcome::TooLarge, Duration::ZERO)
+            } else {
+                (Outcome::Denied, Duration::from_micros(v.retry_after_us))
+            };
+            answer.settle(outcome, Some((0, limit, meta)), retry_after);
             denier = Some(meta.denial);
         }
         if mode == Mode::Spend {
@@ -629,8 +634,8 @@ impl<S: Store> Limiter<S> {
         Ok((decision, now, route))
     }
 
-    /// Turns the store's answer into the decision (written into `decision`, which starts as
-    /// [`Decision::unlimited`]), and counts it.
+    /// Turns the store's answer into the decision (written into `answer`, which starts as
+    /// its `unlimited` answer), and counts it.
     #[inline(always)]
     fn finish(
         &self,
@@ -639,7 +644,7 @@ impl<S: Store> Limiter<S> {
         mode: Mode,
         started: Option<quanta::Instant>,
         outcome: Result<StoreOutcome, StoreError>,
-        decision: &mut Decision,
+        answer: &mut impl Answer,
     ) -> Result<(tollgate_core::Timestamp, Route), Error> {
         let outcome = match outcome {
             Ok(o) => o,
@@ -648,30 +653,25 @@ impl<S: Store> Limiter<S> {
                 return Err(e.into());
             }
         };
-        fill_decision(
+        let mut denied_by = fill_decision(
             ops,
             meta,
             &outcome.verdicts,
             outcome.store_full,
             outcome.spent,
-            decision,
+            answer,
         );
         if let Some(Degraded::FailureModes { unavailable }) = outcome.degraded {
-            decision.degraded = true;
+            answer.degrade(unavailable);
             if unavailable {
-                decision.outcome = Outcome::Unavailable;
-                decision.denied_by = None;
-                decision.retry_after = Duration::ZERO;
+                denied_by = None;
             }
         }
         if mode == Mode::Spend {
-            let denier = decision
-                .denied_by
-                .and_then(|i| meta.get(i))
-                .map(|m| m.denial);
+            let denier = denied_by.and_then(|i| meta.get(i)).map(|m| m.denial);
             self.inner
                 .stats
-                .record(decision.outcome, denier, started.map(|t| t.elapsed()));
+                .record(answer.outcome(), denier, started.map(|t| t.elapsed()));
         }
         Ok((outcome.now, outcome.route))
     }
@@ -864,8 +864,9 @@ pub(crate) fn status_of(
     }
 }
 
-/// Turns the store's verdicts into `d`, a fresh [`Decision::unlimited`] (built in place: a
-/// decision is a few hundred bytes).
+/// Turns the store's verdicts into `d`, a fresh `unlimited` answer (a [`Decision`] is built
+/// in place: it is a few hundred bytes); returns the index of the denying limit, if one
+/// denied.
 #[inline(always)]
 fn fill_decision<K>(
     ops: &[Op<K>],
@@ -873,18 +874,18 @@ fn fill_decision<K>(
     verdicts: &[Verdict],
     store_full: bool,
     spent: bool,
-    d: &mut Decision,
-) {
+    d: &mut impl Answer,
+) -> Option<usize> {
     let all_admitted = verdicts.iter().all(|v| v.admitted);
     let spends = all_admitted && (spent || !store_full);
     for ((op, m), v) in ops.iter().zip(meta).zip(verdicts) {
-        d.statuses.push(status_of(&op.limit, op.cost, m, v, spends));
+        d.status(&op.limit, op.cost, m, v, spends);
     }
     let mut denied_by = None;
     let mut retry_after = Duration::ZERO;
     let outcome = if store_full && !spent {
         Outcome::StoreFull
-    } else if verdicts.iter().all(|v| v.admitted) {
+    } else if all_admitted {
         Outcome::Allowed
     } else if let Some(i) = verdicts.iter().position(|v| v.never_fits) {
         denied_by = Some(i);
@@ -901,7 +902,7 @@ fn fill_decision<K>(
         }
         Outcome::Denied
     };
-    d.outcome = outcome;
-    d.denied_by = denied_by;
-    d.retry_after = retry_after;
+    let denier = denied_by.and_then(|i| Some((i, &ops.get(i)?.limit, meta.get(i)?)));
+    d.settle(outcome, denier, retry_after);
+    denied_by
 }

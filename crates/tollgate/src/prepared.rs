@@ -280,20 +280,26 @@ impl<S: Store> Limiter<S> {
             return self.admit_now(&prepared.subject, cost);
         }
         let [one] = &*prepared.ops else {
-            let plan = prepared.plan_for(&cost, false);
-            return self.admit_ops_now(&plan.ops, &plan.meta);
+            // Built where they are used, as in `check_current_now`.
+            let mut ops: SmallVec<[Op<S::Key>; 3]> = SmallVec::new();
+            let mut meta: SmallVec<[Meta; 3]> = SmallVec::new();
+            for op in &prepared.ops {
+                ops.push(costed(op, &cost, false));
+                meta.push(op.planned.meta);
+            }
+            return self.admit_ops_now(&ops, &meta);
         };
         let (admission, started) = self.admit_prepared_one(one, &cost);
         if let Some(admission) = admission {
             return Some(Ok(admission));
         }
-        // The store declined the one-operation path: decide in full, with the same sample.
+        // The store declined the one-operation path: its general path, with the same sample.
         let op = [costed(one, &cost, false)];
         let meta = [one.planned.meta];
-        let mut decision = Decision::unlimited();
+        let mut admission = Admission::unlimited();
         let decided =
-            self.decide_now_general(&op, &meta, Mode::Spend, 0, None, started, &mut decision)?;
-        Some(decided.map(|_| Admission::from(&decision)))
+            self.decide_now_general(&op, &meta, Mode::Spend, 0, None, started, &mut admission)?;
+        Some(decided.map(|_| admission))
     }
 
     /// The one-operation path of an admission for the one limit of a prepared subject: the
