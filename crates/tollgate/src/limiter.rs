@@ -13,7 +13,7 @@ use crate::error::{Error, StoreError};
 use crate::key::{partition_hash, BucketName};
 use crate::permit::{Permit, Reservation};
 use crate::policy::{default_policy, CurrentPolicy, Policy};
-use crate::stats::{DenialLabels, Stats, StatsSnapshot};
+use crate::stats::{DenialLabels, Sample, Stats, StatsSnapshot};
 use crate::store::memory::MemoryStore;
 use crate::store::{Degraded, Mode, Op, Route, Settlement, Store, StoreOutcome};
 use crate::subject::Subject;
@@ -276,6 +276,12 @@ impl<S: Store> Limiter<S> {
         self.subject_now(subject, cost, Mode::Spend)
     }
 
+    /// Begins counting a synchronous decision.
+    #[inline(always)]
+    pub(crate) fn stats_begin(&self) -> Sample<'_> {
+        self.inner.stats.begin()
+    }
+
     /// [`check`](Self::check) answered as an [`Admission`]: the same decision, spent and
     /// counted the same, without the status of every limit.
     ///
@@ -316,23 +322,23 @@ impl<S: Store> Limiter<S> {
         ops: &[Op<S::Key>],
         meta: &[Meta],
     ) -> Option<Result<Admission, Error>> {
-        let started = if let ([op], [m]) = (ops, meta) {
-            let (one, started) = self.admit_one_now(&op.key, &op.limit, op.cost, m);
+        let sample = if let ([op], [m]) = (ops, meta) {
+            let (one, sample) = self.admit_one_now(&op.key, &op.limit, op.cost, m);
             if one.is_some() {
                 return one.map(Ok);
             }
-            started
+            sample
         } else {
-            crate::stats::sample_latency().then(quanta::Instant::now)
+            self.inner.stats.begin()
         };
         let mut admission = Admission::unlimited();
         let decided =
-            self.decide_now_general(ops, meta, Mode::Spend, 0, None, started, &mut admission)?;
+            self.decide_now_general(ops, meta, Mode::Spend, 0, None, sample, &mut admission)?;
         Some(decided.map(|_| admission))
     }
 
-    /// The one-operation decision of an admission, if the store takes that path; with the
-    /// latency sample's start, for the path that decides instead when it does not.
+    /// The one-operation decision of an admission, if the store takes that path; with its
+    /// count's sample, for the path that decides instead when it does not.
     #[inline(always)]
     pub(crate) fn admit_one_now(
         &self,
@@ -340,8 +346,8 @@ impl<S: Store> Limiter<S> {
         limit: &Limit,
         cost: u64,
         meta: &Meta,
-    ) -> (Option<Admission>, Option<quanta::Instant>) {
-        let started = crate::stats::sample_latency().then(quanta::Instant::now);
+    ) -> (Option<Admission>, Sample<'_>) {
+        let sample = self.inner.stats.begin();
         let mut admission = Admission::unlimited();
         let one = self.decide_one_now_into(
             key,
@@ -350,10 +356,10 @@ impl<S: Store> Limiter<S> {
             meta,
             Mode::Spend,
             0,
-            started,
+            sample,
             &mut admission,
         );
-        (one.map(|_| admission), started)
+        (one.map(|_| admission), sample)
     }
 
     /// [`peek`](Self::peek) without an async context, for stores that decide at once (see
@@ -528,25 +534,26 @@ impl<S: Store> Limiter<S> {
     ) -> Option<Result<(tollgate_core::Timestamp, Route), Error>> {
         if ops.is_empty() {
             if mode == Mode::Spend {
-                self.inner.stats.record(decision.outcome, None, None);
+                let sample = self.inner.stats.begin_unmeasured();
+                self.inner.stats.record(sample, decision.outcome, None);
             }
             return Some(Ok((tollgate_core::Timestamp::EPOCH, Route::PRIMARY)));
         }
-        let started = crate::stats::sample_latency().then(quanta::Instant::now);
+        let sample = self.inner.stats.begin();
         if let ([op], [m], None) = (ops, meta, request_id) {
             let one = self.decide_one_now_into(
-                &op.key, &op.limit, op.cost, m, mode, lease, started, decision,
+                &op.key, &op.limit, op.cost, m, mode, lease, sample, decision,
             );
             if let Some(decided) = one {
                 return Some(Ok(decided));
             }
         }
-        self.decide_now_general(ops, meta, mode, lease, request_id, started, decision)
+        self.decide_now_general(ops, meta, mode, lease, request_id, sample, decision)
     }
 
     /// [`decide_now_into`](Self::decide_now_into) through the store's
     /// [`decide_sync`](Store::decide_sync), for operations (at least one) that the
-    /// one-operation path did not take; `started` is the latency sample's start, if sampled.
+    /// one-operation path did not take; `sample` is the count begun before it.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(crate) fn decide_now_general(
@@ -556,11 +563,11 @@ impl<S: Store> Limiter<S> {
         mode: Mode,
         lease: LeaseId,
         request_id: Option<&str>,
-        started: Option<quanta::Instant>,
+        sample: Sample<'_>,
         answer: &mut impl Answer,
     ) -> Option<Result<(tollgate_core::Timestamp, Route), Error>> {
         let outcome = self.inner.store.decide_sync(ops, mode, lease, request_id)?;
-        Some(self.finish(ops, meta, mode, started, outcome, answer))
+        Some(self.finish(ops, meta, mode, sample, outcome, answer))
     }
 
     /// A decision of one operation (bucket `key` under `limit`) spending `cost`, with no
@@ -568,7 +575,7 @@ impl<S: Store> Limiter<S> {
     /// [`Admission::unlimited`]) and counted, if the store answers it at once through
     /// [`Store::decide_one_sync`]; `None` (nothing written, nothing counted) if it does not.
     /// The same decision as [`decide_now_into`](Self::decide_now_into) without the store's
-    /// vectors of verdicts. `started` is the latency sample's start, if sampled.
+    /// vectors of verdicts. `sample` is the count begun before it.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(crate) fn decide_one_now_into(
@@ -579,7 +586,7 @@ impl<S: Store> Limiter<S> {
         meta: &Meta,
         mode: Mode,
         lease: LeaseId,
-        started: Option<quanta::Instant>,
+        sample: Sample<'_>,
         answer: &mut impl Answer,
     ) -> Option<(tollgate_core::Timestamp, Route)> {
         let one = self
@@ -606,9 +613,7 @@ impl<S: Store> Limiter<S> {
             denier = Some(meta.denial);
         }
         if mode == Mode::Spend {
-            self.inner
-                .stats
-                .record(answer.outcome(), denier, started.map(|t| t.elapsed()));
+            self.inner.stats.record(sample, answer.outcome(), denier);
         }
         Some((one.now, Route::PRIMARY))
     }
@@ -622,7 +627,7 @@ impl<S: Store> Limiter<S> {
         lease: LeaseId,
         request_id: Option<&str>,
     ) -> Result<(Decision, tollgate_core::Timestamp, Route), Error> {
-        let started = Some(quanta::Instant::now());
+        let sample = self.inner.stats.begin_awaited();
         let outcome = self
             .inner
             .store
@@ -630,7 +635,7 @@ impl<S: Store> Limiter<S> {
             .await;
         let mut decision = Decision::unlimited();
         let (now, route) =
-            self.finish(&plan.ops, &plan.meta, mode, started, outcome, &mut decision)?;
+            self.finish(&plan.ops, &plan.meta, mode, sample, outcome, &mut decision)?;
         Ok((decision, now, route))
     }
 
@@ -642,7 +647,7 @@ impl<S: Store> Limiter<S> {
         ops: &[Op<S::Key>],
         meta: &[Meta],
         mode: Mode,
-        started: Option<quanta::Instant>,
+        sample: Sample<'_>,
         outcome: Result<StoreOutcome, StoreError>,
         answer: &mut impl Answer,
     ) -> Result<(tollgate_core::Timestamp, Route), Error> {
@@ -669,9 +674,7 @@ impl<S: Store> Limiter<S> {
         }
         if mode == Mode::Spend {
             let denier = denied_by.and_then(|i| meta.get(i)).map(|m| m.denial);
-            self.inner
-                .stats
-                .record(answer.outcome(), denier, started.map(|t| t.elapsed()));
+            self.inner.stats.record(sample, answer.outcome(), denier);
         }
         Ok((outcome.now, outcome.route))
     }

@@ -11,6 +11,7 @@ use crate::decision::Decision;
 use crate::error::Error;
 use crate::limiter::{op_cost, Limiter, Meta, Plan, Planned};
 use crate::permit::Reservation;
+use crate::stats::Sample;
 use crate::store::memory::MemoryStore;
 use crate::store::{Mode, Op, Store};
 use crate::subject::Subject;
@@ -203,7 +204,7 @@ impl<S: Store> Limiter<S> {
             // The shared limit and the cost go to the one-operation path as they are; an
             // operation is built only for a store that declines that path.
             let p = &*one.planned;
-            let started = crate::stats::sample_latency().then(quanta::Instant::now);
+            let sample = self.stats_begin();
             let spend = op_cost(p.meta.kind, &cost, false);
             let mode = Mode::Spend;
             if self
@@ -214,7 +215,7 @@ impl<S: Store> Limiter<S> {
                     &p.meta,
                     mode,
                     0,
-                    started,
+                    sample,
                     &mut decision,
                 )
                 .is_some()
@@ -223,7 +224,7 @@ impl<S: Store> Limiter<S> {
             }
             let op = [costed(one, &cost, false)];
             let meta = [p.meta];
-            self.decide_now_general(&op, &meta, mode, 0, None, started, &mut decision)
+            self.decide_now_general(&op, &meta, mode, 0, None, sample, &mut decision)
         } else {
             // Built where they are used: a moved `SmallVec` of operations is copied whole
             // (measured with callgrind: two `memcpy`s of its inline array).
@@ -289,7 +290,7 @@ impl<S: Store> Limiter<S> {
             }
             return self.admit_ops_now(&ops, &meta);
         };
-        let (admission, started) = self.admit_prepared_one(one, &cost);
+        let (admission, sample) = self.admit_prepared_one(one, &cost);
         if let Some(admission) = admission {
             return Some(Ok(admission));
         }
@@ -298,7 +299,7 @@ impl<S: Store> Limiter<S> {
         let meta = [one.planned.meta];
         let mut admission = Admission::unlimited();
         let decided =
-            self.decide_now_general(&op, &meta, Mode::Spend, 0, None, started, &mut admission)?;
+            self.decide_now_general(&op, &meta, Mode::Spend, 0, None, sample, &mut admission)?;
         Some(decided.map(|_| admission))
     }
 
@@ -309,7 +310,7 @@ impl<S: Store> Limiter<S> {
         &self,
         one: &PreparedOp<S::Key>,
         cost: &Cost,
-    ) -> (Option<Admission>, Option<quanta::Instant>) {
+    ) -> (Option<Admission>, Sample<'_>) {
         let p = &*one.planned;
         let spend = op_cost(p.meta.kind, cost, false);
         self.admit_one_now(&one.key, &p.limit, spend, &p.meta)

@@ -6,11 +6,9 @@
 //! key and allocates nothing, and the recorder is still asked on every decision, so a recorder
 //! installed at any time sees every decision from then on.
 
-use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
 
 use metrics::{Key, Label, Level, Metadata};
 use thread_local::ThreadLocal;
@@ -74,6 +72,8 @@ pub(crate) fn denial_labels(
 struct Counts {
     allowed: AtomicU64,
     denied: AtomicU64,
+    /// Synchronous decisions left before the next one whose latency is measured.
+    countdown: AtomicU32,
 }
 
 impl Counts {
@@ -84,6 +84,16 @@ impl Counts {
             Ordering::Relaxed,
         );
     }
+
+    /// Whether this synchronous decision is one whose latency is measured.
+    #[inline(always)]
+    fn sampled(&self) -> bool {
+        let n = self.countdown.load(Ordering::Relaxed);
+        let sampled = n == 0;
+        let next = if sampled { LATENCY_SAMPLE - 1 } else { n - 1 };
+        self.countdown.store(next, Ordering::Relaxed);
+        sampled
+    }
 }
 
 /// Decision counters, one set per thread so that cores neither fight over a cache line nor
@@ -93,25 +103,17 @@ pub(crate) struct Stats {
 }
 
 /// Synchronous decisions (the memory store's, about a hundred nanoseconds) have their latency
-/// measured for one decision in this many per thread: two clock reads would cost more than
-/// half of the decision. Decisions that wait for a store (Redis) are all measured.
+/// measured for one decision in this many per thread and limiter: two clock reads would cost
+/// more than half of the decision. Decisions that wait for a store (Redis) are all measured.
 const LATENCY_SAMPLE: u32 = 64;
 
-/// Whether this synchronous decision is one whose latency is measured.
-pub(crate) fn sample_latency() -> bool {
-    thread_local! {
-        static COUNTDOWN: Cell<u32> = const { Cell::new(0) };
-    }
-    COUNTDOWN.with(|c| {
-        let n = c.get();
-        if n == 0 {
-            c.set(LATENCY_SAMPLE - 1);
-            true
-        } else {
-            c.set(n - 1);
-            false
-        }
-    })
+/// A decision being counted, from before the store is asked: the deciding thread's counts,
+/// looked up once for the sample and the count, and the latency sample's start if this
+/// decision is measured.
+#[derive(Clone, Copy)]
+pub(crate) struct Sample<'a> {
+    counts: &'a Counts,
+    started: Option<quanta::Instant>,
 }
 
 fn count(key: &Key) {
@@ -125,16 +127,40 @@ impl Stats {
         }
     }
 
-    /// Counts a decision that came out as `outcome`. `denier` holds the label sets of the
-    /// limit that denied it, if one did.
+    /// Begins counting a synchronous decision: one in [`LATENCY_SAMPLE`] is measured.
+    #[inline(always)]
+    pub(crate) fn begin(&self) -> Sample<'_> {
+        let counts = self.per_thread.get_or_default();
+        let started = counts.sampled().then(quanta::Instant::now);
+        Sample { counts, started }
+    }
+
+    /// Begins counting a decision that waits for its store: every one is measured.
+    pub(crate) fn begin_awaited(&self) -> Sample<'_> {
+        Sample {
+            counts: self.per_thread.get_or_default(),
+            started: Some(quanta::Instant::now()),
+        }
+    }
+
+    /// Begins counting a decision that asks no store (no limit applies): not measured.
+    pub(crate) fn begin_unmeasured(&self) -> Sample<'_> {
+        Sample {
+            counts: self.per_thread.get_or_default(),
+            started: None,
+        }
+    }
+
+    /// Counts a decision begun as `sample` that came out as `outcome`. `denier` holds the
+    /// label sets of the limit that denied it, if one did.
     #[inline(always)]
     pub(crate) fn record(
         &self,
+        sample: Sample<'_>,
         outcome: Outcome,
         denier: Option<&'static DenialLabels>,
-        elapsed: Option<Duration>,
     ) {
-        let counts = self.per_thread.get_or_default();
+        let counts = sample.counts;
         if outcome == Outcome::Allowed {
             Counts::bump(&counts.allowed);
             count(&ALLOWED);
@@ -161,8 +187,9 @@ impl Stats {
                 }
             }
         }
-        if let Some(e) = elapsed {
-            metrics::histogram!("tollgate_decision_seconds").record(e.as_secs_f64());
+        if let Some(started) = sample.started {
+            metrics::histogram!("tollgate_decision_seconds")
+                .record(started.elapsed().as_secs_f64());
         }
     }
 
@@ -223,7 +250,7 @@ mod tests {
                             } else {
                                 Outcome::Allowed
                             };
-                            stats.record(d, None, None);
+                            stats.record(stats.begin_unmeasured(), d, None);
                         }
                     });
                 }
