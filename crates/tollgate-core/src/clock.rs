@@ -102,12 +102,21 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
 /// The monotonic clock is read through `quanta`, which uses the CPU's invariant TSC where there
 /// is one (calibrated against the OS's monotonic clock) and the OS clock otherwise: a reading
 /// costs a few nanoseconds instead of a `clock_gettime` call, and every decision reads it.
+/// Readings are turned into microseconds with one multiplication by a factor taken from
+/// `quanta`'s calibration when the clock is made (see [`SystemClock::micros_after`]).
 #[derive(Clone, Debug)]
 pub struct SystemClock {
     anchor_wall: Timestamp,
     anchor_raw: u64,
+    /// Microseconds per 2^[`TICKS_SHIFT`] raw ticks.
+    micros_per_ticks: u64,
     mono: quanta::Clock,
 }
+
+/// The span of raw ticks the conversion factor is taken over: 2^50 ticks (about four days of a
+/// 3 GHz TSC, or 2^50 ns of the OS clock) give the factor twelve significant digits, so the
+/// conversion stays within a microsecond of `quanta`'s for a week and more.
+const TICKS_SHIFT: u32 = 50;
 
 impl SystemClock {
     /// A clock anchored at the current wall-clock time.
@@ -120,8 +129,19 @@ impl SystemClock {
         SystemClock {
             anchor_wall: Timestamp(duration_to_micros_floor(since_epoch)),
             anchor_raw,
+            micros_per_ticks: mono.delta_as_nanos(0, 1 << TICKS_SHIFT) / 1_000,
             mono,
         }
+    }
+
+    /// Whole microseconds from the anchor to the raw reading `raw`: `quanta`'s conversion as a
+    /// single 64×64-bit multiplication and a shift (a reading before the anchor, as another
+    /// core's TSC may give, is the anchor).
+    #[inline(always)]
+    fn micros_after(&self, raw: u64) -> u64 {
+        let ticks = u128::from(raw.saturating_sub(self.anchor_raw));
+        let micros = (ticks * u128::from(self.micros_per_ticks)) >> TICKS_SHIFT;
+        u64::try_from(micros).unwrap_or(u64::MAX)
     }
 }
 
@@ -140,8 +160,11 @@ fn duration_to_micros_floor(d: Duration) -> u64 {
 impl Clock for SystemClock {
     #[inline]
     fn now(&self) -> Timestamp {
-        let nanos = self.mono.delta_as_nanos(self.anchor_raw, self.mono.raw());
-        Timestamp(self.anchor_wall.0.saturating_add(nanos / 1_000))
+        Timestamp(
+            self.anchor_wall
+                .0
+                .saturating_add(self.micros_after(self.mono.raw())),
+        )
     }
 
     fn as_system(&self) -> Option<&SystemClock> {
@@ -211,6 +234,28 @@ mod tests {
         assert_eq!(duration_to_micros_ceil(Duration::from_nanos(1000)), 1);
         assert_eq!(duration_to_micros_ceil(Duration::from_nanos(1001)), 2);
         assert_eq!(duration_to_micros_ceil(Duration::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn system_clock_converts_readings_as_quanta_does() {
+        let c = SystemClock::new();
+        // Up to a week of ticks of a 3 GHz TSC (or of nanoseconds), in uneven steps.
+        let mut ticks = 1u64;
+        while ticks < 3_000_000_000 * 86_400 * 7 {
+            let raw = c.anchor_raw.wrapping_add(ticks);
+            let ours = c.micros_after(raw);
+            let theirs = c.mono.delta_as_nanos(c.anchor_raw, raw) / 1_000;
+            assert!(
+                ours.abs_diff(theirs) <= 1,
+                "{ticks} ticks: {ours} µs, quanta {theirs} µs"
+            );
+            ticks = ticks.saturating_mul(3).saturating_add(7);
+        }
+        assert_eq!(
+            c.micros_after(c.anchor_raw.wrapping_sub(5)),
+            0,
+            "before the anchor"
+        );
     }
 
     #[test]
