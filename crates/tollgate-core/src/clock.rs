@@ -140,7 +140,8 @@ impl SystemClock {
     #[inline(always)]
     fn micros_after(&self, raw: u64) -> u64 {
         let ticks = u128::from(raw.saturating_sub(self.anchor_raw));
-        let micros = (ticks * u128::from(self.micros_per_ticks)) >> TICKS_SHIFT;
+        // Two 64-bit factors: the product fits in 128 bits.
+        let micros = ticks.saturating_mul(u128::from(self.micros_per_ticks)) >> TICKS_SHIFT;
         u64::try_from(micros).unwrap_or(u64::MAX)
     }
 }
