@@ -84,15 +84,10 @@ impl Admission {
 
     /// Why the call was denied (as [`Decision::reason`]).
     pub fn reason(&self) -> Option<DenyReason> {
-        match self.outcome {
-            Outcome::Allowed => None,
-            Outcome::TooLarge => Some(DenyReason::TooLarge),
-            Outcome::StoreFull => Some(DenyReason::StoreFull),
-            Outcome::Unavailable => Some(DenyReason::Unavailable),
-            Outcome::Denied => self
-                .denied_by
-                .map(|d| DenyReason::of_limit(d.kind, d.quota)),
-        }
+        DenyReason::of_outcome(self.outcome, || {
+            self.denied_by
+                .map(|d| DenyReason::of_limit(d.kind, d.quota))
+        })
     }
 
     /// Whether the decision was made by the rules' failure modes while the shared store
@@ -144,9 +139,16 @@ pub(crate) trait Answer {
         denier: Option<(usize, &Limit, &Meta)>,
         retry_after: Duration,
     );
+    /// Marks the decision as made by the rules' failure modes.
+    fn mark_degraded(&mut self);
     /// The rules' failure modes decided while the shared store failed; `unavailable` when a
     /// `closed` rule refused the call for that.
-    fn degrade(&mut self, unavailable: bool);
+    fn degrade(&mut self, unavailable: bool) {
+        self.mark_degraded();
+        if unavailable {
+            self.settle(Outcome::Unavailable, None, Duration::ZERO);
+        }
+    }
     /// How the decision came out, for counting it.
     fn outcome(&self) -> Outcome;
 }
@@ -169,11 +171,8 @@ impl Answer for Decision {
         self.retry_after = retry_after;
     }
 
-    fn degrade(&mut self, unavailable: bool) {
+    fn mark_degraded(&mut self) {
         self.degraded = true;
-        if unavailable {
-            self.settle(Outcome::Unavailable, None, Duration::ZERO);
-        }
     }
 
     #[inline(always)]
@@ -203,11 +202,8 @@ impl Answer for Admission {
         self.retry_after = retry_after;
     }
 
-    fn degrade(&mut self, unavailable: bool) {
+    fn mark_degraded(&mut self) {
         self.degraded = true;
-        if unavailable {
-            self.settle(Outcome::Unavailable, None, Duration::ZERO);
-        }
     }
 
     #[inline(always)]

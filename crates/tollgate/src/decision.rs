@@ -124,6 +124,21 @@ impl DenyReason {
         DenyReason::of_limit(status.kind, status.quota)
     }
 
+    /// The reason of a decision that came out as `outcome`; `by_limit` names the reason of
+    /// a denial by a limit (`None` if no limit is named).
+    pub(crate) fn of_outcome(
+        outcome: Outcome,
+        by_limit: impl FnOnce() -> Option<DenyReason>,
+    ) -> Option<DenyReason> {
+        match outcome {
+            Outcome::Allowed => None,
+            Outcome::TooLarge => Some(DenyReason::TooLarge),
+            Outcome::StoreFull => Some(DenyReason::StoreFull),
+            Outcome::Unavailable => Some(DenyReason::Unavailable),
+            Outcome::Denied => by_limit(),
+        }
+    }
+
     /// The reason a denial by a limit of `kind` has (`quota`: a budget of a day or more).
     pub(crate) const fn of_limit(kind: LimitKind, quota: bool) -> DenyReason {
         match kind {
@@ -202,13 +217,7 @@ impl Decision {
 
     /// Why the call was denied.
     pub fn reason(&self) -> Option<DenyReason> {
-        match self.outcome {
-            Outcome::Allowed => None,
-            Outcome::TooLarge => Some(DenyReason::TooLarge),
-            Outcome::StoreFull => Some(DenyReason::StoreFull),
-            Outcome::Unavailable => Some(DenyReason::Unavailable),
-            Outcome::Denied => self.denied_by().map(DenyReason::of),
-        }
+        DenyReason::of_outcome(self.outcome, || self.denied_by().map(DenyReason::of))
     }
 
     /// The most constrained status of `kind`: the one with the least remaining.

@@ -170,12 +170,8 @@ impl Stats {
                 (Outcome::Denied, Some(l)) => count(&l.denied),
                 (Outcome::TooLarge, Some(l)) => count(&l.too_large),
                 _ => {
-                    let reason = match outcome {
-                        Outcome::TooLarge => DenyReason::TooLarge.code(),
-                        Outcome::StoreFull => DenyReason::StoreFull.code(),
-                        Outcome::Unavailable => DenyReason::Unavailable.code(),
-                        _ => "unknown",
-                    };
+                    let reason = DenyReason::of_outcome(outcome, || None)
+                        .map_or("unknown", DenyReason::code);
                     metrics::counter!(
                         DECISIONS,
                         "outcome" => "denied",
