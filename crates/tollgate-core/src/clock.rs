@@ -103,7 +103,7 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
 /// is one (calibrated against the OS's monotonic clock) and the OS clock otherwise: a reading
 /// costs a few nanoseconds instead of a `clock_gettime` call, and every decision reads it.
 /// Readings are turned into microseconds with one multiplication by a factor taken from
-/// `quanta`'s calibration when the clock is made (see [`SystemClock::micros_after`]).
+/// `quanta`'s calibration when the clock is made.
 #[derive(Clone, Debug)]
 pub struct SystemClock {
     anchor_wall: Timestamp,
@@ -114,8 +114,9 @@ pub struct SystemClock {
 }
 
 /// The span of raw ticks the conversion factor is taken over: 2^50 ticks (about four days of a
-/// 3 GHz TSC, or 2^50 ns of the OS clock) give the factor twelve significant digits, so the
-/// conversion stays within a microsecond of `quanta`'s for a week and more.
+/// 3 GHz TSC, or 2^50 ns of the OS clock) give the factor twelve significant digits: the
+/// conversion falls behind `quanta`'s by at most a microsecond per 2^50 ticks (about 2 µs a
+/// week, 90 µs a year of a 3 GHz TSC).
 const TICKS_SHIFT: u32 = 50;
 
 impl SystemClock {

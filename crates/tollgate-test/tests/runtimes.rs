@@ -126,3 +126,50 @@ fn a_dropped_blocking_permit_gives_its_slot_back() {
         "the dropped permit's slot was given back"
     );
 }
+
+/// Decisions awaited on a multi-thread runtime resume on whichever worker is free; each is
+/// counted by the thread that finishes it, so the stats add up exactly however the tasks move.
+#[test]
+fn awaited_decisions_on_many_workers_are_all_counted() {
+    const TASKS: u64 = 64;
+    const CALLS: u64 = 625;
+    let server = RedisServer::start().expect("redis-server starts");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let stats = rt.block_on(async {
+        let store = RedisStore::connect(&server.url()).await.expect("connects");
+        let limiter = Limiter::with_store(policy(), store);
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let limiter = limiter.clone();
+                tokio::spawn(async move {
+                    let tenant = format!("t{t}");
+                    let who = Subject::new().tenant(tenant.as_str());
+                    for i in 0..CALLS {
+                        if i % 2 == 0 {
+                            limiter.check(&who, Cost::ONE).await.expect("Redis answers");
+                        } else {
+                            limiter.admit(&who, Cost::ONE).await.expect("Redis answers");
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            tokio::time::timeout(PATIENCE * 6, task)
+                .await
+                .expect("the calls finish")
+                .expect("no task panicked");
+        }
+        limiter.stats()
+    });
+    assert_eq!(stats.allowed + stats.denied, TASKS * CALLS);
+    assert_eq!(
+        stats.allowed,
+        TASKS * CALLS,
+        "1,000 a minute per tenant admits every call"
+    );
+}

@@ -16,8 +16,8 @@
 //!     bucket; governor keeps it);
 //!   - `denied`: one per hour, spent once per key before measuring, so every call is denied.
 //! - `three_limit/10k/<mode>`: tollgate only, one rule with requests, tokens and concurrency
-//!   limits checked together (`check_now` and `check_prepared_now`; the concurrency limit is
-//!   checked for a free slot, none is taken).
+//!   limits checked together (`check_now`, `check_prepared_now` and `admit_prepared_now`; the
+//!   concurrency limit is checked for a free slot, none is taken).
 //!
 //! `tollgate_prepared` is `Limiter::check_prepared_now` on subjects prepared before measuring
 //! (one `Prepared` per key, as governor's keys are built before measuring), and

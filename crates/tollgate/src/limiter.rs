@@ -322,6 +322,12 @@ impl<S: Store> Limiter<S> {
         ops: &[Op<S::Key>],
         meta: &[Meta],
     ) -> Option<Result<Admission, Error>> {
+        if ops.is_empty() {
+            // No limit applies: allowed at once, counted, not measured (as a decision).
+            let sample = self.inner.stats.begin_unmeasured();
+            self.inner.stats.record(sample, Outcome::Allowed, None);
+            return Some(Ok(Admission::unlimited()));
+        }
         let sample = if let ([op], [m]) = (ops, meta) {
             let (one, sample) = self.admit_one_now(&op.key, &op.limit, op.cost, m);
             if one.is_some() {
@@ -627,12 +633,13 @@ impl<S: Store> Limiter<S> {
         lease: LeaseId,
         request_id: Option<&str>,
     ) -> Result<(Decision, tollgate_core::Timestamp, Route), Error> {
-        let sample = self.inner.stats.begin_awaited();
+        let started = quanta::Instant::now();
         let outcome = self
             .inner
             .store
             .decide(&plan.ops, mode, lease, request_id)
             .await;
+        let sample = self.inner.stats.after_wait(started);
         let mut decision = Decision::unlimited();
         let (now, route) =
             self.finish(&plan.ops, &plan.meta, mode, sample, outcome, &mut decision)?;

@@ -7,6 +7,7 @@
 //! installed at any time sees every decision from then on.
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
@@ -109,11 +110,15 @@ const LATENCY_SAMPLE: u32 = 64;
 
 /// A decision being counted, from before the store is asked: the deciding thread's counts,
 /// looked up once for the sample and the count, and the latency sample's start if this
-/// decision is measured.
+/// decision is measured. It must not be held across an `await`: the task may resume on
+/// another thread, and only the owning thread may write its counts. So it is not `Send` (a
+/// future holding one is rejected where futures must be `Send`), and a decision that waits
+/// for its store takes its sample after the wait ([`Stats::after_wait`]).
 #[derive(Clone, Copy)]
 pub(crate) struct Sample<'a> {
     counts: &'a Counts,
     started: Option<quanta::Instant>,
+    not_send: PhantomData<*const ()>,
 }
 
 fn count(key: &Key) {
@@ -132,14 +137,20 @@ impl Stats {
     pub(crate) fn begin(&self) -> Sample<'_> {
         let counts = self.per_thread.get_or_default();
         let started = counts.sampled().then(quanta::Instant::now);
-        Sample { counts, started }
+        Sample {
+            counts,
+            started,
+            not_send: PhantomData,
+        }
     }
 
-    /// Begins counting a decision that waits for its store: every one is measured.
-    pub(crate) fn begin_awaited(&self) -> Sample<'_> {
+    /// The count of a decision that waited for its store since `started`, taken on the thread
+    /// that resumed it: every one is measured.
+    pub(crate) fn after_wait(&self, started: quanta::Instant) -> Sample<'_> {
         Sample {
             counts: self.per_thread.get_or_default(),
-            started: Some(quanta::Instant::now()),
+            started: Some(started),
+            not_send: PhantomData,
         }
     }
 
@@ -148,6 +159,7 @@ impl Stats {
         Sample {
             counts: self.per_thread.get_or_default(),
             started: None,
+            not_send: PhantomData,
         }
     }
 

@@ -177,7 +177,7 @@ fn a_single_limit_the_one_operation_path_declines_is_admitted_alike() {
     assert!(seen.contains(&Outcome::Denied));
 }
 
-/// One in 64 synchronous decisions on a thread has its latency measured, whichever call
+/// One in 64 synchronous decisions of a limiter on a thread has its latency measured, whichever call
 /// makes it: the same number of samples for the same number of decisions.
 #[test]
 fn admissions_sample_latency_as_decisions_do() {
@@ -270,4 +270,20 @@ fn the_async_admissions_answer_the_same() {
         .unwrap();
     assert_eq!(b.outcome(), Outcome::Denied);
     assert_eq!(b.retry_after(), Some(Duration::from_secs(30)));
+}
+
+/// Servers spawn decisions on multi-thread runtimes: every async call's future is `Send`, so
+/// nothing a decision holds across its wait is tied to one thread.
+#[test]
+fn the_async_calls_are_send() {
+    fn send<T: Send>(_: T) {}
+    let l = Limiter::new();
+    let who = Subject::new().tenant("acme");
+    let p = l.prepare(&who);
+    send(l.check(&who, Cost::ONE));
+    send(l.peek(&who, Cost::ONE));
+    send(l.admit(&who, Cost::ONE));
+    send(l.check_prepared(&p, Cost::ONE));
+    send(l.admit_prepared(&p, Cost::ONE));
+    send(l.reserve(&who, Cost::ONE));
 }
