@@ -505,12 +505,10 @@ impl MemoryStore {
         let mut after: SmallVec<[Option<Gcra>; 3]> = SmallVec::with_capacity(ops.len());
         let mut creates = false;
         for op in ops {
-            let exists = locked.shard(self.shard_index(op.key)).evaluate_into(
-                op,
-                now,
-                &mut verdicts,
-                &mut after,
-            );
+            let exists =
+                locked
+                    .shard_of(self, op.key)
+                    .evaluate_into(op, now, &mut verdicts, &mut after);
             creates |= !exists && !creates_nothing(op);
         }
         let admitted = verdicts.iter().all(|v| v.admitted);
@@ -528,7 +526,7 @@ impl MemoryStore {
             }
         }
         for (op, a) in ops.iter().zip(&after) {
-            let shard = locked.shard(self.shard_index(op.key));
+            let shard = locked.shard_of(self, op.key);
             if !fits && !shard.contains(&op.key, &op.limit) {
                 continue;
             }
@@ -698,7 +696,7 @@ impl MemoryStore {
         let usage = ops
             .iter()
             .map(|op| {
-                let shard = locked.shard(self.shard_index(op.key));
+                let shard = locked.shard_of(self, op.key);
                 if op.limit.algorithm() == Algorithm::Gcra {
                     let g = shard
                         .gcra
@@ -744,18 +742,24 @@ enum Locked<'a> {
 }
 
 impl<'a> Locked<'a> {
-    fn shard(&mut self, i: usize) -> &mut Shard {
+    /// The locked shard of `key`, one of the keys these shards were locked for. When they
+    /// are one shard it is that one, with no index to compute.
+    #[inline(always)]
+    fn shard_of(&mut self, store: &MemoryStore, key: MemoryKey) -> &mut Shard {
         let found = match self {
-            Locked::One(j, g) => (*j == i).then_some(&mut **g),
-            Locked::Many(guards) => guards
-                .iter_mut()
-                .find(|(j, _)| *j == i)
-                .map(|(_, g)| &mut **g),
+            Locked::One(_, g) => Some(&mut **g),
+            Locked::Many(guards) => {
+                let i = store.shard_index(key);
+                guards
+                    .iter_mut()
+                    .find(|(j, _)| *j == i)
+                    .map(|(_, g)| &mut **g)
+            }
         };
         match found {
             Some(g) => g,
             // Every op's shard was locked by `lock_all` from the same keys.
-            None => unreachable!("shard {i} was not locked"),
+            None => unreachable!("the shard of {key:?} was not locked"),
         }
     }
 
