@@ -313,59 +313,19 @@ impl<S: Store> Limiter<S> {
         self.admit_ops_now(&plan.ops, &plan.meta)
     }
 
-    /// The admission for `ops` (reported as `meta`) if the store decides at once. A single
-    /// operation goes to the store's one-operation path first, the rest (and what that path
-    /// declines) to the store's general one. One latency sample either way.
+    /// The admission for `ops` (reported as `meta`) if the store decides at once: the
+    /// decision of [`decide_now_into`](Self::decide_now_into), written into an [`Admission`].
     #[inline(always)]
     pub(crate) fn admit_ops_now(
         &self,
         ops: &[Op<S::Key>],
         meta: &[Meta],
     ) -> Option<Result<Admission, Error>> {
-        if ops.is_empty() {
-            // No limit applies: allowed at once, counted, not measured (as a decision).
-            let sample = self.inner.stats.begin_unmeasured();
-            self.inner.stats.record(sample, Outcome::Allowed, None);
-            return Some(Ok(Admission::unlimited()));
+        let mut admission = Admission::unlimited();
+        match self.decide_now_into(ops, meta, Mode::Spend, 0, None, &mut admission)? {
+            Ok(_) => Some(Ok(admission)),
+            Err(e) => Some(Err(e)),
         }
-        let sample = if let ([op], [m]) = (ops, meta) {
-            let (one, sample) = self.admit_one_now(&op.key, &op.limit, op.cost, m);
-            if one.is_some() {
-                return one.map(Ok);
-            }
-            sample
-        } else {
-            self.inner.stats.begin()
-        };
-        let mut admission = Admission::unlimited();
-        let decided =
-            self.decide_now_general(ops, meta, Mode::Spend, 0, None, sample, &mut admission)?;
-        Some(decided.map(|_| admission))
-    }
-
-    /// The one-operation decision of an admission, if the store takes that path; with its
-    /// count's sample, for the path that decides instead when it does not.
-    #[inline(always)]
-    pub(crate) fn admit_one_now(
-        &self,
-        key: &S::Key,
-        limit: &Limit,
-        cost: u64,
-        meta: &Meta,
-    ) -> (Option<Admission>, Sample<'_>) {
-        let sample = self.inner.stats.begin();
-        let mut admission = Admission::unlimited();
-        let one = self.decide_one_now_into(
-            key,
-            limit,
-            cost,
-            meta,
-            Mode::Spend,
-            0,
-            sample,
-            &mut admission,
-        );
-        (one.map(|_| admission), sample)
     }
 
     /// [`peek`](Self::peek) without an async context, for stores that decide at once (see
@@ -525,9 +485,9 @@ impl<S: Store> Limiter<S> {
         }
     }
 
-    /// [`decide_now`](Self::decide_now) into `decision`, which starts as
-    /// [`Decision::unlimited`]. A single operation goes to the store's one-operation path
-    /// first ([`Store::decide_one_sync`]).
+    /// [`decide_now`](Self::decide_now) into `answer`, which starts as its `unlimited` answer
+    /// (a [`Decision`] or an [`Admission`]). A single operation goes to the store's
+    /// one-operation path first ([`Store::decide_one_sync`]).
     #[inline(always)]
     pub(crate) fn decide_now_into(
         &self,
@@ -536,25 +496,24 @@ impl<S: Store> Limiter<S> {
         mode: Mode,
         lease: LeaseId,
         request_id: Option<&str>,
-        decision: &mut Decision,
+        answer: &mut impl Answer,
     ) -> Option<Result<(tollgate_core::Timestamp, Route), Error>> {
         if ops.is_empty() {
             if mode == Mode::Spend {
                 let sample = self.inner.stats.begin_unmeasured();
-                self.inner.stats.record(sample, decision.outcome, None);
+                self.inner.stats.record(sample, answer.outcome(), None);
             }
             return Some(Ok((tollgate_core::Timestamp::EPOCH, Route::PRIMARY)));
         }
         let sample = self.inner.stats.begin();
         if let ([op], [m], None) = (ops, meta, request_id) {
-            let one = self.decide_one_now_into(
-                &op.key, &op.limit, op.cost, m, mode, lease, sample, decision,
-            );
+            let one = self
+                .decide_one_now_into(&op.key, &op.limit, op.cost, m, mode, lease, sample, answer);
             if let Some(decided) = one {
                 return Some(Ok(decided));
             }
         }
-        self.decide_now_general(ops, meta, mode, lease, request_id, sample, decision)
+        self.decide_now_general(ops, meta, mode, lease, request_id, sample, answer)
     }
 
     /// [`decide_now_into`](Self::decide_now_into) through the store's

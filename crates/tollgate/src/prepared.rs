@@ -5,13 +5,12 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::admission::Admission;
+use crate::admission::{Admission, Answer};
 use crate::cost::Cost;
 use crate::decision::Decision;
 use crate::error::Error;
 use crate::limiter::{op_cost, Limiter, Meta, Plan, Planned};
 use crate::permit::Reservation;
-use crate::stats::Sample;
 use crate::store::memory::MemoryStore;
 use crate::store::{Mode, Op, Store};
 use crate::subject::Subject;
@@ -200,6 +199,21 @@ impl<S: Store> Limiter<S> {
         cost: Cost,
     ) -> Option<Result<Decision, Error>> {
         let mut decision = Decision::unlimited();
+        match self.decide_current_now(prepared, cost, &mut decision)? {
+            Ok(()) => Some(Ok(decision)),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// The decision for a prepared subject known to be current, written into `answer` (a
+    /// fresh `unlimited` answer), if the store makes it at once.
+    #[inline(always)]
+    fn decide_current_now(
+        &self,
+        prepared: &Prepared<S>,
+        cost: Cost,
+        answer: &mut impl Answer,
+    ) -> Option<Result<(), Error>> {
         let decided = if let [one] = &*prepared.ops {
             // The shared limit and the cost go to the one-operation path as they are; an
             // operation is built only for a store that declines that path.
@@ -208,23 +222,14 @@ impl<S: Store> Limiter<S> {
             let spend = op_cost(p.meta.kind, &cost, false);
             let mode = Mode::Spend;
             if self
-                .decide_one_now_into(
-                    &one.key,
-                    &p.limit,
-                    spend,
-                    &p.meta,
-                    mode,
-                    0,
-                    sample,
-                    &mut decision,
-                )
+                .decide_one_now_into(&one.key, &p.limit, spend, &p.meta, mode, 0, sample, answer)
                 .is_some()
             {
-                return Some(Ok(decision));
+                return Some(Ok(()));
             }
             let op = [costed(one, &cost, false)];
             let meta = [p.meta];
-            self.decide_now_general(&op, &meta, mode, 0, None, sample, &mut decision)
+            self.decide_now_general(&op, &meta, mode, 0, None, sample, answer)
         } else {
             // Built where they are used: a moved `SmallVec` of operations is copied whole
             // (measured with callgrind: two `memcpy`s of its inline array).
@@ -234,12 +239,9 @@ impl<S: Store> Limiter<S> {
                 ops.push(costed(op, &cost, false));
                 meta.push(op.planned.meta);
             }
-            self.decide_now_into(&ops, &meta, Mode::Spend, 0, None, &mut decision)
+            self.decide_now_into(&ops, &meta, Mode::Spend, 0, None, answer)
         };
-        match decided? {
-            Ok(_) => Some(Ok(decision)),
-            Err(e) => Some(Err(e)),
-        }
+        Some(decided?.map(|_| ()))
     }
 
     /// [`admit`](Self::admit) for a prepared subject: the same admission.
@@ -280,40 +282,11 @@ impl<S: Store> Limiter<S> {
         if !self.is_current(prepared) {
             return self.admit_now(&prepared.subject, cost);
         }
-        let [one] = &*prepared.ops else {
-            // Built where they are used, as in `check_current_now`.
-            let mut ops: SmallVec<[Op<S::Key>; 3]> = SmallVec::new();
-            let mut meta: SmallVec<[Meta; 3]> = SmallVec::new();
-            for op in &prepared.ops {
-                ops.push(costed(op, &cost, false));
-                meta.push(op.planned.meta);
-            }
-            return self.admit_ops_now(&ops, &meta);
-        };
-        let (admission, sample) = self.admit_prepared_one(one, &cost);
-        if let Some(admission) = admission {
-            return Some(Ok(admission));
-        }
-        // The store declined the one-operation path: its general path, with the same sample.
-        let op = [costed(one, &cost, false)];
-        let meta = [one.planned.meta];
         let mut admission = Admission::unlimited();
-        let decided =
-            self.decide_now_general(&op, &meta, Mode::Spend, 0, None, sample, &mut admission)?;
-        Some(decided.map(|_| admission))
-    }
-
-    /// The one-operation path of an admission for the one limit of a prepared subject: the
-    /// shared limit and the cost go to the store as they are.
-    #[inline(always)]
-    fn admit_prepared_one(
-        &self,
-        one: &PreparedOp<S::Key>,
-        cost: &Cost,
-    ) -> (Option<Admission>, Sample<'_>) {
-        let p = &*one.planned;
-        let spend = op_cost(p.meta.kind, cost, false);
-        self.admit_one_now(&one.key, &p.limit, spend, &p.meta)
+        match self.decide_current_now(prepared, cost, &mut admission)? {
+            Ok(()) => Some(Ok(admission)),
+            Err(e) => Some(Err(e)),
+        }
     }
 
     /// [`reserve`](Self::reserve) for a prepared subject: the same reservation.

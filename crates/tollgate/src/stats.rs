@@ -150,18 +150,19 @@ impl Stats {
     /// The count of a decision that waited for its store since `started`, taken on the thread
     /// that resumed it: every one is measured.
     pub(crate) fn after_wait(&self, started: quanta::Instant) -> Sample<'_> {
-        Sample {
-            counts: self.per_thread.get_or_default(),
-            started: Some(started),
-            not_send: PhantomData,
-        }
+        self.unsampled(Some(started))
     }
 
     /// Begins counting a decision that asks no store (no limit applies): not measured.
     pub(crate) fn begin_unmeasured(&self) -> Sample<'_> {
+        self.unsampled(None)
+    }
+
+    /// A count on this thread, measured from `started` if given, without the 1-in-64 draw.
+    fn unsampled(&self, started: Option<quanta::Instant>) -> Sample<'_> {
         Sample {
             counts: self.per_thread.get_or_default(),
-            started: None,
+            started,
             not_send: PhantomData,
         }
     }
