@@ -56,6 +56,20 @@ impl BucketState {
         self
     }
 
+    /// What a bucket nobody has spent from ([`BucketState::new`]) answers to `cost` at `now`,
+    /// without building its state: stores hold no state for a full bucket, and a decision
+    /// over a missing one asks this.
+    #[inline]
+    pub fn evaluate_new(limit: &Limit, now: Timestamp, cost: u64) -> Verdict {
+        match limit.algorithm() {
+            Algorithm::Gcra => Gcra::default().evaluate(limit, now, cost),
+            Algorithm::SlidingWindow => SlidingWindow::default().evaluate(limit, now, cost),
+            Algorithm::SlidingLog => SlidingLog::default().evaluate(limit, now, cost),
+            Algorithm::FixedWindow => FixedWindow::default().evaluate(limit, now, cost),
+            Algorithm::Concurrency => Concurrency::default().evaluate(limit, now),
+        }
+    }
+
     /// The answer to spending `cost` (one slot, for concurrency) at `now`, without spending.
     pub fn evaluate(&self, limit: &Limit, now: Timestamp, cost: u64) -> Verdict {
         if !self.fits(limit) {

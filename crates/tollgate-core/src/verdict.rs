@@ -1,7 +1,7 @@
 //! What an algorithm answers: a verdict for a cost, or the usage of a bucket.
 
 /// The answer of one limit to one cost at one instant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Verdict {
     /// Whether the cost fits now.
     pub admitted: bool,

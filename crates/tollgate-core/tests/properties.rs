@@ -1371,6 +1371,24 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    /// A missing bucket answers what a fresh one answers, for every algorithm and any values:
+    /// stores ask `evaluate_new` instead of building the state.
+    #[test]
+    fn a_missing_bucket_answers_as_a_fresh_one(
+        limit in extreme_limit(),
+        now in extreme_u64(),
+        cost in extreme_u64(),
+    ) {
+        prop_assert_eq!(
+            BucketState::evaluate_new(&limit, ts(now), cost),
+            BucketState::new(&limit).evaluate(&limit, ts(now), cost)
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Regressions
 // ---------------------------------------------------------------------------------------------

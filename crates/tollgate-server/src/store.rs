@@ -7,9 +7,11 @@ use std::sync::Arc;
 use tollgate::key::BucketName;
 use tollgate::store::fallback::{BreakerState, FallbackStore};
 use tollgate::store::redis::RedisStore;
-use tollgate::store::{FailureMode, Mode, OneOutcome, Op, Route, Settlement, Store, StoreOutcome};
+use tollgate::store::{
+    Applied, FailureMode, Mode, OneOutcome, Op, Ops, Route, Settlement, Store, StoreOutcome,
+};
 use tollgate::{MemoryStore, StoreError};
-use tollgate_core::{LeaseId, Limit, Timestamp, Usage};
+use tollgate_core::{LeaseId, Limit, Timestamp, Usage, Verdict};
 
 /// A store shared by several limiters (the service keeps one limiter for the whole policy and
 /// one for the enforced rules only, over the same buckets).
@@ -48,6 +50,16 @@ impl<S: Store> Store for Shared<S> {
         lease: LeaseId,
     ) -> Option<OneOutcome> {
         self.0.decide_one_sync(key, limit, cost, mode, lease)
+    }
+
+    fn decide_ops_sync<O: Ops<Self::Key> + ?Sized>(
+        &self,
+        ops: &O,
+        mode: Mode,
+        lease: LeaseId,
+        verdicts: &mut [Verdict],
+    ) -> Option<Applied> {
+        self.0.decide_ops_sync(ops, mode, lease, verdicts)
     }
 
     fn decide_sync(

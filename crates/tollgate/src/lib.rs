@@ -68,6 +68,7 @@ mod permit;
 pub mod policy;
 mod prepared;
 mod rps;
+mod scratch;
 mod stats;
 pub mod store;
 mod subject;

@@ -13,9 +13,10 @@ use crate::error::{Error, StoreError};
 use crate::key::{partition_hash, BucketName};
 use crate::permit::{Permit, Reservation};
 use crate::policy::{default_policy, CurrentPolicy, Policy};
+use crate::scratch::Scratch;
 use crate::stats::{DenialLabels, Sample, Stats, StatsSnapshot};
 use crate::store::memory::MemoryStore;
-use crate::store::{Degraded, Mode, Op, Route, Settlement, Store, StoreOutcome};
+use crate::store::{Degraded, Mode, Op, Ops, Route, Settlement, Store, StoreOutcome};
 use crate::subject::Subject;
 use crate::wait::WaitQueues;
 
@@ -104,6 +105,45 @@ impl<K> Plan<K> {
     /// The operations and their reports, pairwise.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&Op<K>, &Meta)> {
         self.ops.iter().zip(self.meta.iter())
+    }
+}
+
+/// A decision's operations read by index ([`Ops`]), with what the decision reports about
+/// each: a plan's, or a prepared subject's.
+pub(crate) trait Reported<K>: Ops<K> {
+    /// The report of operation `i`.
+    fn meta(&self, i: usize) -> &Meta;
+}
+
+/// A plan's operations and their reports, side by side.
+pub(crate) struct PlanOps<'a, K> {
+    pub(crate) ops: &'a [Op<K>],
+    pub(crate) meta: &'a [Meta],
+}
+
+impl<K> Ops<K> for PlanOps<'_, K> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.ops.len().min(self.meta.len())
+    }
+    #[inline(always)]
+    fn key(&self, i: usize) -> &K {
+        &self.ops[i].key
+    }
+    #[inline(always)]
+    fn limit(&self, i: usize) -> &Limit {
+        &self.ops[i].limit
+    }
+    #[inline(always)]
+    fn cost(&self, i: usize) -> u64 {
+        self.ops[i].cost
+    }
+}
+
+impl<K> Reported<K> for PlanOps<'_, K> {
+    #[inline(always)]
+    fn meta(&self, i: usize) -> &Meta {
+        &self.meta[i]
     }
 }
 
@@ -506,14 +546,56 @@ impl<S: Store> Limiter<S> {
             return Some(Ok((tollgate_core::Timestamp::EPOCH, Route::PRIMARY)));
         }
         let sample = self.inner.stats.begin();
-        if let ([op], [m], None) = (ops, meta, request_id) {
-            let one = self
-                .decide_one_now_into(&op.key, &op.limit, op.cost, m, mode, lease, sample, answer);
-            if let Some(decided) = one {
+        if request_id.is_none() {
+            if let ([op], [m]) = (ops, meta) {
+                let one = self.decide_one_now_into(
+                    &op.key, &op.limit, op.cost, m, mode, lease, sample, answer,
+                );
+                if let Some(decided) = one {
+                    return Some(Ok(decided));
+                }
+            } else if let Some(decided) =
+                self.decide_ops_now_into(&PlanOps { ops, meta }, mode, lease, sample, answer)
+            {
                 return Some(Ok(decided));
             }
         }
         self.decide_now_general(ops, meta, mode, lease, request_id, sample, answer)
+    }
+
+    /// A decision of `ops` with no request id, written into `answer` (a fresh `unlimited`
+    /// answer) and counted, if the store answers it at once through
+    /// [`Store::decide_ops_sync`], reading the operations where they are and writing its
+    /// verdicts into this decision's scratch space; `None` (nothing written, nothing counted)
+    /// if it does not. The same decision as [`decide_now_general`](Self::decide_now_general)
+    /// without building operations or the store's vector of verdicts. `sample` is the count
+    /// begun before it.
+    #[inline(always)]
+    pub(crate) fn decide_ops_now_into<R: Reported<S::Key> + ?Sized>(
+        &self,
+        ops: &R,
+        mode: Mode,
+        lease: LeaseId,
+        sample: Sample<'_>,
+        answer: &mut impl Answer,
+    ) -> Option<(tollgate_core::Timestamp, Route)> {
+        let mut scratch = Scratch::new();
+        let verdicts = scratch.slice(ops.len());
+        let applied = self
+            .inner
+            .store
+            .decide_ops_sync(ops, mode, lease, verdicts)?;
+        self.conclude(
+            ops,
+            verdicts,
+            applied.store_full,
+            applied.spent,
+            None,
+            mode,
+            sample,
+            answer,
+        );
+        Some((applied.now, Route::PRIMARY))
     }
 
     /// [`decide_now_into`](Self::decide_now_into) through the store's
@@ -532,7 +614,7 @@ impl<S: Store> Limiter<S> {
         answer: &mut impl Answer,
     ) -> Option<Result<(tollgate_core::Timestamp, Route), Error>> {
         let outcome = self.inner.store.decide_sync(ops, mode, lease, request_id)?;
-        Some(self.finish(ops, meta, mode, sample, outcome, answer))
+        Some(self.finish(&PlanOps { ops, meta }, mode, sample, outcome, answer))
     }
 
     /// A decision of one operation (bucket `key` under `limit`) spending `cost`, with no
@@ -600,18 +682,20 @@ impl<S: Store> Limiter<S> {
             .await;
         let sample = self.inner.stats.after_wait(started);
         let mut decision = Decision::unlimited();
-        let (now, route) =
-            self.finish(&plan.ops, &plan.meta, mode, sample, outcome, &mut decision)?;
+        let ops = PlanOps {
+            ops: &plan.ops,
+            meta: &plan.meta,
+        };
+        let (now, route) = self.finish(&ops, mode, sample, outcome, &mut decision)?;
         Ok((decision, now, route))
     }
 
     /// Turns the store's answer into the decision (written into `answer`, which starts as
     /// its `unlimited` answer), and counts it.
     #[inline(always)]
-    fn finish(
+    fn finish<R: Reported<S::Key> + ?Sized>(
         &self,
-        ops: &[Op<S::Key>],
-        meta: &[Meta],
+        ops: &R,
         mode: Mode,
         sample: Sample<'_>,
         outcome: Result<StoreOutcome, StoreError>,
@@ -624,25 +708,45 @@ impl<S: Store> Limiter<S> {
                 return Err(e.into());
             }
         };
-        let mut denied_by = fill_decision(
+        self.conclude(
             ops,
-            meta,
             &outcome.verdicts,
             outcome.store_full,
             outcome.spent,
+            outcome.degraded,
+            mode,
+            sample,
             answer,
         );
-        if let Some(Degraded::FailureModes { unavailable }) = outcome.degraded {
+        Ok((outcome.now, outcome.route))
+    }
+
+    /// Writes the decision that the store's `verdicts` (one per operation) make into
+    /// `answer`, and counts it.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn conclude<R: Reported<S::Key> + ?Sized>(
+        &self,
+        ops: &R,
+        verdicts: &[Verdict],
+        store_full: bool,
+        spent: bool,
+        degraded: Option<Degraded>,
+        mode: Mode,
+        sample: Sample<'_>,
+        answer: &mut impl Answer,
+    ) {
+        let mut denied_by = fill_decision(ops, verdicts, store_full, spent, answer);
+        if let Some(Degraded::FailureModes { unavailable }) = degraded {
             answer.degrade(unavailable);
             if unavailable {
                 denied_by = None;
             }
         }
         if mode == Mode::Spend {
-            let denier = denied_by.and_then(|i| meta.get(i)).map(|m| m.denial);
+            let denier = denied_by.map(|i| ops.meta(i).denial);
             self.inner.stats.record(sample, answer.outcome(), denier);
         }
-        Ok((outcome.now, outcome.route))
     }
 
     /// For every applicable limit: used, capacity, available and time to reset. Spends
@@ -835,20 +939,20 @@ pub(crate) fn status_of(
 
 /// Turns the store's verdicts into `d`, a fresh `unlimited` answer (a [`Decision`] is built
 /// in place: it is a few hundred bytes); returns the index of the denying limit, if one
-/// denied.
+/// denied. Verdicts beyond the operations are ignored.
 #[inline(always)]
-fn fill_decision<K>(
-    ops: &[Op<K>],
-    meta: &[Meta],
+fn fill_decision<K, R: Reported<K> + ?Sized>(
+    ops: &R,
     verdicts: &[Verdict],
     store_full: bool,
     spent: bool,
     d: &mut impl Answer,
 ) -> Option<usize> {
+    let verdicts = verdicts.get(..ops.len()).unwrap_or(verdicts);
     let all_admitted = verdicts.iter().all(|v| v.admitted);
     let spends = all_admitted && (spent || !store_full);
-    for ((op, m), v) in ops.iter().zip(meta).zip(verdicts) {
-        d.status(&op.limit, op.cost, m, v, spends);
+    for (i, v) in verdicts.iter().enumerate() {
+        d.status(ops.limit(i), ops.cost(i), ops.meta(i), v, spends);
     }
     let mut denied_by = None;
     let mut retry_after = Duration::ZERO;
@@ -871,7 +975,10 @@ fn fill_decision<K>(
         }
         Outcome::Denied
     };
-    let denier = denied_by.and_then(|i| Some((i, &ops.get(i)?.limit, meta.get(i)?)));
-    d.settle(outcome, denier, retry_after);
+    d.settle(
+        outcome,
+        denied_by.map(|i| (i, ops.limit(i), ops.meta(i))),
+        retry_after,
+    );
     denied_by
 }

@@ -4,15 +4,16 @@ use std::fmt;
 use std::sync::Arc;
 
 use smallvec::SmallVec;
+use tollgate_core::Limit;
 
 use crate::admission::{Admission, Answer};
 use crate::cost::Cost;
 use crate::decision::Decision;
 use crate::error::Error;
-use crate::limiter::{op_cost, Limiter, Meta, Plan, Planned};
+use crate::limiter::{op_cost, Limiter, Meta, Plan, Planned, Reported};
 use crate::permit::Reservation;
 use crate::store::memory::MemoryStore;
-use crate::store::{Mode, Op, Store};
+use crate::store::{Mode, Op, Ops, Store};
 use crate::subject::Subject;
 
 /// A subject resolved against a limiter's policy once, for callers that decide for the same
@@ -118,6 +119,40 @@ fn costed<K: Clone>(op: &PreparedOp<K>, cost: &Cost, take_slots: bool) -> Op<K> 
         limit: p.limit,
         cost: op_cost(p.meta.kind, cost, take_slots),
         failure: p.failure,
+    }
+}
+
+/// A prepared subject's buckets as the operations of a call costing `cost` (concurrency
+/// limits checked, no slot taken), read where they are: the key in the prepared subject, the
+/// limit and its report in the policy's shared [`Planned`].
+struct PreparedOps<'a, K> {
+    ops: &'a [PreparedOp<K>],
+    cost: &'a Cost,
+}
+
+impl<K> Ops<K> for PreparedOps<'_, K> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.ops.len()
+    }
+    #[inline(always)]
+    fn key(&self, i: usize) -> &K {
+        &self.ops[i].key
+    }
+    #[inline(always)]
+    fn limit(&self, i: usize) -> &Limit {
+        &self.ops[i].planned.limit
+    }
+    #[inline(always)]
+    fn cost(&self, i: usize) -> u64 {
+        op_cost(self.ops[i].planned.meta.kind, self.cost, false)
+    }
+}
+
+impl<K> Reported<K> for PreparedOps<'_, K> {
+    #[inline(always)]
+    fn meta(&self, i: usize) -> &Meta {
+        &self.ops[i].planned.meta
     }
 }
 
@@ -230,16 +265,32 @@ impl<S: Store> Limiter<S> {
             let op = [costed(one, &cost, false)];
             let meta = [p.meta];
             self.decide_now_general(&op, &meta, mode, 0, None, sample, answer)
+        } else if prepared.ops.is_empty() {
+            // No limit applies: answered at once, unmeasured, as a decision by subject is.
+            self.decide_now_into(&[], &[], Mode::Spend, 0, None, answer)
         } else {
-            // Built where they are used: a moved `SmallVec` of operations is copied whole
-            // (measured with callgrind: two `memcpy`s of its inline array).
+            // The store reads the prepared buckets and their shared limits where they are.
+            let view = PreparedOps {
+                ops: &prepared.ops,
+                cost: &cost,
+            };
+            let sample = self.stats_begin();
+            if self
+                .decide_ops_now_into(&view, Mode::Spend, 0, sample, answer)
+                .is_some()
+            {
+                return Some(Ok(()));
+            }
+            // A store that declines reads operations built where they are used: a moved
+            // `SmallVec` of operations is copied whole (measured with callgrind: two
+            // `memcpy`s of its inline array).
             let mut ops: SmallVec<[Op<S::Key>; 3]> = SmallVec::new();
             let mut meta: SmallVec<[Meta; 3]> = SmallVec::new();
             for op in &prepared.ops {
                 ops.push(costed(op, &cost, false));
                 meta.push(op.planned.meta);
             }
-            self.decide_now_into(&ops, &meta, Mode::Spend, 0, None, answer)
+            self.decide_now_general(&ops, &meta, Mode::Spend, 0, None, sample, answer)
         };
         Some(decided?.map(|_| ()))
     }

@@ -26,9 +26,10 @@ use tollgate_core::{
 };
 
 use super::idempotency::Seen;
-use super::{Mode, OneOutcome, Op, Route, Settlement, Store, StoreOutcome};
+use super::{Applied, Mode, OneOutcome, Op, Ops, Route, Settlement, Store, StoreOutcome};
 use crate::error::StoreError;
 use crate::key::BucketName;
+use crate::scratch::Scratch;
 
 /// What the memory store does when a decision needs a new bucket and the cap is reached.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -170,46 +171,21 @@ impl Shard {
         self.gcra.len().saturating_add(self.other.len())
     }
 
+    /// The bucket of another algorithm than GCRA at `key`, if held. (Most policies have
+    /// none: an empty map is not probed.)
+    #[inline(always)]
+    fn other_bucket(&self, key: &MemoryKey) -> Option<&BucketState> {
+        if self.other.is_empty() {
+            return None;
+        }
+        self.other.get(key).map(|(s, _)| s)
+    }
+
     fn contains(&self, key: &MemoryKey, limit: &Limit) -> bool {
         if limit.algorithm() == Algorithm::Gcra {
             self.gcra.contains_key(key)
         } else {
             self.other.contains_key(key)
-        }
-    }
-
-    /// Pushes the verdict for `op` at `now` and, for an admitted GCRA limit, the state after
-    /// spending (`None` otherwise); returns whether the bucket holds state (a missing bucket
-    /// is full, and spending creates it). It writes into the caller's vectors rather than
-    /// returning the 80-byte triple, which the hot path would copy. (Its one caller is the
-    /// multi-limit decision's loop; inlined there, it costs about 60 fewer instructions per
-    /// three-limit decision, measured with callgrind.)
-    #[inline(always)]
-    fn evaluate_into(
-        &self,
-        op: &Op<MemoryKey>,
-        now: Timestamp,
-        verdicts: &mut SmallVec<[Verdict; 3]>,
-        after: &mut SmallVec<[Option<Gcra>; 3]>,
-    ) -> bool {
-        if op.limit.algorithm() == Algorithm::Gcra {
-            let cell = self.gcra.get(&op.key);
-            let g = cell.map(|c| c.to_state(&op.limit)).unwrap_or_default();
-            let (v, a) = g.evaluate_spend(&op.limit, now, op.cost);
-            verdicts.push(v);
-            after.push(a);
-            return cell.is_some();
-        }
-        after.push(None);
-        match self.other.get(&op.key) {
-            Some((s, _)) => {
-                verdicts.push(s.evaluate(&op.limit, now, op.cost));
-                true
-            }
-            None => {
-                verdicts.push(BucketState::new(&op.limit).evaluate(&op.limit, now, op.cost));
-                false
-            }
         }
     }
 
@@ -464,24 +440,29 @@ impl MemoryStore {
         &self.shards[i & self.mask].0
     }
 
-    /// Locks the shards of `keys`, in ascending order. The usual decision (every limit of one
-    /// rule partition) needs one shard: it is locked without sorting.
-    fn lock_all(&self, mut keys: impl Iterator<Item = MemoryKey>) -> Locked<'_> {
-        let Some(first) = keys.next() else {
+    /// Locks the shards of the operations' keys, in ascending order. The usual decision
+    /// (every limit of one rule partition) needs one shard: it is locked without sorting.
+    #[inline(always)]
+    fn lock_all<O: Ops<MemoryKey> + ?Sized>(&self, ops: &O) -> Locked<'_> {
+        if ops.is_empty() {
             return Locked::Many(SmallVec::new());
-        };
-        let first = self.shard_index(first);
-        let mut idx: SmallVec<[usize; 4]> = SmallVec::new();
-        for k in keys {
-            let i = self.shard_index(k);
-            if i != first && !idx.contains(&i) {
-                idx.push(i);
-            }
         }
-        if idx.is_empty() {
+        let first = self.shard_index(*ops.key(0));
+        let mut i = 1;
+        while i < ops.len() && self.shard_index(*ops.key(i)) == first {
+            i += 1;
+        }
+        if i == ops.len() {
             return Locked::One(first, self.shard(first).lock());
         }
+        let mut idx: SmallVec<[usize; 4]> = SmallVec::new();
         idx.push(first);
+        for j in i..ops.len() {
+            let shard = self.shard_index(*ops.key(j));
+            if !idx.contains(&shard) {
+                idx.push(shard);
+            }
+        }
         idx.sort_unstable();
         Locked::Many(idx.into_iter().map(|i| (i, self.shard(i).lock())).collect())
     }
@@ -490,9 +471,9 @@ impl MemoryStore {
     /// [`Store::decide`].
     #[inline(always)]
     pub fn decide_now(&self, ops: &[Op<MemoryKey>], mode: Mode, lease: LeaseId) -> StoreOutcome {
-        let now = self.now();
         if let [op] = ops {
             if op.limit.algorithm() == Algorithm::Gcra {
+                let now = self.now();
                 let one = self.decide_one_gcra(op.key, &op.limit, op.cost, mode, now);
                 let mut outcome = unspent(now, smallvec::smallvec![one.verdict]);
                 outcome.spent = one.spent;
@@ -500,48 +481,145 @@ impl MemoryStore {
                 return outcome;
             }
         }
-        let mut locked = self.lock_all(ops.iter().map(|o| o.key));
-        let mut verdicts: SmallVec<[Verdict; 3]> = SmallVec::with_capacity(ops.len());
-        let mut after: SmallVec<[Option<Gcra>; 3]> = SmallVec::with_capacity(ops.len());
+        let mut verdicts: SmallVec<[Verdict; 3]> =
+            smallvec::smallvec![Verdict::default(); ops.len()];
+        let applied = self.decide_ops_now(ops, mode, lease, &mut verdicts);
+        let mut outcome = unspent(applied.now, verdicts);
+        outcome.spent = applied.spent;
+        outcome.store_full = applied.store_full;
+        outcome
+    }
+
+    /// [`decide_now`](Self::decide_now) for operations read through [`Ops`], with verdict `i`
+    /// written into `verdicts[i]`: the synchronous core of [`Store::decide_ops_sync`].
+    #[inline(always)]
+    pub fn decide_ops_now<O: Ops<MemoryKey> + ?Sized>(
+        &self,
+        ops: &O,
+        mode: Mode,
+        lease: LeaseId,
+        verdicts: &mut [Verdict],
+    ) -> Applied {
+        let mut steps = Scratch::new();
+        self.decide_steps(ops, mode, lease, verdicts, steps.slice(ops.len()))
+    }
+
+    /// The decision of [`decide_ops_now`](Self::decide_ops_now) in two passes over `ops`,
+    /// with `steps` (one per operation) to remember what the first pass did.
+    ///
+    /// The first pass evaluates every operation and, while all so far admit, spends from
+    /// each GCRA bucket that exists in place (one probe of the map for both), remembering
+    /// the cell it replaced; a later denial puts those cells back. The second pass, once all
+    /// admit, creates the new buckets (the cap applies to them alone), forgets the ones left
+    /// full, and spends from the other algorithms' buckets. A decision is made under its
+    /// shards' locks, so nobody sees a cell spent by a decision that is then undone.
+    #[inline(always)]
+    fn decide_steps<O: Ops<MemoryKey> + ?Sized>(
+        &self,
+        ops: &O,
+        mode: Mode,
+        lease: LeaseId,
+        verdicts: &mut [Verdict],
+        steps: &mut [Step],
+    ) -> Applied {
+        let now = self.now();
+        let mut locked = self.lock_all(ops);
+        let spend = mode == Mode::Spend;
+        let mut admitted = true;
+        let mut written = false;
         let mut creates = false;
-        for op in ops {
-            let exists =
-                locked
-                    .shard_of(self, op.key)
-                    .evaluate_into(op, now, &mut verdicts, &mut after);
-            creates |= !exists && !creates_nothing(op);
+        // Whether the second pass has anything to do.
+        let mut second = false;
+        for i in 0..ops.len() {
+            let (key, limit, cost) = (*ops.key(i), ops.limit(i), ops.cost(i));
+            let shard = locked.shard_of(self, key);
+            let verdict = if limit.algorithm() == Algorithm::Gcra {
+                match shard.gcra.get_mut(&key) {
+                    Some(cell) => {
+                        let (v, after) = cell.to_state(limit).evaluate_spend(limit, now, cost);
+                        if let (Some(after), true) = (after, admitted && spend) {
+                            let full = after.tat == 0;
+                            steps[i] = Step::Spent { old: *cell, full };
+                            *cell = GcraCell::from_state(after, limit);
+                            written = true;
+                            second |= full;
+                        }
+                        v
+                    }
+                    None => {
+                        let (v, after) = Gcra::default().evaluate_spend(limit, now, cost);
+                        if let Some(after) = after.filter(|a| a.tat != 0) {
+                            steps[i] = Step::Create(GcraCell::from_state(after, limit));
+                            creates = true;
+                        }
+                        v
+                    }
+                }
+            } else {
+                // Spent from in the second pass, unless it only checks for a free slot.
+                second |= !creates_nothing(limit, cost);
+                match shard.other_bucket(&key) {
+                    Some(s) => s.evaluate(limit, now, cost),
+                    None => {
+                        creates |= !creates_nothing(limit, cost);
+                        BucketState::evaluate_new(limit, now, cost)
+                    }
+                }
+            };
+            admitted &= verdict.admitted;
+            verdicts[i] = verdict;
         }
-        let admitted = verdicts.iter().all(|v| v.admitted);
-        let mut outcome = unspent(now, verdicts);
-        if !admitted || mode == Mode::Peek {
-            return outcome;
+        let mut applied = Applied {
+            now,
+            spent: false,
+            store_full: false,
+        };
+        if !admitted || !spend {
+            if written {
+                undo(self, &mut locked, ops, steps);
+            }
+            return applied;
         }
         // Only a decision that creates a bucket can meet the cap.
-        let fits = !creates || self.make_room(&mut locked, ops, now);
+        let fits = !creates || self.make_room(&mut locked, ops, steps, now);
         if !fits {
             self.count_full();
-            outcome.store_full = true;
+            applied.store_full = true;
             if self.at_capacity == AtCapacity::Deny {
-                return outcome;
+                undo(self, &mut locked, ops, steps);
+                return applied;
             }
         }
-        for (op, a) in ops.iter().zip(&after) {
-            let shard = locked.shard_of(self, op.key);
-            if !fits && !shard.contains(&op.key, &op.limit) {
-                continue;
-            }
-            if creates_nothing(op) {
-                continue;
-            }
-            match *a {
-                Some(a) => shard.put_gcra(op.key, &op.limit, a),
-                None => shard.update(op.key, &op.limit, now, |s| {
-                    s.spend(&op.limit, now, op.cost, lease)
-                }),
+        applied.spent = true;
+        if !(second || creates) {
+            return applied;
+        }
+        for (i, step) in steps.iter().enumerate() {
+            let key = *ops.key(i);
+            let shard = locked.shard_of(self, key);
+            match *step {
+                Step::Spent { full: true, .. } => {
+                    shard.gcra.remove(&key);
+                }
+                Step::Spent { full: false, .. } => {}
+                Step::Create(cell) => {
+                    if fits {
+                        shard.gcra.insert(key, cell);
+                    }
+                }
+                Step::Untouched => {
+                    let (limit, cost) = (ops.limit(i), ops.cost(i));
+                    if limit.algorithm() == Algorithm::Gcra
+                        || creates_nothing(limit, cost)
+                        || (!fits && !shard.other.contains_key(&key))
+                    {
+                        continue;
+                    }
+                    shard.update(key, limit, now, |s| s.spend(limit, now, cost, lease));
+                }
             }
         }
-        outcome.spent = true;
-        outcome
+        applied
     }
 
     /// [`decide_now`](Self::decide_now) for a single GCRA limit spending `cost`, the most
@@ -623,16 +701,31 @@ impl MemoryStore {
         outcome
     }
 
-    /// Ensures every shard can take the new buckets `ops` would create, sweeping if needed.
-    fn make_room(&self, locked: &mut Locked<'_>, ops: &[Op<MemoryKey>], now: Timestamp) -> bool {
+    /// Ensures every shard can take the new buckets `ops` would create (the GCRA buckets the
+    /// first pass of [`decide_steps`](Self::decide_steps) found missing, and the other
+    /// algorithms' missing buckets that a spend creates), sweeping if needed.
+    fn make_room<O: Ops<MemoryKey> + ?Sized>(
+        &self,
+        locked: &mut Locked<'_>,
+        ops: &O,
+        steps: &[Step],
+        now: Timestamp,
+    ) -> bool {
         let mut fits = true;
         for (i, shard) in locked.iter_mut() {
-            let new = ops
-                .iter()
-                .filter(|op| {
-                    self.shard_index(op.key) == i
-                        && !creates_nothing(op)
-                        && !shard.contains(&op.key, &op.limit)
+            let new = (0..ops.len())
+                .filter(|&j| {
+                    let (key, limit) = (ops.key(j), ops.limit(j));
+                    self.shard_index(*key) == i
+                        && match steps[j] {
+                            Step::Create(_) => true,
+                            Step::Spent { .. } => false,
+                            Step::Untouched => {
+                                limit.algorithm() != Algorithm::Gcra
+                                    && !creates_nothing(limit, ops.cost(j))
+                                    && !shard.other.contains_key(key)
+                            }
+                        }
                 })
                 .count();
             if new > 0 && !self.room_in(shard, new, now) {
@@ -692,7 +785,7 @@ impl MemoryStore {
     /// The usage of each bucket now: the synchronous core of [`Store::usage`].
     pub fn usage_now(&self, ops: &[Op<MemoryKey>]) -> (Timestamp, Vec<Usage>) {
         let now = self.now();
-        let mut locked = self.lock_all(ops.iter().map(|o| o.key));
+        let mut locked = self.lock_all(ops);
         let usage = ops
             .iter()
             .map(|op| {
@@ -729,8 +822,41 @@ fn unspent(now: Timestamp, verdicts: SmallVec<[Verdict; 3]>) -> StoreOutcome {
 }
 
 /// A concurrency check that takes no slot: it spends nothing, so it never creates a bucket.
-fn creates_nothing(op: &Op<MemoryKey>) -> bool {
-    op.limit.algorithm() == Algorithm::Concurrency && op.cost == 0
+fn creates_nothing(limit: &Limit, cost: u64) -> bool {
+    limit.algorithm() == Algorithm::Concurrency && cost == 0
+}
+
+/// What the first pass of [`MemoryStore::decide_steps`] did with one operation.
+#[derive(Clone, Copy, Debug, Default)]
+enum Step {
+    /// Nothing yet: a denial, a peek, or a bucket of another algorithm (spent in the second
+    /// pass).
+    #[default]
+    Untouched,
+    /// A GCRA bucket spent in place; `old` is the cell it replaced, `full` says the bucket is
+    /// full after it (a spend of nothing), so it is forgotten.
+    Spent { old: GcraCell, full: bool },
+    /// A GCRA bucket that does not exist yet and would hold this cell after spending.
+    Create(GcraCell),
+}
+
+/// Puts back the cells the first pass of a decision spent in place, when the decision spends
+/// nothing after all.
+#[cold]
+fn undo<O: Ops<MemoryKey> + ?Sized>(
+    store: &MemoryStore,
+    locked: &mut Locked<'_>,
+    ops: &O,
+    steps: &[Step],
+) {
+    for (i, step) in steps.iter().enumerate() {
+        if let Step::Spent { old, .. } = *step {
+            let key = *ops.key(i);
+            if let Some(cell) = locked.shard_of(store, key).gcra.get_mut(&key) {
+                *cell = old;
+            }
+        }
+    }
 }
 
 /// The shards a decision holds locked.
@@ -810,6 +936,17 @@ impl Store for MemoryStore {
             return None;
         }
         Some(self.decide_one_gcra(*key, limit, cost, mode, self.now()))
+    }
+
+    #[inline(always)]
+    fn decide_ops_sync<O: Ops<MemoryKey> + ?Sized>(
+        &self,
+        ops: &O,
+        mode: Mode,
+        lease: LeaseId,
+        verdicts: &mut [Verdict],
+    ) -> Option<Applied> {
+        Some(self.decide_ops_now(ops, mode, lease, verdicts))
     }
 
     #[inline(always)]
