@@ -367,14 +367,17 @@ fn build_set(
         let limit = spec
             .build()
             .map_err(|e| err(format!("{field}[{i}].{}", e.field()), e.to_string()))?;
-        if let Some(j) = limits.iter().position(|l| l.limit == limit) {
-            return Err(err(
-                format!("{field}[{i}]"),
-                format!("duplicates {field}[{j}]"),
-            ));
-        }
         let label = limit_label(set_name, &limit);
         let (label, _) = intern(&label);
+        // The label names the limit's bucket: two limits with one label (equal, or differing
+        // only in what the label leaves out, such as the lease of a requests limit) would
+        // count one bucket twice in every decision.
+        if let Some(j) = limits.iter().position(|l| l.label == label) {
+            return Err(err(
+                format!("{field}[{i}]"),
+                format!("duplicates {field}[{j}] (the same bucket)"),
+            ));
+        }
         let meta = Meta {
             rule,
             label,
