@@ -58,8 +58,9 @@ impl BucketState {
 
     /// What a bucket nobody has spent from ([`BucketState::new`]) answers to `cost` at `now`,
     /// without building its state: stores hold no state for a full bucket, and a decision
-    /// over a missing one asks this.
-    #[inline]
+    /// over a missing one asks this. (Always inlined: a concurrency limit's check then folds
+    /// down to a few instructions, where a call cost about 40 per decision, callgrind.)
+    #[inline(always)]
     pub fn evaluate_new(limit: &Limit, now: Timestamp, cost: u64) -> Verdict {
         match limit.algorithm() {
             Algorithm::Gcra => Gcra::default().evaluate(limit, now, cost),
