@@ -15,9 +15,11 @@
 //!     bucket has refilled before its next visit (tollgate then drops it: a full bucket equals no
 //!     bucket; governor keeps it);
 //!   - `denied`: one per hour, spent once per key before measuring, so every call is denied.
-//! - `three_limit/10k/<mode>`: tollgate only, one rule with requests, tokens and concurrency
+//! - `three_limit/<keys>/<mode>`: tollgate only, one rule with requests, tokens and concurrency
 //!   limits checked together (`check_now`, `check_prepared_now` and `admit_prepared_now`; the
-//!   concurrency limit is checked for a free slot, none is taken).
+//!   concurrency limit is checked for a free slot, none is taken), at `hot` (one key) and `10k`
+//!   keys: the goal's case is `10k`; `hot` keeps every line in cache, so the two together tell
+//!   the cache's share of a decision.
 //!
 //! `tollgate_prepared` is `Limiter::check_prepared_now` on subjects prepared before measuring
 //! (one `Prepared` per key, as governor's keys are built before measuring), and
@@ -391,9 +393,13 @@ fn benches(c: &mut Criterion) {
         }
     }
 
-    let n = 10_000;
-    for mode in [Mode::Admitted, Mode::Denied] {
-        let name = format!("three_limit/10k/{}", mode.name());
+    // `hot` (one key, every line in cache) beside `10k` tells the cache's share of a
+    // decision from its instructions' share.
+    for ((label, n), mode) in [("hot", 1), ("10k", 10_000)]
+        .into_iter()
+        .flat_map(|k| [(k, Mode::Admitted), (k, Mode::Denied)])
+    {
+        let name = format!("three_limit/{label}/{}", mode.name());
         let mut group = c.benchmark_group(&name);
         let policy = || three_limits(mode);
         let keys = &names[..n];
