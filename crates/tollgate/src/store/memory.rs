@@ -491,7 +491,9 @@ impl MemoryStore {
     }
 
     /// [`decide_now`](Self::decide_now) for operations read through [`Ops`], with verdict `i`
-    /// written into `verdicts[i]`: the synchronous core of [`Store::decide_ops_sync`].
+    /// written into `verdicts[i]`: the synchronous core of [`Store::decide_ops_sync`]. A
+    /// `verdicts` slice shorter than `ops` gets the first verdicts only; the decision is the
+    /// same.
     #[inline(always)]
     pub fn decide_ops_now<O: Ops<MemoryKey> + ?Sized>(
         &self,
@@ -501,7 +503,29 @@ impl MemoryStore {
         verdicts: &mut [Verdict],
     ) -> Applied {
         let mut steps = Scratch::new();
-        self.decide_steps(ops, mode, lease, verdicts, steps.slice(ops.len()))
+        let steps = steps.slice(ops.len());
+        if verdicts.len() < ops.len() {
+            return self.decide_short(ops, mode, lease, verdicts, steps);
+        }
+        self.decide_steps(ops, mode, lease, verdicts, steps)
+    }
+
+    /// [`decide_ops_now`](Self::decide_ops_now) for a caller whose slice of verdicts is too
+    /// short: decided into a slice of the right length, of which the caller gets its share.
+    #[cold]
+    fn decide_short<O: Ops<MemoryKey> + ?Sized>(
+        &self,
+        ops: &O,
+        mode: Mode,
+        lease: LeaseId,
+        verdicts: &mut [Verdict],
+        steps: &mut [Step],
+    ) -> Applied {
+        let mut all = vec![Verdict::default(); ops.len()];
+        let applied = self.decide_steps(ops, mode, lease, &mut all, steps);
+        let n = verdicts.len();
+        verdicts.copy_from_slice(&all[..n]);
+        applied
     }
 
     /// The decision of [`decide_ops_now`](Self::decide_ops_now) in two passes over `ops`,
@@ -1053,5 +1077,56 @@ mod tests {
         assert!(MemoryStore::with_clock(shared).system_clock.is_some());
         let manual = tollgate_core::ManualClock::new(Timestamp::from_secs(1));
         assert!(MemoryStore::with_clock(manual).system_clock.is_none());
+    }
+
+    /// A caller's slice of verdicts shorter than its operations gets the first verdicts, and
+    /// the decision is the same as with a slice of the right length: no panic.
+    #[test]
+    fn a_short_slice_of_verdicts_gets_the_first_verdicts() {
+        let clock = tollgate_core::ManualClock::new(Timestamp::from_secs(1_000));
+        let store = MemoryStore::with_clock(clock);
+        let limit = |n| {
+            tollgate_core::LimitSpec::new(
+                tollgate_core::LimitKind::Requests,
+                n,
+                tollgate_core::Window::MINUTE,
+            )
+            .build()
+            .expect("a valid limit")
+        };
+        let key = |salt: u128| {
+            store.bucket_key(&BucketName {
+                rule: "r",
+                rule_id: 1,
+                limit: "l",
+                partition: &[],
+                partition_hash: 7,
+                limit_salt: salt << 20,
+            })
+        };
+        let ops = [
+            Op {
+                key: key(1),
+                limit: limit(5),
+                cost: 1,
+                failure: super::super::FailureMode::Open,
+            },
+            Op {
+                key: key(2),
+                limit: limit(1),
+                cost: 2,
+                failure: super::super::FailureMode::Open,
+            },
+        ];
+        let mut one = [Verdict::default(); 1];
+        let applied = store.decide_ops_now(&ops[..], Mode::Spend, 0, &mut one);
+        assert!(!applied.spent, "the second limit never fits two");
+        assert!(one[0].admitted);
+        assert_eq!(one[0].remaining, 4);
+        assert_eq!(store.len(), 0, "nothing spent");
+        let mut none: [Verdict; 0] = [];
+        let applied = store.decide_ops_now(&ops[..1], Mode::Spend, 0, &mut none);
+        assert!(applied.spent);
+        assert_eq!(store.len(), 1);
     }
 }
