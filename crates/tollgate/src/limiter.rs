@@ -554,9 +554,9 @@ impl<S: Store> Limiter<S> {
                 if let Some(decided) = one {
                     return Some(Ok(decided));
                 }
-            } else if let Some(decided) =
-                self.decide_ops_now_into(&PlanOps { ops, meta }, mode, lease, sample, answer)
-            {
+            }
+            let plan = PlanOps { ops, meta };
+            if let Some(decided) = self.decide_ops_now_into(&plan, mode, lease, sample, answer) {
                 return Some(Ok(decided));
             }
         }

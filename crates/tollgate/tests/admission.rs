@@ -2,12 +2,15 @@
 //! must make the same decision as `check_now` (the same outcome, retry_after and denying
 //! limit), spend the same and count the same, on the one-operation path and on the general one.
 
+mod common;
+use common::capped_limiter;
+
 use std::time::Duration;
 
 use futures::FutureExt;
 use tollgate::{
     Admission, Algorithm, AtCapacity, Cost, Decision, DenyReason, LimitKind, LimitSpec, Limiter,
-    ManualClock, MemoryStore, Outcome, Policy, Prepared, Rule, Subject, Timestamp, Window,
+    ManualClock, Outcome, Policy, Prepared, Rule, Subject, Timestamp, Window,
 };
 
 const T0: Timestamp = Timestamp::from_secs(1_700_000_000);
@@ -57,25 +60,14 @@ fn one_log_limit() -> Policy {
         .expect("a valid policy")
 }
 
-/// A limiter on `clock` whose store holds at most `cap` buckets.
-fn limiter(policy: Policy, clock: &ManualClock, cap: usize, at_capacity: AtCapacity) -> Limiter {
-    let store = MemoryStore::builder()
-        .clock(clock.clone())
-        .shards(1)
-        .max_buckets(cap)
-        .at_capacity(at_capacity)
-        .build();
-    Limiter::with_store(policy, store)
-}
-
 /// Runs the same calls through `check_now`, `admit_now` and `admit_prepared_now` on three
 /// limiters sharing one clock, asserting at every step that the admissions are the decision's;
 /// returns the admissions seen.
 fn run(policy: fn() -> Policy, cap: usize, at_capacity: AtCapacity) -> Vec<Admission> {
     let clock = ManualClock::new(T0);
-    let checking = limiter(policy(), &clock, cap, at_capacity);
-    let admitting = limiter(policy(), &clock, cap, at_capacity);
-    let by_prepared = limiter(policy(), &clock, cap, at_capacity);
+    let checking = capped_limiter(policy(), &clock, cap, at_capacity);
+    let admitting = capped_limiter(policy(), &clock, cap, at_capacity);
+    let by_prepared = capped_limiter(policy(), &clock, cap, at_capacity);
     let tenants: Vec<String> = (0..TENANTS).map(|i| format!("t{i}")).collect();
     let prepared: Vec<Prepared> = tenants
         .iter()
@@ -188,7 +180,7 @@ fn admissions_sample_latency_as_decisions_do() {
             let recorder = DebuggingRecorder::new();
             let snapshotter = recorder.snapshotter();
             let clock = ManualClock::new(T0);
-            let l = limiter(policy(), &clock, 1_000, AtCapacity::Deny);
+            let l = capped_limiter(policy(), &clock, 1_000, AtCapacity::Deny);
             let who = Subject::new().tenant("acme");
             let p = l.prepare(&who);
             metrics::with_local_recorder(&recorder, || {
@@ -230,7 +222,7 @@ fn admissions_sample_latency_as_decisions_do() {
 #[test]
 fn an_admissions_retry_after_is_exact() {
     let clock = ManualClock::new(T0);
-    let l = limiter(one_limit(), &clock, 100, AtCapacity::Deny);
+    let l = capped_limiter(one_limit(), &clock, 100, AtCapacity::Deny);
     let who = Subject::new().tenant("acme");
     let spend = |c: u64| l.admit_now(&who, Cost::tokens(c)).unwrap().unwrap();
     assert!(spend(1_500).is_allowed());
@@ -258,7 +250,7 @@ fn an_admissions_retry_after_is_exact() {
 #[test]
 fn the_async_admissions_answer_the_same() {
     let clock = ManualClock::new(T0);
-    let l = limiter(one_limit(), &clock, 100, AtCapacity::Deny);
+    let l = capped_limiter(one_limit(), &clock, 100, AtCapacity::Deny);
     let who = Subject::new().tenant("acme");
     let p = l.prepare(&who);
     let a = l.admit(&who, Cost::tokens(1_000)).now_or_never().unwrap();

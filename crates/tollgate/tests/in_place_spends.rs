@@ -4,6 +4,9 @@
 //! These tests check, through the limiter's public API and a manual clock, that such a decision
 //! leaves every bucket exactly as it was.
 
+mod common;
+use common::capped_limiter;
+
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -13,17 +16,6 @@ use tollgate::{
 };
 
 const T0: Timestamp = Timestamp::from_secs(1_700_000_000);
-
-/// A limiter on `clock` over a memory store of one shard holding at most `cap` buckets.
-fn capped(policy: Policy, clock: &ManualClock, cap: usize, at_capacity: AtCapacity) -> Limiter {
-    let store = MemoryStore::builder()
-        .clock(clock.clone())
-        .shards(1)
-        .max_buckets(cap)
-        .at_capacity(at_capacity)
-        .build();
-    Limiter::with_store(policy, store)
-}
 
 /// What every limit that applies to `subject` has used, in plan order.
 fn used(l: &Limiter, subject: &Subject<'_>) -> Vec<u64> {
@@ -144,7 +136,7 @@ fn at_the_cap_a_refused_new_bucket_puts_back_the_spent_ones() {
         .build()
         .expect("a valid policy");
     let clock = ManualClock::new(T0);
-    let l = capped(policy, &clock, 3, AtCapacity::Deny);
+    let l = capped_limiter(policy, &clock, 3, AtCapacity::Deny);
     let first = Subject::new().tenant("acme").user("u1");
     let d = check(&l, &first, Cost::tokens(10));
     assert!(d.is_allowed());
@@ -204,7 +196,7 @@ async fn at_the_cap_a_refused_slot_puts_back_the_spent_ones() {
         .build()
         .expect("a valid policy");
     let clock = ManualClock::new(T0);
-    let l = capped(policy, &clock, 2, AtCapacity::Deny);
+    let l = capped_limiter(policy, &clock, 2, AtCapacity::Deny);
     let first = Subject::new().tenant("acme").user("u1");
     let held = l
         .reserve(&first, Cost::ONE)
@@ -260,7 +252,7 @@ fn peeking_at_several_limits_spends_nothing() {
         .build()
         .expect("a valid policy");
     let clock = ManualClock::new(T0);
-    let l = capped(policy, &clock, 1_000, AtCapacity::Deny);
+    let l = capped_limiter(policy, &clock, 1_000, AtCapacity::Deny);
     let acme = Subject::new().tenant("acme").provider("openai");
 
     // No bucket yet: peeking creates none.
@@ -345,7 +337,7 @@ fn a_limit_spent_nothing_from_needs_no_room_at_the_cap() {
         .build()
         .expect("a valid policy");
     let clock = ManualClock::new(T0);
-    let l = capped(policy, &clock, 1, AtCapacity::Deny);
+    let l = capped_limiter(policy, &clock, 1, AtCapacity::Deny);
     let acme = Subject::new().tenant("acme");
     let d = check(&l, &acme, Cost::ONE);
     assert_eq!(d.outcome(), Outcome::Allowed);

@@ -503,29 +503,7 @@ impl MemoryStore {
         verdicts: &mut [Verdict],
     ) -> Applied {
         let mut steps = Scratch::new();
-        let steps = steps.slice(ops.len());
-        if verdicts.len() < ops.len() {
-            return self.decide_short(ops, mode, lease, verdicts, steps);
-        }
-        self.decide_steps(ops, mode, lease, verdicts, steps)
-    }
-
-    /// [`decide_ops_now`](Self::decide_ops_now) for a caller whose slice of verdicts is too
-    /// short: decided into a slice of the right length, of which the caller gets its share.
-    #[cold]
-    fn decide_short<O: Ops<MemoryKey> + ?Sized>(
-        &self,
-        ops: &O,
-        mode: Mode,
-        lease: LeaseId,
-        verdicts: &mut [Verdict],
-        steps: &mut [Step],
-    ) -> Applied {
-        let mut all = vec![Verdict::default(); ops.len()];
-        let applied = self.decide_steps(ops, mode, lease, &mut all, steps);
-        let n = verdicts.len();
-        verdicts.copy_from_slice(&all[..n]);
-        applied
+        self.decide_steps(ops, mode, lease, verdicts, steps.slice(ops.len()))
     }
 
     /// The decision of [`decide_ops_now`](Self::decide_ops_now) in two passes over `ops`,
@@ -533,9 +511,10 @@ impl MemoryStore {
     ///
     /// The first pass evaluates every operation and, while all so far admit, spends from
     /// each GCRA bucket that exists in place (one probe of the map for both), remembering
-    /// the cell it replaced; a later denial puts those cells back. The second pass, once all
-    /// admit, creates the new buckets (the cap applies to them alone), forgets the ones left
-    /// full, and spends from the other algorithms' buckets. A decision is made under its
+    /// the cell it replaced; a later denial puts those cells back. It records in `steps` all
+    /// that the rest needs: the second pass, once all admit, creates the new buckets (the cap
+    /// applies to them alone), forgets the ones left full, and spends from the other
+    /// algorithms' buckets. A decision is made under its
     /// shards' locks, so nobody sees a cell spent by a decision that is then undone.
     ///
     /// Kept out of line: inlined into the limiter's decisions, it made the one-limit path
@@ -557,7 +536,7 @@ impl MemoryStore {
         let mut creates = false;
         // Whether the second pass has anything to do.
         let mut second = false;
-        for i in 0..ops.len() {
+        for (i, step) in steps.iter_mut().enumerate() {
             let (key, limit, cost) = (*ops.key(i), ops.limit(i), ops.cost(i));
             let shard = locked.shard_of(self, key);
             let verdict = if limit.algorithm() == Algorithm::Gcra {
@@ -566,7 +545,7 @@ impl MemoryStore {
                         let (v, after) = cell.to_state(limit).evaluate_spend(limit, now, cost);
                         if let (Some(after), true) = (after, admitted && spend) {
                             let full = after.tat == 0;
-                            steps[i] = Step::Spent { old: *cell, full };
+                            *step = Step::Spent { old: *cell, full };
                             *cell = GcraCell::from_state(after, limit);
                             written = true;
                             second |= full;
@@ -576,25 +555,33 @@ impl MemoryStore {
                     None => {
                         let (v, after) = Gcra::default().evaluate_spend(limit, now, cost);
                         if let Some(after) = after.filter(|a| a.tat != 0) {
-                            steps[i] = Step::Create(GcraCell::from_state(after, limit));
+                            *step = Step::Create(GcraCell::from_state(after, limit));
                             creates = true;
                         }
                         v
                     }
                 }
             } else {
+                let bucket = shard.other_bucket(&key);
                 // Spent from in the second pass, unless it only checks for a free slot.
-                second |= !creates_nothing(limit, cost);
-                match shard.other_bucket(&key) {
+                if !creates_nothing(limit, cost) {
+                    *step = Step::SpendLater {
+                        exists: bucket.is_some(),
+                    };
+                    second = true;
+                    creates |= bucket.is_none();
+                }
+                match bucket {
                     Some(s) => s.evaluate(limit, now, cost),
-                    None => {
-                        creates |= !creates_nothing(limit, cost);
-                        BucketState::evaluate_new(limit, now, cost)
-                    }
+                    None => BucketState::evaluate_new(limit, now, cost),
                 }
             };
             admitted &= verdict.admitted;
-            verdicts[i] = verdict;
+            // A caller's slice shorter than its operations gets the first verdicts (the
+            // decision is the same): the bounds check this write needs anyway, not a panic.
+            if let Some(slot) = verdicts.get_mut(i) {
+                *slot = verdict;
+            }
         }
         let mut applied = Applied {
             now,
@@ -634,16 +621,14 @@ impl MemoryStore {
                         shard.gcra.insert(key, cell);
                     }
                 }
-                Step::Untouched => {
-                    let (limit, cost) = (ops.limit(i), ops.cost(i));
-                    if limit.algorithm() == Algorithm::Gcra
-                        || creates_nothing(limit, cost)
-                        || (!fits && !shard.other.contains_key(&key))
-                    {
-                        continue;
+                Step::SpendLater { exists } => {
+                    // Without room, only buckets still held after the sweep are spent from.
+                    if fits || (exists && shard.other.contains_key(&key)) {
+                        let (limit, cost) = (ops.limit(i), ops.cost(i));
+                        shard.update(key, limit, now, |s| s.spend(limit, now, cost, lease));
                     }
-                    shard.update(key, limit, now, |s| s.spend(limit, now, cost, lease));
                 }
+                Step::Untouched => {}
             }
         }
         applied
@@ -728,9 +713,9 @@ impl MemoryStore {
         outcome
     }
 
-    /// Ensures every shard can take the new buckets `ops` would create (the GCRA buckets the
-    /// first pass of [`decide_steps`](Self::decide_steps) found missing, and the other
-    /// algorithms' missing buckets that a spend creates), sweeping if needed.
+    /// Ensures every shard can take the new buckets `ops` would create (the missing buckets
+    /// the first pass of [`decide_steps`](Self::decide_steps) found a spend for), sweeping if
+    /// needed.
     fn make_room<O: Ops<MemoryKey> + ?Sized>(
         &self,
         locked: &mut Locked<'_>,
@@ -740,20 +725,10 @@ impl MemoryStore {
     ) -> bool {
         let mut fits = true;
         for (i, shard) in locked.iter_mut() {
-            let new = (0..ops.len())
-                .filter(|&j| {
-                    let (key, limit) = (ops.key(j), ops.limit(j));
-                    self.shard_index(*key) == i
-                        && match steps[j] {
-                            Step::Create(_) => true,
-                            Step::Spent { .. } => false,
-                            Step::Untouched => {
-                                limit.algorithm() != Algorithm::Gcra
-                                    && !creates_nothing(limit, ops.cost(j))
-                                    && !shard.other.contains_key(key)
-                            }
-                        }
-                })
+            let new = steps
+                .iter()
+                .enumerate()
+                .filter(|&(j, step)| step.creates() && self.shard_index(*ops.key(j)) == i)
                 .count();
             if new > 0 && !self.room_in(shard, new, now) {
                 fits = false;
@@ -856,8 +831,7 @@ fn creates_nothing(limit: &Limit, cost: u64) -> bool {
 /// What the first pass of [`MemoryStore::decide_steps`] did with one operation.
 #[derive(Clone, Copy, Debug, Default)]
 enum Step {
-    /// Nothing yet: a denial, a peek, or a bucket of another algorithm (spent in the second
-    /// pass).
+    /// Nothing to spend: a denial, a peek, or a concurrency check that takes no slot.
     #[default]
     Untouched,
     /// A GCRA bucket spent in place; `old` is the cell it replaced, `full` says the bucket is
@@ -865,6 +839,16 @@ enum Step {
     Spent { old: GcraCell, full: bool },
     /// A GCRA bucket that does not exist yet and would hold this cell after spending.
     Create(GcraCell),
+    /// A bucket of another algorithm, spent from in the second pass; `exists` says whether
+    /// the store held it.
+    SpendLater { exists: bool },
+}
+
+impl Step {
+    /// Whether the second pass creates a bucket for this operation.
+    fn creates(self) -> bool {
+        matches!(self, Step::Create(_) | Step::SpendLater { exists: false })
+    }
 }
 
 /// Puts back the cells the first pass of a decision spent in place, when the decision spends
