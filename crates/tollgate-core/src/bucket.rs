@@ -67,7 +67,7 @@ impl BucketState {
             Algorithm::SlidingWindow => SlidingWindow::default().evaluate(limit, now, cost),
             Algorithm::SlidingLog => SlidingLog::default().evaluate(limit, now, cost),
             Algorithm::FixedWindow => FixedWindow::default().evaluate(limit, now, cost),
-            Algorithm::Concurrency => Concurrency::default().evaluate(limit, now),
+            Algorithm::Concurrency => Concurrency::evaluate_empty(limit, now),
         }
     }
 
