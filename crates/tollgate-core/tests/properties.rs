@@ -819,7 +819,8 @@ proptest! {
 
     /// GCRA's one-pass `evaluate_spend` (64-bit arithmetic where the values fit) answers
     /// exactly what `evaluate` then `spend` answer, for any state, including states and costs
-    /// whose scaled times need 128 bits.
+    /// whose scaled times need 128 bits; `evaluate_spend_brief` answers the same with
+    /// `remaining` and `reset_after_us` left 0.
     #[test]
     fn gcra_evaluate_spend_is_evaluate_then_spend(
         (amount, window) in rolling_rate(),
@@ -838,6 +839,13 @@ proptest! {
             let expected = state.evaluate(&limit, now, cost);
             let (verdict, after) = state.evaluate_spend(&limit, now, cost);
             prop_assert_eq!(verdict, expected);
+            // The brief answer is the same but for the two fields it leaves out.
+            let (brief, brief_after) = state.evaluate_spend_brief(&limit, now, cost);
+            prop_assert_eq!(
+                brief,
+                Verdict { remaining: 0, reset_after_us: 0, ..expected }
+            );
+            prop_assert_eq!(brief_after, after);
             if expected.admitted {
                 let mut spent = state;
                 spent.spend(&limit, now, cost);

@@ -130,6 +130,9 @@ impl Denier {
 pub(crate) trait Answer {
     /// Records what limit `limit` (reported as `meta`) answered `v` for `cost`; `spends` tells
     /// whether the decision spent.
+    /// Whether this answer reads only `admitted`, `never_fits`, `capacity` and
+    /// `retry_after_us` of each verdict ([`Ops::brief`](crate::store::Ops::brief)).
+    const BRIEF: bool;
     fn status(&mut self, limit: &Limit, cost: u64, meta: &Meta, v: &Verdict, spends: bool);
     /// Sets how the decision came out: `denier` is the denying limit (its index in the
     /// decision's limits, the limit and its report), `retry_after` the wait of a denial.
@@ -154,6 +157,8 @@ pub(crate) trait Answer {
 }
 
 impl Answer for Decision {
+    const BRIEF: bool = false;
+
     #[inline(always)]
     fn status(&mut self, limit: &Limit, cost: u64, meta: &Meta, v: &Verdict, spends: bool) {
         self.statuses.push(status_of(limit, cost, meta, v, spends));
@@ -182,6 +187,8 @@ impl Answer for Decision {
 }
 
 impl Answer for Admission {
+    const BRIEF: bool = true;
+
     #[inline(always)]
     fn status(&mut self, _: &Limit, _: u64, _: &Meta, _: &Verdict, _: bool) {}
 

@@ -16,7 +16,7 @@ use crate::policy::{default_policy, CurrentPolicy, Policy};
 use crate::scratch::Scratch;
 use crate::stats::{DenialLabels, Sample, Stats, StatsSnapshot};
 use crate::store::memory::MemoryStore;
-use crate::store::{Degraded, Mode, Op, Ops, Route, Settlement, Store, StoreOutcome};
+use crate::store::{Brief, Degraded, Mode, Op, Ops, Route, Settlement, Store, StoreOutcome};
 use crate::subject::Subject;
 use crate::wait::WaitQueues;
 
@@ -571,20 +571,23 @@ impl<S: Store> Limiter<S> {
     /// without building operations or the store's vector of verdicts. `sample` is the count
     /// begun before it.
     #[inline(always)]
-    pub(crate) fn decide_ops_now_into<R: Reported<S::Key> + ?Sized>(
+    pub(crate) fn decide_ops_now_into<R: Reported<S::Key> + ?Sized, A: Answer>(
         &self,
         ops: &R,
         mode: Mode,
         lease: LeaseId,
         sample: Sample<'_>,
-        answer: &mut impl Answer,
+        answer: &mut A,
     ) -> Option<(tollgate_core::Timestamp, Route)> {
         let mut scratch = Scratch::new();
         let verdicts = scratch.slice(ops.len());
-        let applied = self
-            .inner
-            .store
-            .decide_ops_sync(ops, mode, lease, verdicts)?;
+        let store = &self.inner.store;
+        // An admission reads only whether each limit admits and its retry-after.
+        let applied = if A::BRIEF {
+            store.decide_ops_sync(&Brief(ops), mode, lease, verdicts)?
+        } else {
+            store.decide_ops_sync(ops, mode, lease, verdicts)?
+        };
         self.conclude(
             ops,
             verdicts,

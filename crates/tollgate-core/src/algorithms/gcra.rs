@@ -99,9 +99,41 @@ impl Gcra {
         now: Timestamp,
         cost: u64,
     ) -> (Verdict, Option<Gcra>) {
-        if let Some(r) = self.evaluate_spend_u64(limit, now, cost) {
+        if let Some(r) = self.evaluate_spend_u64::<true>(limit, now, cost) {
             return r;
         }
+        self.evaluate_spend_u128(limit, now, cost)
+    }
+
+    /// [`evaluate_spend`](Self::evaluate_spend) for a caller that reads only whether the cost
+    /// is admitted, whether it never fits, and the retry-after (an admission, not a full
+    /// decision): the verdict's `remaining` and `reset_after_us` are 0, every other field and
+    /// the state after are `evaluate_spend`'s. It skips a division and the reset per bucket.
+    #[inline(always)]
+    pub fn evaluate_spend_brief(
+        &self,
+        limit: &Limit,
+        now: Timestamp,
+        cost: u64,
+    ) -> (Verdict, Option<Gcra>) {
+        if let Some(r) = self.evaluate_spend_u64::<false>(limit, now, cost) {
+            return r;
+        }
+        let (mut v, after) = self.evaluate_spend_u128(limit, now, cost);
+        v.remaining = 0;
+        v.reset_after_us = 0;
+        (v, after)
+    }
+
+    /// [`evaluate_spend`](Self::evaluate_spend) in 128-bit arithmetic, for scaled times that do
+    /// not fit in 64 bits.
+    #[inline(always)]
+    fn evaluate_spend_u128(
+        &self,
+        limit: &Limit,
+        now: Timestamp,
+        cost: u64,
+    ) -> (Verdict, Option<Gcra>) {
         let v = self.evaluate(limit, now, cost);
         if !v.admitted {
             return (v, None);
@@ -113,9 +145,9 @@ impl Gcra {
 
     /// [`evaluate_spend`](Self::evaluate_spend) in 64-bit arithmetic, or `None` when a value
     /// does not fit (then the 128-bit path answers). Every operation is checked, so a `Some`
-    /// answer is the 128-bit answer.
+    /// answer is the 128-bit answer. Without `FULL`, `remaining` and `reset_after_us` are 0.
     #[inline(always)]
-    fn evaluate_spend_u64(
+    fn evaluate_spend_u64<const FULL: bool>(
         &self,
         limit: &Limit,
         now: Timestamp,
@@ -128,8 +160,14 @@ impl Gcra {
         let horizon = now_s.checked_add(tolerance)?;
         let capacity = limit.burst();
         if cost > capacity {
-            let remaining = horizon.saturating_sub(tat).checked_div(p.step)?;
-            let reset = ceil_div(tat.saturating_sub(now_s), p.scale)?;
+            let (remaining, reset) = if FULL {
+                (
+                    horizon.saturating_sub(tat).checked_div(p.step)?,
+                    ceil_div(tat.saturating_sub(now_s), p.scale)?,
+                )
+            } else {
+                (0, 0)
+            };
             return Some((Verdict::never_fits(capacity, remaining, reset), None));
         }
         let new_tat = tat.checked_add(cost.checked_mul(p.step)?)?;
@@ -139,8 +177,16 @@ impl Gcra {
                 admitted: true,
                 never_fits: false,
                 capacity,
-                remaining: horizon.saturating_sub(new_tat).checked_div(p.step)?,
-                reset_after_us: ceil_div(new_tat.saturating_sub(now_s), p.scale)?,
+                remaining: if FULL {
+                    horizon.saturating_sub(new_tat).checked_div(p.step)?
+                } else {
+                    0
+                },
+                reset_after_us: if FULL {
+                    ceil_div(new_tat.saturating_sub(now_s), p.scale)?
+                } else {
+                    0
+                },
                 retry_after_us: 0,
             };
             let after = Gcra {
@@ -156,8 +202,16 @@ impl Gcra {
             admitted: false,
             never_fits: false,
             capacity,
-            remaining: horizon.saturating_sub(tat).checked_div(p.step)?,
-            reset_after_us: ceil_div(tat.saturating_sub(now_s), p.scale)?,
+            remaining: if FULL {
+                horizon.saturating_sub(tat).checked_div(p.step)?
+            } else {
+                0
+            },
+            reset_after_us: if FULL {
+                ceil_div(tat.saturating_sub(now_s), p.scale)?
+            } else {
+                0
+            },
             retry_after_us: ceil_div(allow_at.saturating_sub(now_s), p.scale)?,
         };
         Some((verdict, None))

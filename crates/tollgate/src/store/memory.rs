@@ -542,7 +542,13 @@ impl MemoryStore {
             let verdict = if limit.algorithm() == Algorithm::Gcra {
                 match shard.gcra.get_mut(&key) {
                     Some(cell) => {
-                        let (v, after) = cell.to_state(limit).evaluate_spend(limit, now, cost);
+                        let (v, after) = gcra_evaluate_spend(
+                            cell.to_state(limit),
+                            ops.brief(),
+                            limit,
+                            now,
+                            cost,
+                        );
                         if let (Some(after), true) = (after, admitted && spend) {
                             let full = after.tat == 0;
                             *step = Step::Spent { old: *cell, full };
@@ -553,7 +559,8 @@ impl MemoryStore {
                         v
                     }
                     None => {
-                        let (v, after) = Gcra::default().evaluate_spend(limit, now, cost);
+                        let (v, after) =
+                            gcra_evaluate_spend(Gcra::default(), ops.brief(), limit, now, cost);
                         if let Some(after) = after.filter(|a| a.tat != 0) {
                             *step = Step::Create(GcraCell::from_state(after, limit));
                             creates = true;
@@ -820,6 +827,23 @@ fn unspent(now: Timestamp, verdicts: SmallVec<[Verdict; 3]>) -> StoreOutcome {
         store_full: false,
         route: Route::PRIMARY,
         degraded: None,
+    }
+}
+
+/// [`Gcra::evaluate_spend`], or its brief form when the caller reads only whether the cost
+/// is admitted and the retry-after ([`Ops::brief`]).
+#[inline(always)]
+fn gcra_evaluate_spend(
+    state: Gcra,
+    brief: bool,
+    limit: &Limit,
+    now: Timestamp,
+    cost: u64,
+) -> (Verdict, Option<Gcra>) {
+    if brief {
+        state.evaluate_spend_brief(limit, now, cost)
+    } else {
+        state.evaluate_spend(limit, now, cost)
     }
 }
 

@@ -50,6 +50,39 @@ pub trait Ops<K> {
     /// What operation `i` spends (for a concurrency limit: 1 takes a slot, 0 only checks that
     /// one is free).
     fn cost(&self, i: usize) -> u64;
+    /// Whether the caller reads only `admitted`, `never_fits`, `capacity` and `retry_after_us`
+    /// of each verdict (an admission, not a full decision): a store may then leave
+    /// `remaining` and `reset_after_us` 0. The decision is the same either way.
+    fn brief(&self) -> bool {
+        false
+    }
+}
+
+/// Operations read through [`Ops`] with [`brief`](Ops::brief) verdicts: what an admission
+/// hands the store.
+pub struct Brief<'a, O: ?Sized>(pub &'a O);
+
+impl<K, O: Ops<K> + ?Sized> Ops<K> for Brief<'_, O> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    #[inline(always)]
+    fn key(&self, i: usize) -> &K {
+        self.0.key(i)
+    }
+    #[inline(always)]
+    fn limit(&self, i: usize) -> &Limit {
+        self.0.limit(i)
+    }
+    #[inline(always)]
+    fn cost(&self, i: usize) -> u64 {
+        self.0.cost(i)
+    }
+    #[inline(always)]
+    fn brief(&self) -> bool {
+        true
+    }
 }
 
 impl<K> Ops<K> for [Op<K>] {
