@@ -4,12 +4,29 @@
 /// output tokens. Token counts before a call are estimates; [`Permit::commit`] settles them.
 ///
 /// [`Permit::commit`]: crate::Permit::commit
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// The amounts are held by [`LimitKind`](crate::LimitKind), in its order (requests, tokens,
+/// input tokens, output tokens), so that what a limit spends is read by its kind's index: a
+/// decision asks it of every limit.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Cost {
-    requests: u64,
-    tokens: u64,
-    input_tokens: u64,
-    output_tokens: u64,
+    units: [u64; 4],
+}
+
+const REQUESTS: usize = 0;
+const TOKENS: usize = 1;
+const INPUT: usize = 2;
+const OUTPUT: usize = 3;
+
+impl std::fmt::Debug for Cost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cost")
+            .field("requests", &self.units[REQUESTS])
+            .field("tokens", &self.units[TOKENS])
+            .field("input_tokens", &self.units[INPUT])
+            .field("output_tokens", &self.units[OUTPUT])
+            .finish()
+    }
 }
 
 impl Default for Cost {
@@ -20,30 +37,19 @@ impl Default for Cost {
 
 impl Cost {
     /// One request and no tokens.
-    pub const ONE: Cost = Cost {
-        requests: 1,
-        tokens: 0,
-        input_tokens: 0,
-        output_tokens: 0,
-    };
+    pub const ONE: Cost = Cost::requests(1);
 
     /// `n` requests and no tokens.
     pub const fn requests(n: u64) -> Self {
         Cost {
-            requests: n,
-            tokens: 0,
-            input_tokens: 0,
-            output_tokens: 0,
+            units: [n, 0, 0, 0],
         }
     }
 
     /// One request of `n` tokens.
     pub const fn tokens(n: u64) -> Self {
         Cost {
-            requests: 1,
-            tokens: n,
-            input_tokens: 0,
-            output_tokens: 0,
+            units: [1, n, 0, 0],
         }
     }
 
@@ -51,51 +57,76 @@ impl Cost {
     /// against `tokens` limits (saturating at `u64::MAX`).
     pub const fn split(input: u64, output: u64) -> Self {
         Cost {
-            requests: 1,
-            tokens: input.saturating_add(output),
-            input_tokens: input,
-            output_tokens: output,
+            units: [1, input.saturating_add(output), input, output],
         }
     }
 
     /// The same cost with `n` requests.
     pub const fn with_requests(mut self, n: u64) -> Self {
-        self.requests = n;
+        self.units[REQUESTS] = n;
         self
     }
 
     /// The same cost with `n` total tokens.
     pub const fn with_tokens(mut self, n: u64) -> Self {
-        self.tokens = n;
+        self.units[TOKENS] = n;
         self
     }
 
     /// What this cost spends from a limit of `kind` (concurrency: one slot).
+    #[inline]
     pub fn of(&self, kind: crate::LimitKind) -> u64 {
-        use crate::LimitKind as K;
         match kind {
-            K::Requests => self.requests,
-            K::Tokens => self.tokens,
-            K::InputTokens => self.input_tokens,
-            K::OutputTokens => self.output_tokens,
-            K::Concurrency => 1,
+            crate::LimitKind::Concurrency => 1,
+            // The other kinds index their amount (see the struct's docs).
+            k => self.units.get(k as usize).copied().unwrap_or(0),
         }
     }
 
     /// Requests.
     pub fn request_count(&self) -> u64 {
-        self.requests
+        self.units[REQUESTS]
     }
     /// Total tokens.
     pub fn token_count(&self) -> u64 {
-        self.tokens
+        self.units[TOKENS]
     }
     /// Input tokens.
     pub fn input_token_count(&self) -> u64 {
-        self.input_tokens
+        self.units[INPUT]
     }
     /// Output tokens.
     pub fn output_token_count(&self) -> u64 {
-        self.output_tokens
+        self.units[OUTPUT]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LimitKind;
+
+    /// Each kind reads its own amount (the amounts are indexed by the kind's order).
+    #[test]
+    fn each_kind_spends_its_own_amount() {
+        let c = Cost::split(3, 4).with_requests(2);
+        assert_eq!(c.of(LimitKind::Requests), 2);
+        assert_eq!(c.of(LimitKind::Tokens), 7);
+        assert_eq!(c.of(LimitKind::InputTokens), 3);
+        assert_eq!(c.of(LimitKind::OutputTokens), 4);
+        assert_eq!(c.of(LimitKind::Concurrency), 1);
+        assert_eq!(
+            (
+                c.request_count(),
+                c.token_count(),
+                c.input_token_count(),
+                c.output_token_count()
+            ),
+            (2, 7, 3, 4)
+        );
+        assert_eq!(
+            format!("{:?}", Cost::tokens(5)),
+            "Cost { requests: 1, tokens: 5, input_tokens: 0, output_tokens: 0 }"
+        );
     }
 }

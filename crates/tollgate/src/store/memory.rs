@@ -587,7 +587,7 @@ impl MemoryStore {
             // A caller's slice shorter than its operations gets the first verdicts (the
             // decision is the same): the bounds check this write needs anyway, not a panic.
             if let Some(slot) = verdicts.get_mut(i) {
-                *slot = verdict;
+                put_verdict(slot, &verdict);
             }
         }
         let mut applied = Applied {
@@ -845,6 +845,19 @@ fn gcra_evaluate_spend(
     } else {
         state.evaluate_spend(limit, now, cost)
     }
+}
+
+/// Writes `v` into `slot` field by field. A whole-struct copy also copies the padding after
+/// the two flags, which the compiler assembles on the stack from narrower stores; reading
+/// that back whole cannot be forwarded from those stores and stalls, once per limit.
+#[inline(always)]
+fn put_verdict(slot: &mut Verdict, v: &Verdict) {
+    slot.admitted = v.admitted;
+    slot.never_fits = v.never_fits;
+    slot.capacity = v.capacity;
+    slot.remaining = v.remaining;
+    slot.reset_after_us = v.reset_after_us;
+    slot.retry_after_us = v.retry_after_us;
 }
 
 /// A concurrency check that takes no slot: it spends nothing, so it never creates a bucket.
