@@ -9,9 +9,10 @@ use tollgate::store::fallback::{BreakerState, FallbackStore};
 use tollgate::store::redis::RedisStore;
 use tollgate::store::{
     Applied, FailureMode, Mode, OneOutcome, Op, Ops, Route, Settlement, Store, StoreOutcome,
+    VerdictSink,
 };
 use tollgate::{MemoryStore, StoreError};
-use tollgate_core::{LeaseId, Limit, Timestamp, Usage, Verdict};
+use tollgate_core::{LeaseId, Limit, Timestamp, Usage};
 
 /// A store shared by several limiters (the service keeps one limiter for the whole policy and
 /// one for the enforced rules only, over the same buckets).
@@ -52,12 +53,12 @@ impl<S: Store> Store for Shared<S> {
         self.0.decide_one_sync(key, limit, cost, mode, lease)
     }
 
-    fn decide_ops_sync<O: Ops<Self::Key> + ?Sized>(
+    fn decide_ops_sync<O: Ops<Self::Key> + ?Sized, V: VerdictSink + ?Sized>(
         &self,
         ops: &O,
         mode: Mode,
         lease: LeaseId,
-        verdicts: &mut [Verdict],
+        verdicts: &mut V,
     ) -> Option<Applied> {
         self.0.decide_ops_sync(ops, mode, lease, verdicts)
     }

@@ -130,8 +130,8 @@ impl Denier {
 pub(crate) trait Answer {
     /// Records what limit `limit` (reported as `meta`) answered `v` for `cost`; `spends` tells
     /// whether the decision spent.
-    /// Whether this answer reads only `admitted`, `never_fits`, `capacity` and
-    /// `retry_after_us` of each verdict ([`Ops::brief`](crate::store::Ops::brief)).
+    /// Whether this answer reads only what the verdicts make of the decision (a
+    /// [`Tally`](crate::store::Tally)), not each limit's status.
     const BRIEF: bool;
     fn status(&mut self, limit: &Limit, cost: u64, meta: &Meta, v: &Verdict, spends: bool);
     /// Sets how the decision came out: `denier` is the denying limit (its index in the

@@ -16,7 +16,9 @@ use crate::policy::{default_policy, CurrentPolicy, Policy};
 use crate::scratch::Scratch;
 use crate::stats::{DenialLabels, Sample, Stats, StatsSnapshot};
 use crate::store::memory::MemoryStore;
-use crate::store::{Brief, Degraded, Mode, Op, Ops, Route, Settlement, Store, StoreOutcome};
+use crate::store::{
+    Degraded, Mode, Op, Ops, Route, Settlement, Store, StoreOutcome, Tally, VerdictSink,
+};
 use crate::subject::Subject;
 use crate::wait::WaitQueues;
 
@@ -579,15 +581,19 @@ impl<S: Store> Limiter<S> {
         sample: Sample<'_>,
         answer: &mut A,
     ) -> Option<(tollgate_core::Timestamp, Route)> {
+        let store = &self.inner.store;
+        if A::BRIEF {
+            // An admission reads only what the verdicts make of the decision: the store folds
+            // them as it makes them, and nothing is written out or read back.
+            let mut tally = Tally::default();
+            let applied = store.decide_ops_sync(ops, mode, lease, &mut tally)?;
+            let denied_by = settle(ops, &tally, applied.store_full, applied.spent, answer);
+            self.count(ops, denied_by, mode, sample, answer);
+            return Some((applied.now, Route::PRIMARY));
+        }
         let mut scratch = Scratch::new();
         let verdicts = scratch.slice(ops.len());
-        let store = &self.inner.store;
-        // An admission reads only whether each limit admits and its retry-after.
-        let applied = if A::BRIEF {
-            store.decide_ops_sync(&Brief(ops), mode, lease, verdicts)?
-        } else {
-            store.decide_ops_sync(ops, mode, lease, verdicts)?
-        };
+        let applied = store.decide_ops_sync(ops, mode, lease, verdicts)?;
         self.conclude(
             ops,
             verdicts,
@@ -746,6 +752,20 @@ impl<S: Store> Limiter<S> {
                 denied_by = None;
             }
         }
+        self.count(ops, denied_by, mode, sample, answer);
+    }
+
+    /// Counts a decision written into `answer`, denied by operation `denied_by` if one did
+    /// (a peek is not counted).
+    #[inline(always)]
+    fn count<R: Reported<S::Key> + ?Sized>(
+        &self,
+        ops: &R,
+        denied_by: Option<usize>,
+        mode: Mode,
+        sample: Sample<'_>,
+        answer: &impl Answer,
+    ) {
         if mode == Mode::Spend {
             let denier = denied_by.map(|i| ops.meta(i).denial);
             self.inner.stats.record(sample, answer.outcome(), denier);
@@ -952,36 +972,42 @@ fn fill_decision<K, R: Reported<K> + ?Sized>(
     d: &mut impl Answer,
 ) -> Option<usize> {
     let verdicts = verdicts.get(..ops.len()).unwrap_or(verdicts);
-    let all_admitted = verdicts.iter().all(|v| v.admitted);
-    let spends = all_admitted && (spent || !store_full);
+    let mut tally = Tally::default();
+    for (i, v) in verdicts.iter().enumerate() {
+        tally.put(i, v);
+    }
+    let spends = tally.admitted && (spent || !store_full);
     for (i, v) in verdicts.iter().enumerate() {
         d.status(ops.limit(i), ops.cost(i), ops.meta(i), v, spends);
     }
-    let mut denied_by = None;
-    let mut retry_after = Duration::ZERO;
-    let outcome = if store_full && !spent {
-        Outcome::StoreFull
-    } else if all_admitted {
-        Outcome::Allowed
-    } else if let Some(i) = verdicts.iter().position(|v| v.never_fits) {
-        denied_by = Some(i);
-        Outcome::TooLarge
+    settle(ops, &tally, store_full, spent, d)
+}
+
+/// Writes the outcome that `tally` (of every verdict) makes into `d`; returns the index of the
+/// denying limit, if one denied.
+#[inline(always)]
+fn settle<K, R: Reported<K> + ?Sized>(
+    ops: &R,
+    tally: &Tally,
+    store_full: bool,
+    spent: bool,
+    d: &mut impl Answer,
+) -> Option<usize> {
+    let (outcome, denied_by, retry_after_us) = if store_full && !spent {
+        (Outcome::StoreFull, None, 0)
+    } else if tally.admitted {
+        (Outcome::Allowed, None, 0)
+    } else if let Some(i) = tally.too_large {
+        (Outcome::TooLarge, Some(i), 0)
     } else {
-        // Every limit frees up monotonically, so the call fits once the slowest one does.
-        for (i, v) in verdicts.iter().enumerate() {
-            if !v.admitted
-                && (denied_by.is_none() || Duration::from_micros(v.retry_after_us) > retry_after)
-            {
-                denied_by = Some(i);
-                retry_after = Duration::from_micros(v.retry_after_us);
-            }
-        }
-        Outcome::Denied
+        (Outcome::Denied, tally.denier, tally.retry_after_us)
     };
+    // A store names only its own operations; anything else is not a limit to report.
+    let denied_by = denied_by.filter(|&i| i < ops.len());
     d.settle(
         outcome,
         denied_by.map(|i| (i, ops.limit(i), ops.meta(i))),
-        retry_after,
+        Duration::from_micros(retry_after_us),
     );
     denied_by
 }

@@ -26,7 +26,9 @@ use tollgate_core::{
 };
 
 use super::idempotency::Seen;
-use super::{Applied, Mode, OneOutcome, Op, Ops, Route, Settlement, Store, StoreOutcome};
+use super::{
+    Applied, Mode, OneOutcome, Op, Ops, Route, Settlement, Store, StoreOutcome, VerdictSink,
+};
 use crate::error::StoreError;
 use crate::key::BucketName;
 use crate::scratch::Scratch;
@@ -483,7 +485,7 @@ impl MemoryStore {
         }
         let mut verdicts: SmallVec<[Verdict; 3]> =
             smallvec::smallvec![Verdict::default(); ops.len()];
-        let applied = self.decide_ops_now(ops, mode, lease, &mut verdicts);
+        let applied = self.decide_ops_now(ops, mode, lease, &mut verdicts[..]);
         let mut outcome = unspent(applied.now, verdicts);
         outcome.spent = applied.spent;
         outcome.store_full = applied.store_full;
@@ -495,12 +497,12 @@ impl MemoryStore {
     /// `verdicts` slice shorter than `ops` gets the first verdicts only; the decision is the
     /// same.
     #[inline(always)]
-    pub fn decide_ops_now<O: Ops<MemoryKey> + ?Sized>(
+    pub fn decide_ops_now<O: Ops<MemoryKey> + ?Sized, V: VerdictSink + ?Sized>(
         &self,
         ops: &O,
         mode: Mode,
         lease: LeaseId,
-        verdicts: &mut [Verdict],
+        verdicts: &mut V,
     ) -> Applied {
         let mut steps = Scratch::new();
         self.decide_steps(ops, mode, lease, verdicts, steps.slice(ops.len()))
@@ -520,12 +522,12 @@ impl MemoryStore {
     /// Kept out of line: inlined into the limiter's decisions, it made the one-limit path
     /// (which never comes here) about 70 instructions longer (callgrind, `check/hot/admitted`).
     #[inline(never)]
-    fn decide_steps<O: Ops<MemoryKey> + ?Sized>(
+    fn decide_steps<O: Ops<MemoryKey> + ?Sized, V: VerdictSink + ?Sized>(
         &self,
         ops: &O,
         mode: Mode,
         lease: LeaseId,
-        verdicts: &mut [Verdict],
+        verdicts: &mut V,
         steps: &mut [Step],
     ) -> Applied {
         let now = self.now();
@@ -542,13 +544,8 @@ impl MemoryStore {
             let verdict = if limit.algorithm() == Algorithm::Gcra {
                 match shard.gcra.get_mut(&key) {
                     Some(cell) => {
-                        let (v, after) = gcra_evaluate_spend(
-                            cell.to_state(limit),
-                            ops.brief(),
-                            limit,
-                            now,
-                            cost,
-                        );
+                        let (v, after) =
+                            gcra_evaluate_spend(cell.to_state(limit), V::BRIEF, limit, now, cost);
                         if let (Some(after), true) = (after, admitted && spend) {
                             let full = after.tat == 0;
                             *step = Step::Spent { old: *cell, full };
@@ -560,7 +557,7 @@ impl MemoryStore {
                     }
                     None => {
                         let (v, after) =
-                            gcra_evaluate_spend(Gcra::default(), ops.brief(), limit, now, cost);
+                            gcra_evaluate_spend(Gcra::default(), V::BRIEF, limit, now, cost);
                         if let Some(after) = after.filter(|a| a.tat != 0) {
                             *step = Step::Create(GcraCell::from_state(after, limit));
                             creates = true;
@@ -584,11 +581,7 @@ impl MemoryStore {
                 }
             };
             admitted &= verdict.admitted;
-            // A caller's slice shorter than its operations gets the first verdicts (the
-            // decision is the same): the bounds check this write needs anyway, not a panic.
-            if let Some(slot) = verdicts.get_mut(i) {
-                put_verdict(slot, &verdict);
-            }
+            verdicts.put(i, &verdict);
         }
         let mut applied = Applied {
             now,
@@ -831,7 +824,7 @@ fn unspent(now: Timestamp, verdicts: SmallVec<[Verdict; 3]>) -> StoreOutcome {
 }
 
 /// [`Gcra::evaluate_spend`], or its brief form when the caller reads only whether the cost
-/// is admitted and the retry-after ([`Ops::brief`]).
+/// is admitted and the retry-after ([`VerdictSink::BRIEF`]).
 #[inline(always)]
 fn gcra_evaluate_spend(
     state: Gcra,
@@ -845,19 +838,6 @@ fn gcra_evaluate_spend(
     } else {
         state.evaluate_spend(limit, now, cost)
     }
-}
-
-/// Writes `v` into `slot` field by field. A whole-struct copy also copies the padding after
-/// the two flags, which the compiler assembles on the stack from narrower stores; reading
-/// that back whole cannot be forwarded from those stores and stalls, once per limit.
-#[inline(always)]
-fn put_verdict(slot: &mut Verdict, v: &Verdict) {
-    slot.admitted = v.admitted;
-    slot.never_fits = v.never_fits;
-    slot.capacity = v.capacity;
-    slot.remaining = v.remaining;
-    slot.reset_after_us = v.reset_after_us;
-    slot.retry_after_us = v.retry_after_us;
 }
 
 /// A concurrency check that takes no slot: it spends nothing, so it never creates a bucket.
@@ -989,12 +969,12 @@ impl Store for MemoryStore {
     }
 
     #[inline(always)]
-    fn decide_ops_sync<O: Ops<MemoryKey> + ?Sized>(
+    fn decide_ops_sync<O: Ops<MemoryKey> + ?Sized, V: VerdictSink + ?Sized>(
         &self,
         ops: &O,
         mode: Mode,
         lease: LeaseId,
-        verdicts: &mut [Verdict],
+        verdicts: &mut V,
     ) -> Option<Applied> {
         Some(self.decide_ops_now(ops, mode, lease, verdicts))
     }
@@ -1140,13 +1120,13 @@ mod tests {
             },
         ];
         let mut one = [Verdict::default(); 1];
-        let applied = store.decide_ops_now(&ops[..], Mode::Spend, 0, &mut one);
+        let applied = store.decide_ops_now(&ops[..], Mode::Spend, 0, &mut one[..]);
         assert!(!applied.spent, "the second limit never fits two");
         assert!(one[0].admitted);
         assert_eq!(one[0].remaining, 4);
         assert_eq!(store.len(), 0, "nothing spent");
         let mut none: [Verdict; 0] = [];
-        let applied = store.decide_ops_now(&ops[..1], Mode::Spend, 0, &mut none);
+        let applied = store.decide_ops_now(&ops[..1], Mode::Spend, 0, &mut none[..]);
         assert!(applied.spent);
         assert_eq!(store.len(), 1);
     }

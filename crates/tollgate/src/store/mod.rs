@@ -50,38 +50,83 @@ pub trait Ops<K> {
     /// What operation `i` spends (for a concurrency limit: 1 takes a slot, 0 only checks that
     /// one is free).
     fn cost(&self, i: usize) -> u64;
-    /// Whether the caller reads only `admitted`, `never_fits`, `capacity` and `retry_after_us`
-    /// of each verdict (an admission, not a full decision): a store may then leave
-    /// `remaining` and `reset_after_us` 0. The decision is the same either way.
-    fn brief(&self) -> bool {
-        false
+}
+
+/// Where a store puts the verdicts of a decision read through [`Ops`]
+/// ([`Store::decide_ops_sync`]): a slice with one verdict per operation (a full decision), or
+/// a [`Tally`] of what an admission reads.
+pub trait VerdictSink {
+    /// Whether only `admitted`, `never_fits`, `capacity` and `retry_after_us` of each verdict
+    /// are read: a store may then leave `remaining` and `reset_after_us` 0. The decision is
+    /// the same either way.
+    const BRIEF: bool;
+    /// Takes verdict `i` of the decision.
+    fn put(&mut self, i: usize, v: &Verdict);
+}
+
+impl VerdictSink for [Verdict] {
+    const BRIEF: bool = false;
+
+    /// Writes verdict `i` into `self[i]`, field by field (a slice shorter than the operations
+    /// keeps the first verdicts). A whole-struct copy also copies the padding after the two
+    /// flags, which the compiler assembles on the stack from narrower stores; reading that
+    /// back whole cannot be forwarded from those stores and stalls, once per limit.
+    #[inline(always)]
+    fn put(&mut self, i: usize, v: &Verdict) {
+        if let Some(slot) = self.get_mut(i) {
+            slot.admitted = v.admitted;
+            slot.never_fits = v.never_fits;
+            slot.capacity = v.capacity;
+            slot.remaining = v.remaining;
+            slot.reset_after_us = v.reset_after_us;
+            slot.retry_after_us = v.retry_after_us;
+        }
     }
 }
 
-/// Operations read through [`Ops`] with [`brief`](Ops::brief) verdicts: what an admission
-/// hands the store.
-pub struct Brief<'a, O: ?Sized>(pub &'a O);
+/// What a decision's verdicts make of it, folded one verdict at a time: whether all admit, the
+/// first that can never fit, and the denial that frees up last (each limit frees up
+/// monotonically, so the call fits once the slowest one does). An admission reads only this,
+/// so a store answering one folds its verdicts here instead of writing them out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tally {
+    /// Whether every verdict so far admits.
+    pub admitted: bool,
+    /// The first operation whose cost can never fit.
+    pub too_large: Option<usize>,
+    /// The denying operation with the longest retry-after (the first of equals).
+    pub denier: Option<usize>,
+    /// That retry-after, in microseconds.
+    pub retry_after_us: u64,
+}
 
-impl<K, O: Ops<K> + ?Sized> Ops<K> for Brief<'_, O> {
-    #[inline(always)]
-    fn len(&self) -> usize {
-        self.0.len()
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            admitted: true,
+            too_large: None,
+            denier: None,
+            retry_after_us: 0,
+        }
     }
+}
+
+impl VerdictSink for Tally {
+    const BRIEF: bool = true;
+
     #[inline(always)]
-    fn key(&self, i: usize) -> &K {
-        self.0.key(i)
-    }
-    #[inline(always)]
-    fn limit(&self, i: usize) -> &Limit {
-        self.0.limit(i)
-    }
-    #[inline(always)]
-    fn cost(&self, i: usize) -> u64 {
-        self.0.cost(i)
-    }
-    #[inline(always)]
-    fn brief(&self) -> bool {
-        true
+    fn put(&mut self, i: usize, v: &Verdict) {
+        if v.admitted {
+            return;
+        }
+        self.admitted = false;
+        if v.never_fits && self.too_large.is_none() {
+            self.too_large = Some(i);
+        }
+        if self.denier.is_none() || v.retry_after_us > self.retry_after_us {
+            self.denier = Some(i);
+            self.retry_after_us = v.retry_after_us;
+        }
     }
 }
 
@@ -369,17 +414,18 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// [`decide_sync`](Self::decide_sync) with no request id for operations read through
-    /// [`Ops`] (borrowed, not copied), with verdict `i` written into `verdicts[i]` (the slice
-    /// is as long as `ops`) instead of a [`StoreOutcome`]'s vector. An answer must be exactly
+    /// [`Ops`] (borrowed, not copied), with verdict `i` put into `verdicts` (a slice as long
+    /// as `ops`, or a [`Tally`]; see [`VerdictSink`]) instead of a [`StoreOutcome`]'s vector,
+    /// each once, in any order. An answer must be exactly
     /// what `decide_sync` of the same operations would answer. `None` means this store does
     /// not answer so (nothing was written): the limiter then builds [`Op`]s for `decide_sync`
     /// or `decide`.
-    fn decide_ops_sync<O: Ops<Self::Key> + ?Sized>(
+    fn decide_ops_sync<O: Ops<Self::Key> + ?Sized, V: VerdictSink + ?Sized>(
         &self,
         ops: &O,
         mode: Mode,
         lease: LeaseId,
-        verdicts: &mut [Verdict],
+        verdicts: &mut V,
     ) -> Option<Applied> {
         let _ = (ops, mode, lease, verdicts);
         None
@@ -437,5 +483,58 @@ pub trait Store: Send + Sync + 'static {
     /// stats snapshot.
     fn active_buckets(&self) -> Option<Vec<(u32, u64)>> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(admitted: bool, never_fits: bool, retry_after_us: u64) -> Verdict {
+        Verdict {
+            admitted,
+            never_fits,
+            capacity: 10,
+            remaining: 3,
+            reset_after_us: 7,
+            retry_after_us,
+        }
+    }
+
+    fn tally(vs: &[Verdict]) -> Tally {
+        let mut t = Tally::default();
+        for (i, v) in vs.iter().enumerate() {
+            t.put(i, v);
+        }
+        t
+    }
+
+    /// What a decision's verdicts make of it: all admit; the denial that frees up last (the
+    /// first of equals) names the retry-after; a cost that never fits is named first.
+    #[test]
+    fn a_tally_names_the_slowest_denial_and_the_first_cost_that_never_fits() {
+        let ok = verdict(true, false, 0);
+        assert_eq!(tally(&[ok, ok]), Tally::default());
+        let t = tally(&[ok, verdict(false, false, 5), verdict(false, false, 9), ok]);
+        assert!(!t.admitted);
+        assert_eq!((t.too_large, t.denier, t.retry_after_us), (None, Some(2), 9));
+        let t = tally(&[verdict(false, false, 9), verdict(false, false, 9)]);
+        assert_eq!((t.denier, t.retry_after_us), (Some(0), 9));
+        let t = tally(&[
+            verdict(false, false, 4),
+            verdict(false, true, 0),
+            verdict(false, true, 0),
+        ]);
+        assert_eq!(t.too_large, Some(1));
+    }
+
+    /// A slice takes each verdict at its index, and ignores those beyond its end.
+    #[test]
+    fn a_slice_of_verdicts_keeps_those_it_has_room_for() {
+        let mut slots = [Verdict::default(); 2];
+        let v = verdict(false, false, 5);
+        slots[..].put(1, &v);
+        slots[..].put(2, &v);
+        assert_eq!(slots, [Verdict::default(), v]);
     }
 }
