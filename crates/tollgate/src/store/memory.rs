@@ -493,9 +493,10 @@ impl MemoryStore {
     }
 
     /// [`decide_now`](Self::decide_now) for operations read through [`Ops`], with verdict `i`
-    /// written into `verdicts[i]`: the synchronous core of [`Store::decide_ops_sync`]. A
-    /// `verdicts` slice shorter than `ops` gets the first verdicts only; the decision is the
-    /// same.
+    /// put into `verdicts` (written into a slice's `verdicts[i]`, or folded into a
+    /// [`Tally`](super::Tally), which asks for brief verdicts): the synchronous core of
+    /// [`Store::decide_ops_sync`]. A slice shorter than `ops` gets the first verdicts only;
+    /// the decision is the same.
     #[inline(always)]
     pub fn decide_ops_now<O: Ops<MemoryKey> + ?Sized, V: VerdictSink + ?Sized>(
         &self,

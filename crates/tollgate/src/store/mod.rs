@@ -416,7 +416,8 @@ pub trait Store: Send + Sync + 'static {
     /// [`decide_sync`](Self::decide_sync) with no request id for operations read through
     /// [`Ops`] (borrowed, not copied), with verdict `i` put into `verdicts` (a slice as long
     /// as `ops`, or a [`Tally`]; see [`VerdictSink`]) instead of a [`StoreOutcome`]'s vector,
-    /// each once, in any order. An answer must be exactly
+    /// each once, in the operations' order (a [`Tally`] names the first of equal denials). An
+    /// answer must be exactly
     /// what `decide_sync` of the same operations would answer. `None` means this store does
     /// not answer so (nothing was written): the limiter then builds [`Op`]s for `decide_sync`
     /// or `decide`.
@@ -517,7 +518,10 @@ mod tests {
         assert_eq!(tally(&[ok, ok]), Tally::default());
         let t = tally(&[ok, verdict(false, false, 5), verdict(false, false, 9), ok]);
         assert!(!t.admitted);
-        assert_eq!((t.too_large, t.denier, t.retry_after_us), (None, Some(2), 9));
+        assert_eq!(
+            (t.too_large, t.denier, t.retry_after_us),
+            (None, Some(2), 9)
+        );
         let t = tally(&[verdict(false, false, 9), verdict(false, false, 9)]);
         assert_eq!((t.denier, t.retry_after_us), (Some(0), 9));
         let t = tally(&[
