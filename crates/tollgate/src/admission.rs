@@ -128,11 +128,11 @@ impl Denier {
 /// What a decision is written into: a [`Decision`] (with every limit's status) or an
 /// [`Admission`] (without). Both start as their `unlimited` answer.
 pub(crate) trait Answer {
-    /// Records what limit `limit` (reported as `meta`) answered `v` for `cost`; `spends` tells
-    /// whether the decision spent.
     /// Whether this answer reads only what the verdicts make of the decision (a
     /// [`Tally`](crate::store::Tally)), not each limit's status.
     const BRIEF: bool;
+    /// Records what limit `limit` (reported as `meta`) answered `v` for `cost`; `spends` tells
+    /// whether the decision spent.
     fn status(&mut self, limit: &Limit, cost: u64, meta: &Meta, v: &Verdict, spends: bool);
     /// Sets how the decision came out: `denier` is the denying limit (its index in the
     /// decision's limits, the limit and its report), `retry_after` the wait of a denial.

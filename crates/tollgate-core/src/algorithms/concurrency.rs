@@ -50,7 +50,6 @@ impl Concurrency {
     }
 
     /// The answer to taking one slot at `now`, without taking it.
-    #[inline]
     pub fn evaluate(&self, limit: &Limit, now: Timestamp) -> Verdict {
         let now = now.as_micros();
         let amount = limit.amount();

@@ -240,7 +240,7 @@ pub struct OneOutcome {
     pub store_full: bool,
 }
 
-/// A store's answer to a decision whose verdicts it wrote into the caller's slice
+/// A store's answer to a decision whose verdicts it put into the caller's [`VerdictSink`]
 /// ([`Store::decide_ops_sync`]): applied at the primary store, not degraded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Applied {
