@@ -33,9 +33,6 @@ use crate::error::StoreError;
 use crate::key::BucketName;
 use crate::scratch::Scratch;
 
-mod gcra_map;
-use gcra_map::{GcraCell, GcraMap};
-
 /// What the memory store does when a decision needs a new bucket and the cap is reached.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AtCapacity {
@@ -48,12 +45,10 @@ pub enum AtCapacity {
 }
 
 /// The key of a bucket in the memory store: 128 bits, the rule id in the top 32, then 96 bits
-/// of keyed hash. Its low 48 bits come from the partition alone: the lowest 16 pick the shard,
-/// so every limit of one partition lands in the same shard, and the next 32 are all the map
-/// hashes, so the limits of one partition sit side by side in the shard's map (see the `Hash`
-/// impl). The top 48 bits of the hash mix in the limit's salt, which tells the limits of one
-/// partition apart. Held as two 64-bit halves rather than a `u128`, so that it is aligned to
-/// 8 bytes, not 16: a map entry or a prepared subject holding it carries no padding.
+/// of keyed hash. Its low 16 bits come from the partition alone, so every limit of one
+/// partition lands in the same shard. Held as two 64-bit halves rather than a `u128`, so that
+/// it is aligned to 8 bytes, not 16: a map entry or a prepared subject holding it carries no
+/// padding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct MemoryKey {
     hi: u64,
@@ -71,37 +66,16 @@ impl MemoryKey {
     }
 }
 
-impl MemoryKey {
-    /// The hash a shard's maps place the key by. Keys are already keyed hashes: this is bits
-    /// 16..48, which come from the partition alone (below them sit the shard bits), written
-    /// twice so that both the slot (low bits) and the tag the map keeps per slot (top 7 bits)
-    /// vary between partitions.
-    ///
-    /// Every limit of one partition hashes alike on purpose: the map places them in adjacent
-    /// slots of one group, so a decision over a partition's limits reads one stretch of the
-    /// map, not one random cache line per limit. A lookup compares the full keys of the
-    /// partition's other limits it meets first, a few instructions each.
-    #[inline(always)]
-    fn map_hash(self) -> u64 {
-        let partition = (self.lo >> 16) & 0xFFFF_FFFF;
-        partition | (partition << 32)
-    }
-}
-
 impl std::hash::Hash for MemoryKey {
-    /// [`map_hash`](MemoryKey::map_hash), as it is.
+    /// Keys are already keyed hashes: the map hashes bits 16..80, which vary between limits
+    /// and partitions (below them sit the shard bits, above them the rule id).
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.map_hash());
+        state.write_u64((self.lo >> 16) | (self.hi << 48));
     }
 }
 
 const MASK_96: u128 = (1u128 << 96) - 1;
-/// The bits of a key's 96-bit hash that come from the partition alone: the shard bits and
-/// the 32 bits the map hashes. The 48 above them, the partition's hash mixed with the limit's
-/// salt, tell one partition's limits apart: two limits of one rule share a bucket only if
-/// their salts (keyed 128-bit hashes of their labels) agree on those 48 bits, a chance of
-/// 2^-48 per pair of limits.
-const PARTITION_BITS: u128 = (1 << 48) - 1;
+const PARTITION_BITS: u128 = 0xFFFF;
 
 /// Hashes a [`MemoryKey`] by taking the 64 bits it writes as they are.
 #[derive(Default)]
@@ -123,9 +97,70 @@ impl Hasher for KeyHasher {
 
 type KeyMap<V> = HashMap<MemoryKey, V, BuildHasherDefault<KeyHasher>>;
 
+/// GCRA state as `tat = micros * scale + rem`: whole microseconds tell when it is full.
+#[derive(Clone, Copy, Debug)]
+struct GcraCell {
+    micros: u64,
+    rem: u64,
+}
+
+impl GcraCell {
+    #[inline]
+    fn to_state(self, limit: &Limit) -> Gcra {
+        let scale64 = limit.gcra().scale;
+        if scale64 == 1 {
+            return Gcra {
+                tat: u128::from(self.micros),
+            };
+        }
+        let scale = u128::from(scale64);
+        Gcra {
+            tat: u128::from(self.micros)
+                .saturating_mul(scale)
+                .saturating_add(u128::from(self.rem)),
+        }
+    }
+
+    #[inline]
+    fn from_state(g: Gcra, limit: &Limit) -> Self {
+        let scale64 = limit.gcra().scale.max(1);
+        if let Ok(tat) = u64::try_from(g.tat) {
+            // The usual cases: no division at all, or a 64-bit one instead of a 128-bit one.
+            if scale64 == 1 {
+                return GcraCell {
+                    micros: tat,
+                    rem: 0,
+                };
+            }
+            return GcraCell {
+                micros: tat / scale64,
+                rem: tat % scale64,
+            };
+        }
+        let scale = u128::from(scale64);
+        let micros = g.tat.checked_div(scale).unwrap_or(0);
+        match u64::try_from(micros) {
+            Ok(m) => GcraCell {
+                micros: m,
+                rem: u64::try_from(g.tat.checked_rem(scale).unwrap_or(0)).unwrap_or(0),
+            },
+            Err(_) => GcraCell {
+                micros: u64::MAX,
+                rem: 0,
+            },
+        }
+    }
+
+    /// Full (equal to no bucket) at `now`: `tat <= now * scale`, with `0 <= rem < scale`.
+    fn is_full(self, now: Timestamp) -> bool {
+        let now = now.as_micros();
+        self.micros < now || (self.micros == now && self.rem == 0)
+    }
+}
+
 #[derive(Default)]
 struct Shard {
-    gcra: GcraMap,
+    gcra: KeyMap<GcraCell>,
     /// Other algorithms, with the instant they become full again.
     other: KeyMap<(BucketState, u64)>,
     sweep_at: usize,
@@ -611,10 +646,13 @@ impl MemoryStore {
         mode: Mode,
         now: Timestamp,
     ) -> OneOutcome {
+        use std::collections::hash_map::Entry;
         let mut shard = self.shard(self.shard_index(key)).lock();
-        let mut entry = shard.gcra.entry(key);
-        let held = entry.cell();
-        let state = held.map_or_else(Gcra::default, |c| c.to_state(limit));
+        let entry = shard.gcra.entry(key);
+        let state = match &entry {
+            Entry::Occupied(e) => e.get().to_state(limit),
+            Entry::Vacant(_) => Gcra::default(),
+        };
         let (verdict, after) = state.evaluate_spend(limit, now, cost);
         let mut outcome = OneOutcome {
             now,
@@ -628,11 +666,13 @@ impl MemoryStore {
         if mode == Mode::Peek {
             return outcome;
         }
-        match held {
-            Some(_) if after.tat == 0 => entry.remove(),
-            Some(_) => entry.set(GcraCell::from_state(after, limit)),
-            None if after.tat == 0 => {}
-            None => {
+        match entry {
+            Entry::Occupied(e) if after.tat == 0 => {
+                e.remove();
+            }
+            Entry::Occupied(mut e) => *e.get_mut() = GcraCell::from_state(after, limit),
+            Entry::Vacant(_) if after.tat == 0 => {}
+            Entry::Vacant(_) => {
                 // A new bucket: the cap applies (and the map is probed again to insert).
                 if self.room_in(&mut shard, 1, now) {
                     shard.gcra.insert(key, GcraCell::from_state(after, limit));
@@ -1063,8 +1103,7 @@ mod tests {
                 limit: "l",
                 partition: &[],
                 partition_hash: 7,
-                // Above the partition's 48 bits, where the salt tells limits apart.
-                limit_salt: salt << 60,
+                limit_salt: salt << 20,
             })
         };
         let ops = [
