@@ -49,8 +49,9 @@ impl<S: Store> Store for Shared<S> {
         cost: u64,
         mode: Mode,
         lease: LeaseId,
+        brief: bool,
     ) -> Option<OneOutcome> {
-        self.0.decide_one_sync(key, limit, cost, mode, lease)
+        self.0.decide_one_sync(key, limit, cost, mode, lease, brief)
     }
 
     fn decide_ops_sync<O: Ops<Self::Key> + ?Sized, V: VerdictSink + ?Sized>(

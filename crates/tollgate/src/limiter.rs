@@ -634,7 +634,7 @@ impl<S: Store> Limiter<S> {
     /// vectors of verdicts. `sample` is the count begun before it.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    pub(crate) fn decide_one_now_into(
+    pub(crate) fn decide_one_now_into<A: Answer>(
         &self,
         key: &S::Key,
         limit: &Limit,
@@ -643,12 +643,12 @@ impl<S: Store> Limiter<S> {
         mode: Mode,
         lease: LeaseId,
         sample: Sample<'_>,
-        answer: &mut impl Answer,
+        answer: &mut A,
     ) -> Option<(tollgate_core::Timestamp, Route)> {
         let one = self
             .inner
             .store
-            .decide_one_sync(key, limit, cost, mode, lease)?;
+            .decide_one_sync(key, limit, cost, mode, lease, A::BRIEF)?;
         let v = &one.verdict;
         let spends = v.admitted && (one.spent || !one.store_full);
         answer.status(limit, cost, meta, v, spends);

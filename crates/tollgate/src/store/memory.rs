@@ -476,7 +476,7 @@ impl MemoryStore {
         if let [op] = ops {
             if op.limit.algorithm() == Algorithm::Gcra {
                 let now = self.now();
-                let one = self.decide_one_gcra(op.key, &op.limit, op.cost, mode, now);
+                let one = self.decide_one_gcra(op.key, &op.limit, op.cost, mode, now, false);
                 let mut outcome = unspent(now, smallvec::smallvec![one.verdict]);
                 outcome.spent = one.spent;
                 outcome.store_full = one.store_full;
@@ -645,6 +645,7 @@ impl MemoryStore {
         cost: u64,
         mode: Mode,
         now: Timestamp,
+        brief: bool,
     ) -> OneOutcome {
         use std::collections::hash_map::Entry;
         let mut shard = self.shard(self.shard_index(key)).lock();
@@ -653,7 +654,7 @@ impl MemoryStore {
             Entry::Occupied(e) => e.get().to_state(limit),
             Entry::Vacant(_) => Gcra::default(),
         };
-        let (verdict, after) = state.evaluate_spend(limit, now, cost);
+        let (verdict, after) = gcra_evaluate_spend(state, brief, limit, now, cost);
         let mut outcome = OneOutcome {
             now,
             verdict,
@@ -825,7 +826,8 @@ fn unspent(now: Timestamp, verdicts: SmallVec<[Verdict; 3]>) -> StoreOutcome {
 }
 
 /// [`Gcra::evaluate_spend`], or its brief form when the caller reads only whether the cost
-/// is admitted and the retry-after ([`VerdictSink::BRIEF`]).
+/// is admitted and the retry-after ([`VerdictSink::BRIEF`], or `brief` of
+/// [`Store::decide_one_sync`]).
 #[inline(always)]
 fn gcra_evaluate_spend(
     state: Gcra,
@@ -962,11 +964,12 @@ impl Store for MemoryStore {
         cost: u64,
         mode: Mode,
         _lease: LeaseId,
+        brief: bool,
     ) -> Option<OneOutcome> {
         if limit.algorithm() != Algorithm::Gcra {
             return None;
         }
-        Some(self.decide_one_gcra(*key, limit, cost, mode, self.now()))
+        Some(self.decide_one_gcra(*key, limit, cost, mode, self.now(), brief))
     }
 
     #[inline(always)]

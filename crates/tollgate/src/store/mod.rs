@@ -401,6 +401,12 @@ pub trait Store: Send + Sync + 'static {
     /// store does not answer this operation so: the limiter then uses `decide_sync` or
     /// `decide`. The key and the limit come apart (not as an [`Op`]) so that a prepared
     /// subject passes the limit it shares with others rather than a copy of it.
+    ///
+    /// With `brief`, the caller reads only whether the verdict admits, whether the cost never
+    /// fits, and the retry-after: a store may leave the verdict's `remaining` and
+    /// `reset_after_us` at zero (an [`Admission`](crate::Admission) reports neither, and
+    /// working them out takes a division each).
+    #[allow(clippy::too_many_arguments)]
     fn decide_one_sync(
         &self,
         key: &Self::Key,
@@ -408,8 +414,9 @@ pub trait Store: Send + Sync + 'static {
         cost: u64,
         mode: Mode,
         lease: LeaseId,
+        brief: bool,
     ) -> Option<OneOutcome> {
-        let _ = (key, limit, cost, mode, lease);
+        let _ = (key, limit, cost, mode, lease, brief);
         None
     }
 
