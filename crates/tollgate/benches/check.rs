@@ -37,8 +37,7 @@
 //! measured.
 
 use std::cell::OnceCell;
-use std::sync::Barrier;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
@@ -47,41 +46,9 @@ use tollgate::{Cost, Limiter, Policy};
 
 mod common;
 use common::{
-    drive, fill, single_limit, spot_check, three_limits, Governor, Mode, Target, Tollgate,
+    fill, run, single_limit, spot_check, three_limits, Governor, Mode, Target, Tollgate,
     TollgatePrepared, MAX_KEYS, THREADS,
 };
-
-/// Runs `iters` checks on each of `cursors.len()` threads at once; returns the wall time from
-/// the common start to the last thread's end.
-fn run(target: &impl Target, n: usize, iters: u64, cursors: &mut [usize]) -> Duration {
-    if let [cursor] = cursors {
-        let start = Instant::now();
-        *cursor = drive(target, n, iters, *cursor);
-        return start.elapsed();
-    }
-    let barrier = Barrier::new(cursors.len());
-    std::thread::scope(|s| {
-        let handles: Vec<_> = cursors
-            .iter()
-            .map(|&cursor| {
-                let barrier = &barrier;
-                s.spawn(move || {
-                    barrier.wait();
-                    let start = Instant::now();
-                    let next = drive(target, n, iters, cursor);
-                    (start.elapsed(), next)
-                })
-            })
-            .collect();
-        let mut longest = Duration::ZERO;
-        for (handle, cursor) in handles.into_iter().zip(cursors.iter_mut()) {
-            let (elapsed, next) = handle.join().expect("a benchmark thread panicked");
-            longest = longest.max(elapsed);
-            *cursor = next;
-        }
-        longest
-    })
-}
 
 /// Measures the target that `build` makes at every thread count, each thread starting at its
 /// own share of the keys. The target is built, filled and spot-checked on first use, so a

@@ -16,15 +16,14 @@
 //! contains it (`cargo bench -p tollgate --bench paired -- three_limit`).
 
 use std::hint::black_box;
-use std::sync::Barrier;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use governor::DefaultKeyedRateLimiter;
 use tollgate::{Cost, Limiter, Policy};
 
 mod common;
 use common::{
-    drive, fill, single_limit, spot_check, three_limits, Governor, Mode, Target, TollgatePrepared,
+    fill, run, single_limit, spot_check, three_limits, Governor, Mode, Target, TollgatePrepared,
     MAX_KEYS,
 };
 
@@ -46,35 +45,7 @@ impl<T: Target> Side<'_, T> {
     /// Times `iters` checks on each of its threads at once (each from its own cursor): the
     /// wall time from the common start to the last thread's end.
     fn time(&mut self, iters: u64) -> Duration {
-        let (target, n) = (self.target, self.n);
-        if let [cursor] = self.cursors.as_mut_slice() {
-            let start = Instant::now();
-            *cursor = drive(target, n, iters, *cursor);
-            return start.elapsed();
-        }
-        let barrier = Barrier::new(self.cursors.len());
-        std::thread::scope(|s| {
-            let handles: Vec<_> = self
-                .cursors
-                .iter()
-                .map(|&cursor| {
-                    let barrier = &barrier;
-                    s.spawn(move || {
-                        barrier.wait();
-                        let start = Instant::now();
-                        let next = drive(target, n, iters, cursor);
-                        (start.elapsed(), next)
-                    })
-                })
-                .collect();
-            let mut longest = Duration::ZERO;
-            for (handle, cursor) in handles.into_iter().zip(self.cursors.iter_mut()) {
-                let (elapsed, next) = handle.join().expect("a benchmark thread panicked");
-                longest = longest.max(elapsed);
-                *cursor = next;
-            }
-            longest
-        })
+        run(self.target, self.n, iters, &mut self.cursors)
     }
 }
 

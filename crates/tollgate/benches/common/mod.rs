@@ -6,7 +6,8 @@
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use governor::{DefaultKeyedRateLimiter, Quota};
@@ -231,4 +232,36 @@ pub fn drive(target: &impl Target, n: usize, iters: u64, mut cursor: usize) -> u
         }
     }
     cursor
+}
+
+/// Runs `iters` checks on each of `cursors.len()` threads at once; returns the wall time from
+/// the common start to the last thread's end.
+pub fn run(target: &impl Target, n: usize, iters: u64, cursors: &mut [usize]) -> Duration {
+    if let [cursor] = cursors {
+        let start = Instant::now();
+        *cursor = drive(target, n, iters, *cursor);
+        return start.elapsed();
+    }
+    let barrier = Barrier::new(cursors.len());
+    std::thread::scope(|s| {
+        let handles: Vec<_> = cursors
+            .iter()
+            .map(|&cursor| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    let start = Instant::now();
+                    let next = drive(target, n, iters, cursor);
+                    (start.elapsed(), next)
+                })
+            })
+            .collect();
+        let mut longest = Duration::ZERO;
+        for (handle, cursor) in handles.into_iter().zip(cursors.iter_mut()) {
+            let (elapsed, next) = handle.join().expect("a benchmark thread panicked");
+            longest = longest.max(elapsed);
+            *cursor = next;
+        }
+        longest
+    })
 }
