@@ -406,7 +406,6 @@ pub trait Store: Send + Sync + 'static {
     /// fits, and the retry-after: a store may leave the verdict's `remaining` and
     /// `reset_after_us` at zero (an [`Admission`](crate::Admission) reports neither, and
     /// working them out takes a division each).
-    #[allow(clippy::too_many_arguments)]
     fn decide_one_sync(
         &self,
         key: &Self::Key,
