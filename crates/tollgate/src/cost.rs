@@ -13,10 +13,11 @@ pub struct Cost {
     units: [u64; 4],
 }
 
-const REQUESTS: usize = 0;
-const TOKENS: usize = 1;
-const INPUT: usize = 2;
-const OUTPUT: usize = 3;
+// Each amount's index is its kind's place in `LimitKind`, which `of` reads directly.
+const REQUESTS: usize = crate::LimitKind::Requests as usize;
+const TOKENS: usize = crate::LimitKind::Tokens as usize;
+const INPUT: usize = crate::LimitKind::InputTokens as usize;
+const OUTPUT: usize = crate::LimitKind::OutputTokens as usize;
 
 impl std::fmt::Debug for Cost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -39,26 +40,30 @@ impl Cost {
     /// One request and no tokens.
     pub const ONE: Cost = Cost::requests(1);
 
+    /// The cost of these amounts, each put at its kind's index.
+    const fn of_amounts(requests: u64, tokens: u64, input: u64, output: u64) -> Self {
+        let mut units = [0; 4];
+        units[REQUESTS] = requests;
+        units[TOKENS] = tokens;
+        units[INPUT] = input;
+        units[OUTPUT] = output;
+        Cost { units }
+    }
+
     /// `n` requests and no tokens.
     pub const fn requests(n: u64) -> Self {
-        Cost {
-            units: [n, 0, 0, 0],
-        }
+        Cost::of_amounts(n, 0, 0, 0)
     }
 
     /// One request of `n` tokens.
     pub const fn tokens(n: u64) -> Self {
-        Cost {
-            units: [1, n, 0, 0],
-        }
+        Cost::of_amounts(1, n, 0, 0)
     }
 
     /// One request of `input` prompt tokens and `output` completion tokens; the total counts
     /// against `tokens` limits (saturating at `u64::MAX`).
     pub const fn split(input: u64, output: u64) -> Self {
-        Cost {
-            units: [1, input.saturating_add(output), input, output],
-        }
+        Cost::of_amounts(1, input.saturating_add(output), input, output)
     }
 
     /// The same cost with `n` requests.

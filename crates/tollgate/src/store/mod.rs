@@ -423,10 +423,9 @@ pub trait Store: Send + Sync + 'static {
     /// [`Ops`] (borrowed, not copied), with verdict `i` put into `verdicts` (a slice as long
     /// as `ops`, or a [`Tally`]; see [`VerdictSink`]) instead of a [`StoreOutcome`]'s vector,
     /// each once, in the operations' order (a [`Tally`] names the first of equal denials). An
-    /// answer must be exactly
-    /// what `decide_sync` of the same operations would answer. `None` means this store does
-    /// not answer so (nothing was written): the limiter then builds [`Op`]s for `decide_sync`
-    /// or `decide`.
+    /// answer must be exactly what `decide_sync` of the same operations would answer. `None`
+    /// means this store does not answer so (nothing was written): the limiter then builds
+    /// [`Op`]s for `decide_sync` or `decide`.
     fn decide_ops_sync<O: Ops<Self::Key> + ?Sized, V: VerdictSink + ?Sized>(
         &self,
         ops: &O,
