@@ -1,7 +1,9 @@
-//! Where the store's background tasks (the pipeline and the settlement batches) run.
+//! Where the store's background tasks (the pipeline, the settlement batches, a cluster's slot
+//! map re-reads) run, and where a cluster's node connections are made.
 //!
-//! A store's connection runs its own driver task on the runtime the store connected on. The
-//! store's background tasks go to that same runtime rather than to whichever runtime made the
+//! A store's connection runs its own driver task on the runtime the store connected on (a
+//! cluster node's connection, on the runtime it was made on: so, here). The store's
+//! background tasks go to that same runtime rather than to whichever runtime made the
 //! first call: a current-thread runtime runs its tasks only while it is blocked on (a blocking
 //! facade's runtime, a test's), so a task started there would stall every caller on the other
 //! runtimes between two of its calls. If the home runtime has shut down, the caller's runtime
@@ -53,6 +55,44 @@ impl Home {
             }
         }
         Err(item)
+    }
+
+    /// Runs the future `make` builds as a task on the home runtime (or, as in
+    /// [`start`](Self::start), the caller's). Returns whether a runtime took it.
+    pub(super) fn spawn<F>(&self, make: impl Fn() -> F) -> bool
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.start((), |mut go| {
+            let task = make();
+            async move {
+                if go.recv().await.is_some() {
+                    task.await;
+                }
+            }
+        })
+        .is_ok()
+    }
+
+    /// Runs the future `make` builds on the home runtime (or the caller's) and answers its
+    /// output; `None` if no runtime would take it, or it was dropped with its runtime.
+    pub(super) async fn run<T, F>(&self, make: impl Fn() -> F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = T> + Send + 'static,
+    {
+        let (out, mut answer) = mpsc::unbounded_channel();
+        let started = self.spawn(|| {
+            let (task, out) = (make(), out.clone());
+            async move {
+                let _ = out.send(task.await);
+            }
+        });
+        drop(out);
+        if !started {
+            return None;
+        }
+        answer.recv().await
     }
 }
 
@@ -128,6 +168,32 @@ mod tests {
             tx.send(2).expect("the task is alive");
             assert_eq!(recv(&mut back).await, Some(2));
         });
+    }
+
+    #[test]
+    fn run_answers_from_the_home_runtime() {
+        let home_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("home-worker")
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let home = home_rt.block_on(async { Home::here() });
+        let ran_on = current_thread()
+            .block_on(home.run(|| async { std::thread::current().name().map(str::to_owned) }));
+        assert_eq!(ran_on, Some(Some("home-worker".to_owned())));
+    }
+
+    #[test]
+    fn run_falls_back_to_the_callers_runtime() {
+        let home = home_of_a_shut_down_runtime();
+        assert_eq!(current_thread().block_on(home.run(|| async { 5 })), Some(5));
+    }
+
+    #[test]
+    fn with_no_runtime_at_all_nothing_is_spawned() {
+        let home = home_of_a_shut_down_runtime();
+        assert!(!home.spawn(|| async {}));
     }
 
     #[test]

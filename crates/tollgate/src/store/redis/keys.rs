@@ -71,6 +71,17 @@ pub(super) fn slot_of(tag: &str) -> u16 {
     crc16::State::<crc16::XMODEM>::calculate(tag.as_bytes()) % 16_384
 }
 
+/// The cluster slot of a whole key: of its hash tag (the text between the first `{` and the
+/// next `}`, if that is not empty), or else of the whole key, as Redis computes it.
+pub(super) fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        let close = rest.iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(key)) % 16_384
+}
+
 /// A SCAN pattern matching every bucket of `rule` (glob characters escaped).
 pub(super) fn rule_pattern(prefix: &str, rule: &str) -> String {
     let mut escaped = String::new();
@@ -112,5 +123,16 @@ mod tests {
         );
         assert_eq!(slot_of("_"), slot_of("_"));
         assert!(slot_of("tenant-1") < 16_384);
+    }
+
+    #[test]
+    fn a_key_hashes_by_its_tag() {
+        let key = bucket_key("tg", &partition_tag(&["t"]), "r", "l");
+        assert_eq!(key_slot(key.as_bytes()), slot_of("t"));
+        // `CLUSTER KEYSLOT foo` is 12182; an empty tag (also before a later one) hashes the whole key.
+        assert_eq!(key_slot(b"foo"), 12_182);
+        assert_eq!(key_slot(b"{}foo"), slot_of("{}foo"));
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), slot_of("foo{}{bar}"));
     }
 }

@@ -16,10 +16,11 @@
 //! - Keys are `<prefix>:{<partition>}:<rule>:<limit>`: one rule partition shares a slot.
 //! - In a cluster, the buckets of one decision that live in different slots are applied slot by
 //!   slot in ascending slot order; if a later slot denies, the earlier slots' spends are
-//!   refunded: never over-admission. Each cluster decision carries an internal request id, so
-//!   the cluster client's own retries (after a dropped connection) replay instead of spending
-//!   twice; MOVED and ASK redirections are followed by the client (the command did not run).
+//!   refunded: never over-admission. Commands are routed to their slot's master by
+//!   `cluster.rs`, which follows MOVED and ASK redirections and retries TRYAGAIN (the command
+//!   did not run) and never sends a command twice otherwise.
 
+mod cluster;
 mod home;
 mod keys;
 mod pipeline;
@@ -30,8 +31,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
 use redis::{RedisError, Value};
 use tollgate_core::algorithms::gcra::Gcra;
 use tollgate_core::{Algorithm, Clock, LeaseId, Limit, Timestamp, Usage, Verdict, Window};
@@ -77,14 +76,14 @@ impl Default for RedisConfig {
 #[derive(Clone)]
 enum Conn {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(cluster::Cluster),
 }
 
 impl Conn {
     async fn query(&self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
         match self {
             Conn::Single(c) => cmd.query_async(&mut c.clone()).await,
-            Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+            Conn::Cluster(c) => c.query(cmd).await,
         }
     }
 }
@@ -122,7 +121,6 @@ pub struct RedisStore {
     /// Sends concurrent script calls as one pipeline (standalone only).
     pipeliner: pipeline::Pipeliner,
     target: String,
-    nodes: Vec<String>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -219,7 +217,6 @@ impl RedisStore {
             fast: true,
             batcher: SettleBatcher::new(home.clone()),
             pipeliner: pipeline::Pipeliner::new(home),
-            nodes: vec![url.to_owned()],
             target,
         })
     }
@@ -237,19 +234,14 @@ impl RedisStore {
             .map(|n| redact(n))
             .collect::<Vec<_>>()
             .join(",");
-        let mut builder = ClusterClient::builder(nodes.iter().map(String::as_str))
-            .connection_timeout(config.connect_timeout)
-            .response_timeout(config.response_timeout);
-        if let Some(certs) = tls_certificates(&config)? {
-            builder = builder.certs(certs);
-        }
-        let client = builder
-            .build()
-            .map_err(|e| StoreError::Unavailable(format!("{target}: {e}")))?;
-        let conn = client
-            .get_async_connection()
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("{target}: {e}")))?;
+        let conn = cluster::Cluster::connect(cluster::Settings {
+            seeds: nodes.to_vec(),
+            certs: tls_certificates(&config)?,
+            connect_timeout: config.connect_timeout,
+            response_timeout: config.response_timeout,
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("{target}: {e}")))?;
         let home = Home::here();
         Ok(RedisStore {
             conn: Arc::new(arc_swap::ArcSwapOption::from_pointee(Conn::Cluster(conn))),
@@ -259,7 +251,6 @@ impl RedisStore {
             fast: true,
             batcher: SettleBatcher::new(home.clone()),
             pipeliner: pipeline::Pipeliner::new(home),
-            nodes: nodes.to_vec(),
             target,
         })
     }
@@ -312,7 +303,6 @@ impl RedisStore {
             fast: true,
             batcher: SettleBatcher::new(home.clone()),
             pipeliner: pipeline::Pipeliner::new(home),
-            nodes: nodes.to_vec(),
             target,
         }
     }
@@ -758,45 +748,58 @@ impl RedisStore {
         Ok(())
     }
 
-    /// The addresses of the masters (the seed URL when standalone).
-    async fn masters(&self) -> Result<Vec<String>, StoreError> {
-        if !self.cluster {
-            return Ok(self.nodes.clone());
-        }
-        let v = self
-            .query(&redis::cmd("CLUSTER").arg("SLOTS").to_owned())
-            .await?;
-        let mut out = Vec::new();
-        if let Value::Array(ranges) = v {
-            for r in ranges {
-                if let Value::Array(parts) = r {
-                    if let Some(Value::Array(master)) = parts.get(2) {
-                        let host = match master.first() {
-                            Some(Value::BulkString(h)) => String::from_utf8_lossy(h).into_owned(),
-                            _ => continue,
-                        };
-                        let port = match master.get(1) {
-                            Some(Value::Int(p)) => *p,
-                            _ => continue,
-                        };
-                        let url = self.url_for(&host, port);
-                        if !out.contains(&url) {
-                            out.push(url);
-                        }
-                    }
+    /// Deletes the keys matching `pattern` on every master, through the store's own
+    /// connections (so with its TLS settings); answers how many it deleted.
+    async fn delete_matching(&self, pattern: &str) -> Result<u64, StoreError> {
+        let Some(conn) = self.conn.load_full() else {
+            return Err(StoreError::Unavailable(format!(
+                "{}: not connected yet",
+                self.target
+            )));
+        };
+        let timeout = self.config.response_timeout;
+        let fail = |e: RedisError| store_error(&e, timeout);
+        match &*conn {
+            Conn::Single(c) => delete_matching_on(&mut c.clone(), pattern)
+                .await
+                .map_err(fail),
+            Conn::Cluster(c) => {
+                let mut removed = 0u64;
+                for url in c.masters() {
+                    let mut node = c.connection(&url).await.map_err(fail)?;
+                    let n = delete_matching_on(&mut node, pattern).await.map_err(fail)?;
+                    removed = removed.saturating_add(n);
                 }
+                Ok(removed)
             }
         }
-        Ok(out)
     }
+}
 
-    /// A URL for a cluster node, with the seed URL's scheme and credentials.
-    fn url_for(&self, host: &str, port: i64) -> String {
-        let seed = self.nodes.first().map(String::as_str).unwrap_or("redis://");
-        let scheme_end = seed.find("://").map_or(0, |i| i + 3);
-        let rest = &seed[scheme_end..];
-        let creds = rest.rfind('@').map_or("", |at| &rest[..=at]);
-        format!("{}{creds}{host}:{port}/", &seed[..scheme_end])
+/// Deletes the keys matching `pattern` on the server behind `conn` (SCAN, then DEL each).
+async fn delete_matching_on(
+    conn: &mut impl redis::aio::ConnectionLike,
+    pattern: &str,
+) -> Result<u64, RedisError> {
+    let mut removed = 0u64;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await?;
+        for key in found {
+            let n: u64 = redis::cmd("DEL").arg(&key).query_async(conn).await?;
+            removed = removed.saturating_add(n);
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok(removed);
+        }
     }
 }
 
@@ -1299,11 +1302,6 @@ enum FastItem {
     Renew(LeaseId, u64),
 }
 
-/// A fresh id for a cluster decision, so the client's retries replay instead of spending twice.
-fn internal_request_id() -> String {
-    format!("i{:016x}", crate::permit::new_lease_id())
-}
-
 impl Store for RedisStore {
     type Key = RedisKey;
 
@@ -1324,15 +1322,7 @@ impl Store for RedisStore {
         lease: LeaseId,
         request_id: Option<&str>,
     ) -> Result<StoreOutcome, StoreError> {
-        let internal;
-        let request = match request_id {
-            Some(id) => Some(id),
-            None if self.cluster && mode == Mode::Spend => {
-                internal = internal_request_id();
-                Some(internal.as_str())
-            }
-            None => None,
-        };
+        let request = request_id;
         if !self.cluster && !ops.is_empty() {
             // One server: one script call for the whole decision, nothing to roll back.
             let group: smallvec::SmallVec<[&Op<RedisKey>; 4]> = ops.iter().collect();
@@ -1475,40 +1465,7 @@ impl Store for RedisStore {
 
     async fn reset_rule(&self, rule: &'static str, _rule_id: u32) -> Result<u64, StoreError> {
         let pattern = keys::rule_pattern(&self.config.prefix, rule);
-        let mut removed = 0u64;
-        for url in self.masters().await? {
-            let client = redis::Client::open(url.as_str())
-                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", redact(&url))))?;
-            let mut conn = client
-                .get_multiplexed_async_connection()
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", redact(&url))))?;
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| store_error(&e, self.config.response_timeout))?;
-                for key in found {
-                    let n: u64 = redis::cmd("DEL")
-                        .arg(&key)
-                        .query_async(&mut conn)
-                        .await
-                        .map_err(|e| store_error(&e, self.config.response_timeout))?;
-                    removed = removed.saturating_add(n);
-                }
-                cursor = next;
-                if cursor == 0 {
-                    break;
-                }
-            }
-        }
-        Ok(removed)
+        self.delete_matching(&pattern).await
     }
 }
 

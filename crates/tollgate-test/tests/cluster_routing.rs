@@ -1,0 +1,199 @@
+//! Routing in a Redis Cluster while a slot migrates: a decision whose keys a migration has split
+//! between two nodes (answered `TRYAGAIN`) keeps being retried, promptly, and goes through
+//! exactly once when its keys have moved (answered `ASK`); a decision sent to the slot's old
+//! owner after the migration follows `MOVED`.
+//!
+//! The migration is driven by hand with `CLUSTER SETSLOT` and `MIGRATE`, so the test holds the
+//! slot half-moved for as long as it needs.
+
+use std::time::{Duration, Instant};
+
+use tollgate::store::redis::{RedisConfig, RedisStore};
+use tollgate::{
+    Cost, LimitKind, LimitSpec, Limiter, ManualClock, Policy, Rule, Subject, Timestamp, Window,
+};
+use tollgate_test::{key_slot, RedisCluster};
+
+const NOW: Timestamp = Timestamp::from_secs(1_700_000_000);
+
+/// One rule with two limits: a decision touches two keys in one slot.
+fn policy() -> Policy {
+    Policy::builder()
+        .rule(
+            Rule::builder("mig")
+                .per("tenant")
+                .limit(LimitSpec::new(LimitKind::Requests, 10, Window::MINUTE))
+                .limit(LimitSpec::new(LimitKind::Tokens, 1000, Window::MINUTE)),
+        )
+        .build()
+        .unwrap()
+}
+
+/// The number after `field` (such as `errorstat_TRYAGAIN:count=`) in node `i`'s `INFO all`,
+/// 0 if it is not there.
+fn stat(cluster: &RedisCluster, i: usize, field: &str) -> u64 {
+    let info = cluster.nodes()[i].cli(&["INFO", "all"]).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .map_or(0, |rest| {
+            let n = rest.split(|c: char| !c.is_ascii_digit()).next().unwrap();
+            n.parse().unwrap()
+        })
+}
+
+/// Moves `keys` from node `from` to node `to` with `MIGRATE`.
+fn migrate(cluster: &RedisCluster, from: usize, to: usize, keys: &[&str]) {
+    let port = cluster.nodes()[to].port().to_string();
+    let mut args = vec![
+        "MIGRATE",
+        "127.0.0.1",
+        port.as_str(),
+        "",
+        "0",
+        "5000",
+        "KEYS",
+    ];
+    args.extend_from_slice(keys);
+    let out = cluster.nodes()[from].cli(&args).unwrap();
+    assert_eq!(out.trim(), "OK", "MIGRATE {keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_on_a_slot_in_migration_retries_until_the_slot_has_moved() {
+    let cluster = RedisCluster::start().unwrap();
+    let store = RedisStore::connect_cluster(
+        &cluster.urls(),
+        RedisConfig {
+            prefix: "mig".into(),
+            // Long enough that only a call that stops retrying can fail.
+            response_timeout: Duration::from_secs(5),
+            ..RedisConfig::default()
+        },
+    )
+    .await
+    .unwrap()
+    .with_time_override(ManualClock::new(NOW));
+    let limiter = Limiter::with_store(policy(), store);
+    let tenant = Subject::new().tenant("t");
+    assert!(limiter
+        .check(&tenant, Cost::tokens(10))
+        .await
+        .unwrap()
+        .is_allowed());
+
+    // The decision's two buckets, their slot, and who serves it.
+    let masters = cluster.masters().unwrap();
+    let mut keys = Vec::new();
+    for &m in &masters {
+        let found = cluster.nodes()[m]
+            .cli(&["--scan", "--pattern", "mig:*"])
+            .unwrap();
+        keys.extend(found.lines().filter(|k| !k.is_empty()).map(str::to_owned));
+    }
+    assert_eq!(keys.len(), 2, "one bucket per limit: {keys:?}");
+    let slot = key_slot(keys[0].as_bytes());
+    assert_eq!(slot, key_slot(keys[1].as_bytes()), "one rule shares a slot");
+    let source = cluster.slot_owner(slot).unwrap();
+    let target = *masters.iter().find(|&&m| m != source).unwrap();
+    let (source_id, target_id) = (
+        cluster.node_id(source).unwrap(),
+        cluster.node_id(target).unwrap(),
+    );
+    let slot_arg = slot.to_string();
+    let setslot = |node: usize, how: &[&str]| {
+        let mut args = vec!["CLUSTER", "SETSLOT", slot_arg.as_str()];
+        args.extend_from_slice(how);
+        let out = cluster.nodes()[node].cli(&args).unwrap();
+        assert_eq!(
+            out.trim(),
+            "OK",
+            "CLUSTER SETSLOT {slot} {how:?} on node {node}"
+        );
+    };
+
+    // Half-way through a migration: one bucket has moved, the other has not. The source answers
+    // TRYAGAIN (it holds one of the keys, not both).
+    setslot(target, &["IMPORTING", source_id.as_str()]);
+    setslot(source, &["MIGRATING", target_id.as_str()]);
+    migrate(&cluster, source, target, &[keys[0].as_str()]);
+    let before = stat(&cluster, source, "errorstat_TRYAGAIN:count=");
+    let pending = tokio::spawn({
+        let limiter = limiter.clone();
+        async move {
+            limiter
+                .check(&Subject::new().tenant("t"), Cost::tokens(10))
+                .await
+        }
+    });
+    // The call keeps retrying while the slot stays split: ten TRYAGAINs take well under a
+    // second with a backoff capped at 100 ms (a client that waits seconds between retries, or
+    // gives up, never gets there within the call's 5 s).
+    let waiting = Instant::now();
+    while stat(&cluster, source, "errorstat_TRYAGAIN:count=") < before + 10 {
+        assert!(
+            !pending.is_finished(),
+            "the call ended while the slot was split: {:?}",
+            pending.await
+        );
+        assert!(
+            waiting.elapsed() < Duration::from_secs(4),
+            "the call stopped retrying: {} TRYAGAINs",
+            stat(&cluster, source, "errorstat_TRYAGAIN:count=") - before
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!pending.is_finished(), "still waiting for the slot");
+
+    // The other bucket moves too. The source now answers ASK, and the target serves the call
+    // after ASKING, before the migration is declared done.
+    let asked = stat(&cluster, target, "cmdstat_asking:calls=");
+    migrate(&cluster, source, target, &[keys[1].as_str()]);
+    let decision = pending.await.unwrap().expect("the call goes through");
+    assert!(decision.is_allowed());
+    assert!(
+        stat(&cluster, target, "cmdstat_asking:calls=") > asked,
+        "the target served it after ASKING"
+    );
+
+    // The migration ends: every master learns the new owner.
+    for &m in &masters {
+        setslot(m, &["NODE", target_id.as_str()]);
+    }
+
+    // A client that reads the map now decides on the new owner; the first one still sends the
+    // slot to the old owner and follows its MOVED. The buckets hold exactly what the four
+    // decisions spent.
+    let fresh = RedisStore::connect_cluster(
+        &cluster.urls(),
+        RedisConfig {
+            prefix: "mig".into(),
+            ..RedisConfig::default()
+        },
+    )
+    .await
+    .unwrap()
+    .with_time_override(ManualClock::new(NOW));
+    let other = Limiter::with_store(policy(), fresh);
+    assert!(other
+        .check(&tenant, Cost::tokens(10))
+        .await
+        .unwrap()
+        .is_allowed());
+    assert!(limiter
+        .check(&tenant, Cost::tokens(10))
+        .await
+        .unwrap()
+        .is_allowed());
+    let used: Vec<u64> = limiter
+        .usage(&tenant)
+        .await
+        .unwrap()
+        .iter()
+        .map(|u| u.used)
+        .collect();
+    assert_eq!(
+        used,
+        vec![4, 40],
+        "four decisions of 1 request and 10 tokens"
+    );
+}
