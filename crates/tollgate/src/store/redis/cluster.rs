@@ -383,6 +383,10 @@ impl Cluster {
             };
             match reply.and_then(|v| parse_slots(&v, &self.inner.settings.seeds, &url)) {
                 Ok(map) => {
+                    // Connections to nodes that left the map (and are not seeds) are closed.
+                    let seeds = &self.inner.settings.seeds;
+                    lock(&self.inner.nodes)
+                        .retain(|url, _| map.masters.contains(url) || seeds.contains(url));
                     self.inner.map.store(Arc::new(map));
                     return Ok(());
                 }
