@@ -41,6 +41,38 @@ fn stat(cluster: &RedisCluster, i: usize, field: &str) -> u64 {
         })
 }
 
+/// The keys matching `pattern` on the nodes `masters`.
+fn keys_on(cluster: &RedisCluster, masters: &[usize], pattern: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    for &m in masters {
+        let found = cluster.nodes()[m]
+            .cli(&["--scan", "--pattern", pattern])
+            .unwrap();
+        keys.extend(found.lines().filter(|k| !k.is_empty()).map(str::to_owned));
+    }
+    keys
+}
+
+/// The port of the master that serves `slot` and is not failing, as node `asked` sees it.
+fn master_port(cluster: &RedisCluster, asked: usize, slot: u16) -> Option<u16> {
+    let nodes = cluster.nodes()[asked].cli(&["CLUSTER", "NODES"]).ok()?;
+    nodes.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let flags = f.get(2)?;
+        if !flags.contains("master") || flags.contains("fail") {
+            return None;
+        }
+        let serves = f.iter().skip(8).any(|range| {
+            let (a, b) = range.split_once('-').unwrap_or((range, range));
+            matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
+        });
+        let addr = f.get(1)?.split('@').next()?;
+        serves
+            .then(|| addr.rsplit_once(':')?.1.parse().ok())
+            .flatten()
+    })
+}
+
 /// Moves `keys` from node `from` to node `to` with `MIGRATE`.
 fn migrate(cluster: &RedisCluster, from: usize, to: usize, keys: &[&str]) {
     let port = cluster.nodes()[to].port().to_string();
@@ -83,13 +115,7 @@ async fn a_decision_on_a_slot_in_migration_retries_until_the_slot_has_moved() {
 
     // The decision's two buckets, their slot, and who serves it.
     let masters = cluster.masters().unwrap();
-    let mut keys = Vec::new();
-    for &m in &masters {
-        let found = cluster.nodes()[m]
-            .cli(&["--scan", "--pattern", "mig:*"])
-            .unwrap();
-        keys.extend(found.lines().filter(|k| !k.is_empty()).map(str::to_owned));
-    }
+    let keys = keys_on(&cluster, &masters, "mig:*");
     assert_eq!(keys.len(), 2, "one bucket per limit: {keys:?}");
     let slot = key_slot(keys[0].as_bytes());
     assert_eq!(slot, key_slot(keys[1].as_bytes()), "one rule shares a slot");
@@ -179,11 +205,17 @@ async fn a_decision_on_a_slot_in_migration_retries_until_the_slot_has_moved() {
         .await
         .unwrap()
         .is_allowed());
+    let moved = stat(&cluster, source, "errorstat_MOVED:count=");
     assert!(limiter
         .check(&tenant, Cost::tokens(10))
         .await
         .unwrap()
         .is_allowed());
+    assert_eq!(
+        stat(&cluster, source, "errorstat_MOVED:count="),
+        moved + 1,
+        "the first client was sent on by the old owner"
+    );
     let used: Vec<u64> = limiter
         .usage(&tenant)
         .await
@@ -196,4 +228,71 @@ async fn a_decision_on_a_slot_in_migration_retries_until_the_slot_has_moved() {
         vec![4, 40],
         "four decisions of 1 request and 10 tokens"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_come_back_after_a_paused_master_is_failed_over() {
+    let cluster = RedisCluster::start().unwrap();
+    let store = RedisStore::connect_cluster(
+        &cluster.urls(),
+        RedisConfig {
+            prefix: "paused".into(),
+            ..RedisConfig::default()
+        },
+    )
+    .await
+    .unwrap()
+    .with_time_override(ManualClock::new(NOW));
+    let limiter = Limiter::with_store(policy(), store);
+    let tenant = Subject::new().tenant("t");
+    assert!(limiter
+        .check(&tenant, Cost::tokens(10))
+        .await
+        .unwrap()
+        .is_allowed());
+    let masters = cluster.masters().unwrap();
+    let keys = keys_on(&cluster, &masters, "paused:*");
+    let slot = key_slot(keys[0].as_bytes());
+    let master = cluster.slot_owner(slot).unwrap();
+    let paused_port = cluster.nodes()[master].port();
+    let witness = *masters.iter().find(|&&m| m != master).unwrap();
+
+    // The master stops answering without closing its sockets; its replica takes over.
+    cluster.nodes()[master].pause();
+    let waiting = Instant::now();
+    loop {
+        match master_port(&cluster, witness, slot) {
+            Some(port) if port != paused_port => break,
+            _ => {}
+        }
+        assert!(
+            waiting.elapsed() < Duration::from_secs(30),
+            "no failover of slot {slot}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The store, still holding the old map, finds the new master: a call that times out on the
+    // paused one has the map re-read. A few calls may fail meanwhile (1 s each), not more.
+    let mut failed = 0;
+    loop {
+        match limiter.check(&tenant, Cost::tokens(10)).await {
+            Ok(d) => {
+                assert!(d.is_allowed());
+                break;
+            }
+            Err(e) => {
+                failed += 1;
+                assert!(failed <= 3, "call {failed} after the failover failed: {e}");
+            }
+        }
+    }
+    for _ in 0..3 {
+        assert!(limiter
+            .check(&tenant, Cost::tokens(10))
+            .await
+            .expect("calls keep going to the new master")
+            .is_allowed());
+    }
+    cluster.nodes()[master].resume();
 }

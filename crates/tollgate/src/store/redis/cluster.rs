@@ -16,11 +16,20 @@
 //!   `MASTERDOWN`, `READONLY` (a master demoted by a failover): the command did not run; it is
 //!   sent again after a short backoff, doubling from [`BACKOFF_MIN`] to [`BACKOFF_MAX`]
 //!   (`READONLY` also re-reads the map).
-//! - A node that cannot be connected to: nothing was sent; the map is re-read and the command
-//!   is sent again after the backoff, so calls ride out a failover that ends within their timeout.
-//! - Any other error, or a connection that fails with the command in flight: returned, never
-//!   re-sent, since the command may have run. The failed connection is dropped and the next
-//!   call to that node connects afresh.
+//! - A node that cannot be connected to (refused, or no answer within the connect timeout):
+//!   nothing was sent; the map is re-read and the command is sent again after the backoff.
+//!   Other connect errors (credentials, TLS settings) are returned at once.
+//! - No reply within the timeout: returned as a timeout (the command may have run), and the map
+//!   is re-read, since a master that stopped answering without closing its sockets may have
+//!   been failed over; the connection is kept (a late reply does not break it).
+//! - Any other error, or a connection that breaks: returned, never re-sent, since the command
+//!   may have run. A broken connection is dropped and the next call to that node connects
+//!   afresh. A connection the server closed while idle is only found broken by the next call on
+//!   it, which fails (redis-rs tells that only to RESP3 connections): one failed call per
+//!   connection, as the standalone store's connection manager has.
+//!
+//! Re-reads ask every known master and seed at once and take the first answer; they run in
+//! the background, at most one every [`REFRESH_INTERVAL`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,13 +77,18 @@ pub(super) struct Cluster {
     inner: Arc<Inner>,
 }
 
+/// A node's connection, made on first use by whichever call needs it first.
+type NodeCell = Arc<OnceCell<MultiplexedConnection>>;
+
 struct Inner {
     settings: Settings,
+    /// The seeds as node URLs (the form the map uses), so a seed and a master share a connection.
+    seeds: Vec<String>,
     /// Where connections and map re-reads run (see `home.rs`).
     home: Home,
     map: ArcSwap<SlotMap>,
-    /// One connection per node URL, made on first use by whichever call needs it first.
-    nodes: Mutex<HashMap<String, Arc<OnceCell<MultiplexedConnection>>>>,
+    /// One connection per node URL.
+    nodes: Mutex<HashMap<String, NodeCell>>,
     /// Whether a background re-read of the map is running (or waiting to run).
     refreshing: AtomicBool,
     /// When the last re-read began.
@@ -133,9 +147,18 @@ enum Next {
 impl Cluster {
     /// Reads the slot map from the first seed that answers.
     pub(super) async fn connect(settings: Settings) -> Result<Cluster, RedisError> {
+        let template = settings.seeds.first().cloned().unwrap_or_default();
+        let mut seeds: Vec<String> = Vec::new();
+        for seed in &settings.seeds {
+            let url = node_url(&template, url_authority(seed), seed);
+            if !seeds.contains(&url) {
+                seeds.push(url);
+            }
+        }
         let cluster = Cluster {
             inner: Arc::new(Inner {
                 settings,
+                seeds,
                 home: Home::here(),
                 map: ArcSwap::from_pointee(SlotMap::empty()),
                 nodes: Mutex::new(HashMap::new()),
@@ -152,10 +175,12 @@ impl Cluster {
         let timeout = self.inner.settings.response_timeout;
         match tokio::time::timeout(timeout, self.route(cmd)).await {
             Ok(reply) => reply,
-            Err(_) => Err(RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no reply from the cluster within {timeout:?}"),
-            ))),
+            Err(_) => {
+                // A master that stopped answering without closing its sockets (paused, or cut
+                // off) may have been failed over: only a fresh map says so.
+                self.refresh_soon();
+                Err(timed_out(timeout))
+            }
         }
     }
 
@@ -166,10 +191,20 @@ impl Cluster {
 
     /// A connection to `url`, made now if there is none.
     pub(super) async fn connection(&self, url: &str) -> Result<MultiplexedConnection, RedisError> {
+        self.connection_and_cell(url).await.map(|(conn, _)| conn)
+    }
+
+    /// A connection to `url` and the cell that holds it (to drop just that one if it breaks).
+    async fn connection_and_cell(
+        &self,
+        url: &str,
+    ) -> Result<(MultiplexedConnection, NodeCell), RedisError> {
         let cell = self.cell(url);
-        cell.get_or_try_init(|| self.connect_node(url.to_owned()))
-            .await
-            .cloned()
+        let conn = cell
+            .get_or_try_init(|| self.connect_node(url.to_owned()))
+            .await?
+            .clone();
+        Ok((conn, cell))
     }
 
     async fn route(&self, cmd: &Cmd) -> Result<Value, RedisError> {
@@ -189,13 +224,15 @@ impl Cluster {
                     }
                 },
             };
-            let next = match self.connection(&url).await {
-                Ok(conn) => self.send(cmd, conn, &url, asking).await,
-                // Nothing was sent.
-                Err(_) => {
+            let next = match self.connection_and_cell(&url).await {
+                Ok((conn, cell)) => self.send(cmd, conn, &cell, &url, asking).await,
+                // Nothing was sent. A node that cannot be reached may have been failed over;
+                // credentials or TLS settings that are refused will not get better.
+                Err(e) if e.is_io_error() || e.is_timeout() => {
                     self.refresh_soon();
                     Next::Wait
                 }
+                Err(e) => Next::Done(Err(e)),
             };
             match next {
                 Next::Done(reply) => return reply,
@@ -216,12 +253,17 @@ impl Cluster {
         &self,
         cmd: &Cmd,
         mut conn: MultiplexedConnection,
+        cell: &NodeCell,
         url: &str,
         asking: bool,
     ) -> Next {
         let reply = if asking {
+            // Errors stay values, so that a MOVED or ASK after ASKING keeps its node.
             let mut pipe = redis::pipe();
-            pipe.cmd("ASKING").ignore().add_command(cmd.clone());
+            pipe.cmd("ASKING")
+                .ignore()
+                .add_command(cmd.clone())
+                .ignore_errors();
             pipe.query_async::<Vec<Value>>(&mut conn)
                 .await
                 .and_then(|mut v| {
@@ -232,6 +274,7 @@ impl Cluster {
                         ))
                     })
                 })
+                .and_then(Value::extract_error)
         } else {
             cmd.query_async::<Value>(&mut conn).await
         };
@@ -239,12 +282,13 @@ impl Cluster {
             Ok(v) => return Next::Done(Ok(v)),
             Err(e) => e,
         };
+        let template = self.template();
         match e.code() {
             Some("MOVED") => {
                 let Some((node, slot)) = e.redirect_node() else {
                     return Next::Done(Err(e));
                 };
-                let to = node_url(&self.inner.settings.seeds, node, url);
+                let to = node_url(template, node, url);
                 self.set_owner(slot, &to);
                 self.refresh_soon();
                 Next::Redirect {
@@ -254,7 +298,7 @@ impl Cluster {
             }
             Some("ASK") => match e.redirect_node() {
                 Some((node, _)) => Next::Redirect {
-                    url: node_url(&self.inner.settings.seeds, node, url),
+                    url: node_url(template, node, url),
                     asking: true,
                 },
                 None => Next::Done(Err(e)),
@@ -265,16 +309,26 @@ impl Cluster {
                 Next::Wait
             }
             _ => {
-                // A reply that is late (a paused node) leaves the connection usable.
-                let broken =
-                    e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error();
-                if broken && !e.is_timeout() {
-                    self.forget(url);
+                if e.is_timeout() {
+                    // A late reply (a paused node) leaves the connection usable.
+                    self.refresh_soon();
+                } else if e.is_io_error() || e.is_unrecoverable_error() {
+                    // Broken (the node closed it, or was killed): the next call reconnects.
+                    self.forget(url, cell);
                     self.refresh_soon();
                 }
                 Next::Done(Err(e))
             }
         }
+    }
+
+    /// The first seed: node URLs take its scheme, credentials and settings.
+    fn template(&self) -> &str {
+        self.inner
+            .settings
+            .seeds
+            .first()
+            .map_or("redis://", String::as_str)
     }
 
     fn owner(&self, slot: Option<u16>) -> Option<String> {
@@ -295,13 +349,24 @@ impl Cluster {
         });
     }
 
-    fn cell(&self, url: &str) -> Arc<OnceCell<MultiplexedConnection>> {
-        Arc::clone(lock(&self.inner.nodes).entry(url.to_owned()).or_default())
+    fn cell(&self, url: &str) -> NodeCell {
+        let mut nodes = lock(&self.inner.nodes);
+        match nodes.get(url) {
+            Some(cell) => Arc::clone(cell),
+            None => Arc::clone(nodes.entry(url.to_owned()).or_default()),
+        }
     }
 
-    /// Drops the connection to `url`, so that the next call connects afresh.
-    fn forget(&self, url: &str) {
-        lock(&self.inner.nodes).remove(url);
+    /// Drops `cell`, the connection to `url`, so that the next call connects afresh (unless
+    /// another call has already replaced it).
+    fn forget(&self, url: &str, cell: &NodeCell) {
+        let mut nodes = lock(&self.inner.nodes);
+        if nodes
+            .get(url)
+            .is_some_and(|current| Arc::ptr_eq(current, cell))
+        {
+            nodes.remove(url);
+        }
     }
 
     /// Connects to `url` on the home runtime, where the connection's driver task then lives.
@@ -340,8 +405,11 @@ impl Cluster {
         let cluster = self.clone();
         let started = self.inner.home.spawn(move || {
             let cluster = cluster.clone();
+            // Made here, not in the task: a task dropped before it first runs (its runtime
+            // shutting down) still clears the flag.
+            let done = Refreshing(Arc::clone(&cluster.inner));
             async move {
-                let _done = Refreshing(Arc::clone(&cluster.inner));
+                let _done = done;
                 let last = *lock(&cluster.inner.last_refresh);
                 if let Some(last) = last {
                     tokio::time::sleep_until(last + REFRESH_INTERVAL).await;
@@ -356,52 +424,58 @@ impl Cluster {
         }
     }
 
-    /// Reads the slot map from the first node that answers: the known masters, then the seeds.
+    /// Reads the slot map from the first node to answer, asking the known masters and the
+    /// seeds all at once (a paused node must not hold up the others).
     async fn refresh(&self) -> Result<(), RedisError> {
         *lock(&self.inner.last_refresh) = Some(tokio::time::Instant::now());
         let mut candidates = self.masters();
-        for seed in &self.inner.settings.seeds {
+        for seed in &self.inner.seeds {
             if !candidates.contains(seed) {
                 candidates.push(seed.clone());
             }
         }
-        let mut last = None;
-        for url in candidates {
-            let reply = match self.connection(&url).await {
-                Ok(mut conn) => {
-                    let cmd = redis::cmd("CLUSTER").arg("SLOTS").to_owned();
-                    let timeout = self.inner.settings.response_timeout;
-                    match tokio::time::timeout(timeout, cmd.query_async::<Value>(&mut conn)).await {
-                        Ok(reply) => reply,
-                        Err(_) => Err(RedisError::from(std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            "CLUSTER SLOTS timed out",
-                        ))),
-                    }
-                }
-                Err(e) => Err(e),
-            };
-            match reply.and_then(|v| parse_slots(&v, &self.inner.settings.seeds, &url)) {
-                Ok(map) => {
-                    // Connections to nodes that left the map (and are not seeds) are closed.
-                    let seeds = &self.inner.settings.seeds;
-                    lock(&self.inner.nodes)
-                        .retain(|url, _| map.masters.contains(url) || seeds.contains(url));
-                    self.inner.map.store(Arc::new(map));
-                    return Ok(());
-                }
-                Err(e) => {
-                    if (e.is_io_error() || e.is_unrecoverable_error()) && !e.is_timeout() {
-                        self.forget(&url);
-                    }
-                    last = Some(e);
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| {
-            RedisError::from((redis::ErrorKind::InvalidClientConfig, "no seed nodes"))
-        }))
+        let asks = candidates.iter().map(|url| Box::pin(self.read_map(url)));
+        let map = match futures::future::select_ok(asks).await {
+            Ok((map, _)) => map,
+            Err(e) => return Err(e),
+        };
+        // Connections to nodes that left the map (and are not seeds) are closed.
+        let seeds = &self.inner.seeds;
+        lock(&self.inner.nodes).retain(|url, _| map.masters.contains(url) || seeds.contains(url));
+        self.inner.map.store(Arc::new(map));
+        Ok(())
     }
+
+    /// The slot map as node `url` sees it.
+    async fn read_map(&self, url: &str) -> Result<SlotMap, RedisError> {
+        let timeout = self.inner.settings.response_timeout;
+        let ask = async {
+            let (mut conn, cell) = self.connection_and_cell(url).await?;
+            let broken = |e: RedisError| {
+                if (e.is_io_error() || e.is_unrecoverable_error()) && !e.is_timeout() {
+                    self.forget(url, &cell);
+                }
+                e
+            };
+            let reply: Value = redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query_async(&mut conn)
+                .await
+                .map_err(broken)?;
+            parse_slots(&reply, self.template(), url)
+        };
+        tokio::time::timeout(timeout, ask)
+            .await
+            .unwrap_or_else(|_| Err(timed_out(timeout)))
+    }
+}
+
+/// The error of a call that got no reply within `timeout` (a timeout, for `store_error`).
+fn timed_out(timeout: Duration) -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no reply from the cluster within {timeout:?}"),
+    ))
 }
 
 /// Clears the re-read flag when the re-read ends, however it ends.
@@ -447,40 +521,56 @@ fn command_slot(cmd: &Cmd) -> Option<u16> {
     Some(keys::key_slot(key))
 }
 
-/// A node's URL: the seeds' scheme and credentials with `node`'s host and port (`node` is
-/// `host:port`; an empty host means the host of `asked`, the node that named it).
-fn node_url(seeds: &[String], node: &str, asked: &str) -> String {
+/// A node's URL: `template`'s scheme, credentials and settings (the path, query and fragment,
+/// such as `#insecure`) with `node`'s host and port. `node` is `host:port`; an empty or unknown
+/// (`?`) host means the host of `asked`, the node that named it.
+fn node_url(template: &str, node: &str, asked: &str) -> String {
     let (host, port) = node.rsplit_once(':').unwrap_or((node, ""));
-    let host = if host.is_empty() {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = if host.is_empty() || host == "?" {
         url_host(asked)
     } else {
         host
     };
-    let seed = seeds.first().map(String::as_str).unwrap_or("redis://");
-    let scheme_end = seed.find("://").map_or(0, |i| i + 3);
-    let rest = &seed[scheme_end..];
-    let creds = rest.rfind('@').map_or("", |at| &rest[..=at]);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let scheme_end = template.find("://").map_or(0, |i| i + 3);
+    let rest = &template[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let creds = rest[..authority_end]
+        .rfind('@')
+        .map_or("", |at| &rest[..=at]);
+    let settings = match &rest[authority_end..] {
+        "" => "/",
+        s => s,
+    };
+    let scheme = &template[..scheme_end];
     if host.contains(':') {
-        format!("{}{creds}[{host}]:{port}/", &seed[..scheme_end])
+        format!("{scheme}{creds}[{host}]:{port}{settings}")
     } else {
-        format!("{}{creds}{host}:{port}/", &seed[..scheme_end])
+        format!("{scheme}{creds}{host}:{port}{settings}")
     }
 }
 
-/// The host of a `redis://[user:pass@]host:port[/db]` URL.
-fn url_host(url: &str) -> &str {
+/// The `host:port` of a `redis://[user:pass@]host:port[/db][?query][#fragment]` URL.
+fn url_authority(url: &str) -> &str {
     let rest = url.find("://").map_or(url, |i| &url[i + 3..]);
-    let rest = rest.rfind('@').map_or(rest, |at| &rest[at + 1..]);
-    let authority = rest.split('/').next().unwrap_or(rest);
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    authority
+        .rfind('@')
+        .map_or(authority, |at| &authority[at + 1..])
+}
+
+/// The host of a `redis://` URL (without brackets).
+fn url_host(url: &str) -> &str {
+    let authority = url_authority(url);
     if let Some(bracketed) = authority.strip_prefix('[') {
         return bracketed.split(']').next().unwrap_or(bracketed);
     }
     authority.rsplit_once(':').map_or(authority, |(h, _)| h)
 }
 
-/// The slot map in a `CLUSTER SLOTS` reply from `asked`.
-fn parse_slots(reply: &Value, seeds: &[String], asked: &str) -> Result<SlotMap, RedisError> {
+/// The slot map in a `CLUSTER SLOTS` reply from `asked`; node URLs are made from `template`.
+fn parse_slots(reply: &Value, template: &str, asked: &str) -> Result<SlotMap, RedisError> {
     let bad = |what: &str| {
         RedisError::from((
             redis::ErrorKind::UnexpectedReturnType,
@@ -501,15 +591,17 @@ fn parse_slots(reply: &Value, seeds: &[String], asked: &str) -> Result<SlotMap, 
         else {
             return Err(bad("a range lacks its slots or master"));
         };
+        // A nil host is an unknown endpoint: the node that answered.
         let host = match master.first() {
             Some(Value::BulkString(h)) => String::from_utf8_lossy(h).into_owned(),
             Some(Value::SimpleString(h)) => h.clone(),
+            Some(Value::Nil) => String::new(),
             _ => return Err(bad("a master has no host")),
         };
         let Some(Value::Int(port)) = master.get(1) else {
             return Err(bad("a master has no port"));
         };
-        let url = node_url(seeds, &format!("{host}:{port}"), asked);
+        let url = node_url(template, &format!("{host}:{port}"), asked);
         let index = match map.masters.iter().position(|m| *m == url) {
             Some(i) => i,
             None => {
@@ -538,28 +630,50 @@ fn parse_slots(reply: &Value, seeds: &[String], asked: &str) -> Result<SlotMap, 
 mod tests {
     use super::*;
 
-    fn seeds() -> Vec<String> {
-        vec!["rediss://user:pw@10.0.0.1:7000".to_owned()]
-    }
+    const TEMPLATE: &str = "rediss://user:pw@10.0.0.1:7000";
 
     #[test]
-    fn node_urls_keep_the_seeds_scheme_and_credentials() {
+    fn node_urls_keep_the_seeds_scheme_credentials_and_settings() {
         let asked = "rediss://user:pw@10.0.0.1:7000";
         assert_eq!(
-            node_url(&seeds(), "10.0.0.2:7001", asked),
+            node_url(TEMPLATE, "10.0.0.2:7001", asked),
             "rediss://user:pw@10.0.0.2:7001/"
         );
-        // An unknown endpoint (`:port`) is on the host that named it.
+        // An unknown endpoint (`:port`, `?:port`) is on the host that named it.
         assert_eq!(
-            node_url(&seeds(), ":7002", asked),
+            node_url(TEMPLATE, ":7002", asked),
             "rediss://user:pw@10.0.0.1:7002/"
         );
         assert_eq!(
-            node_url(&seeds(), "::1:7003", asked),
+            node_url(TEMPLATE, "?:7002", asked),
+            "rediss://user:pw@10.0.0.1:7002/"
+        );
+        assert_eq!(
+            node_url(TEMPLATE, "::1:7003", asked),
             "rediss://user:pw@[::1]:7003/"
         );
+        // The seed's settings (TLS mode, protocol) hold for every node.
+        assert_eq!(
+            node_url(
+                "rediss://h:7000/?protocol=resp3#insecure",
+                "10.0.0.5:7005",
+                asked
+            ),
+            "rediss://10.0.0.5:7005/?protocol=resp3#insecure"
+        );
+        assert_eq!(
+            node_url("redis://:p@h:7000#insecure", "h2:1", asked),
+            "redis://:p@h2:1#insecure"
+        );
         assert_eq!(url_host("redis://[::1]:7000/0"), "::1");
-        assert_eq!(url_host("redis://h:7000"), "h");
+        assert_eq!(url_host("redis://u:p@h:7000"), "h");
+        assert_eq!(url_authority("redis://u:p@h:7000/0?x=1"), "h:7000");
+        // A seed and a master read from the map are one URL, so they share a connection.
+        let seed = "redis://127.0.0.1:7000";
+        assert_eq!(
+            node_url(seed, url_authority(seed), seed),
+            node_url(seed, "127.0.0.1:7000", "redis://10.9.9.9:1/")
+        );
     }
 
     #[test]
@@ -596,14 +710,21 @@ mod tests {
                 node("10.0.0.1", 7000),
                 node("10.0.0.4", 7003),
             ]),
-            Value::Array(vec![Value::Int(100), Value::Int(16_383), node("", 7001)]),
+            Value::Array(vec![Value::Int(100), Value::Int(8_000), node("", 7001)]),
+            Value::Array(vec![
+                Value::Int(8_001),
+                Value::Int(16_383),
+                Value::Array(vec![Value::Nil, Value::Int(7002)]),
+            ]),
         ]);
-        let map = parse_slots(&reply, &seeds(), "rediss://user:pw@10.0.0.9:7000/").unwrap();
+        let map = parse_slots(&reply, TEMPLATE, "rediss://user:pw@10.0.0.9:7000/").unwrap();
         assert_eq!(map.owner(0), Some("rediss://user:pw@10.0.0.1:7000/"));
         assert_eq!(map.owner(99), Some("rediss://user:pw@10.0.0.1:7000/"));
         assert_eq!(map.owner(100), Some("rediss://user:pw@10.0.0.9:7001/"));
-        assert_eq!(map.owner(16_383), Some("rediss://user:pw@10.0.0.9:7001/"));
-        assert_eq!(map.masters.len(), 2, "replicas are not masters");
+        assert_eq!(map.owner(8_000), Some("rediss://user:pw@10.0.0.9:7001/"));
+        // A nil host (an unknown endpoint) is the node that answered.
+        assert_eq!(map.owner(16_383), Some("rediss://user:pw@10.0.0.9:7002/"));
+        assert_eq!(map.masters.len(), 3, "replicas are not masters");
         let moved = map
             .with_owner(5, "rediss://user:pw@10.0.0.9:7001/")
             .unwrap();
@@ -618,8 +739,8 @@ mod tests {
             Value::Int(16_384),
             node("h", 1),
         ])]);
-        assert!(parse_slots(&out_of_range, &seeds(), "redis://h:1").is_err());
-        assert!(parse_slots(&Value::Int(3), &seeds(), "redis://h:1").is_err());
-        assert!(parse_slots(&Value::Array(vec![]), &seeds(), "redis://h:1").is_err());
+        assert!(parse_slots(&out_of_range, TEMPLATE, "redis://h:1").is_err());
+        assert!(parse_slots(&Value::Int(3), TEMPLATE, "redis://h:1").is_err());
+        assert!(parse_slots(&Value::Array(vec![]), TEMPLATE, "redis://h:1").is_err());
     }
 }

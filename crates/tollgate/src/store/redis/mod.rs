@@ -765,8 +765,13 @@ impl RedisStore {
                 .map_err(fail),
             Conn::Cluster(c) => {
                 let mut removed = 0u64;
+                // Connecting runs on the store's home runtime: bounded here as well.
+                let connecting = self.config.connect_timeout + timeout;
                 for url in c.masters() {
-                    let mut node = c.connection(&url).await.map_err(fail)?;
+                    let mut node = tokio::time::timeout(connecting, c.connection(&url))
+                        .await
+                        .map_err(|_| StoreError::Timeout(connecting))?
+                        .map_err(fail)?;
                     let n = delete_matching_on(&mut node, pattern).await.map_err(fail)?;
                     removed = removed.saturating_add(n);
                 }
