@@ -16,9 +16,10 @@
 //!   `MASTERDOWN`, `READONLY` (a master demoted by a failover): the command did not run; it is
 //!   sent again after a short backoff, doubling from [`BACKOFF_MIN`] to [`BACKOFF_MAX`]
 //!   (`READONLY` also re-reads the map).
-//! - A node that cannot be connected to (refused, or no answer within the connect timeout):
-//!   nothing was sent; the map is re-read and the command is sent again after the backoff.
-//!   Other connect errors (credentials, TLS settings) are returned at once.
+//! - A node that cannot be connected to (refused, no answer within the connect timeout, no
+//!   route): nothing was sent; the map is re-read and the command is sent again after the
+//!   backoff. Other connect errors (credentials, TLS settings, a name that resolves to nothing)
+//!   are returned at once.
 //! - No reply within the timeout: returned as a timeout (the command may have run), and the map
 //!   is re-read, since a master that stopped answering without closing its sockets may have
 //!   been failed over; the connection is kept (a late reply does not break it).
@@ -62,7 +63,8 @@ const NO_OWNER: u16 = u16::MAX;
 /// How to reach the cluster's nodes.
 #[derive(Clone)]
 pub(super) struct Settings {
-    /// The seed URLs; their scheme and credentials are used for every node.
+    /// The seed URLs. The first one's scheme, credentials and settings (path, query, fragment)
+    /// are used for every node.
     pub seeds: Vec<String>,
     /// A private CA for `rediss://` nodes.
     pub certs: Option<redis::TlsCertificates>,
@@ -150,7 +152,7 @@ impl Cluster {
         let template = settings.seeds.first().cloned().unwrap_or_default();
         let mut seeds: Vec<String> = Vec::new();
         for seed in &settings.seeds {
-            let url = node_url(&template, url_authority(seed), seed);
+            let url = node_url(&template, &with_port(url_authority(seed)), seed);
             if !seeds.contains(&url) {
                 seeds.push(url);
             }
@@ -201,7 +203,7 @@ impl Cluster {
     ) -> Result<(MultiplexedConnection, NodeCell), RedisError> {
         let cell = self.cell(url);
         let conn = cell
-            .get_or_try_init(|| self.connect_node(url.to_owned()))
+            .get_or_try_init(|| self.connect_node(url.to_owned(), Arc::downgrade(&cell)))
             .await?
             .clone();
         Ok((conn, cell))
@@ -227,12 +229,15 @@ impl Cluster {
             let next = match self.connection_and_cell(&url).await {
                 Ok((conn, cell)) => self.send(cmd, conn, &cell, &url, asking).await,
                 // Nothing was sent. A node that cannot be reached may have been failed over;
-                // credentials or TLS settings that are refused will not get better.
-                Err(e) if e.is_io_error() || e.is_timeout() => {
+                // refused credentials, TLS settings or names will not get better.
+                Err(e) if unreachable(&e) => {
                     self.refresh_soon();
                     Next::Wait
                 }
-                Err(e) => Next::Done(Err(e)),
+                Err(e) => {
+                    self.refresh_soon();
+                    Next::Done(Err(e))
+                }
             };
             match next {
                 Next::Done(reply) => return reply,
@@ -370,10 +375,16 @@ impl Cluster {
     }
 
     /// Connects to `url` on the home runtime, where the connection's driver task then lives.
-    async fn connect_node(&self, url: String) -> Result<MultiplexedConnection, RedisError> {
+    /// The connection goes into `cell` even if the call that asked for it has given up (a map
+    /// re-read that another node answered first), so it is not made again.
+    async fn connect_node(
+        &self,
+        url: String,
+        cell: std::sync::Weak<OnceCell<MultiplexedConnection>>,
+    ) -> Result<MultiplexedConnection, RedisError> {
         let settings = self.inner.settings.clone();
         let connect = move || {
-            let (settings, url) = (settings.clone(), url.clone());
+            let (settings, url, cell) = (settings.clone(), url.clone(), cell.clone());
             async move {
                 let client = match settings.certs {
                     Some(certs) => redis::Client::build_with_tls(url.as_str(), certs)?,
@@ -382,9 +393,14 @@ impl Cluster {
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(settings.connect_timeout))
                     .set_response_timeout(Some(settings.response_timeout));
-                client
+                let conn = client
                     .get_multiplexed_async_connection_with_config(&config)
-                    .await
+                    .await?;
+                // Fails, harmlessly, while the asking call is still waiting: it fills the cell.
+                if let Some(cell) = cell.upgrade() {
+                    let _ = cell.set(conn.clone());
+                }
+                Ok(conn)
             }
         };
         match self.inner.home.run(connect).await {
@@ -402,14 +418,16 @@ impl Cluster {
         if self.inner.refreshing.swap(true, Ordering::AcqRel) {
             return;
         }
+        // One guard clears the flag, however the re-read ends: it travels to the task, comes
+        // back if no runtime takes the task, and is dropped with a task its runtime drops.
+        let done = Refreshing(Arc::clone(&self.inner));
         let cluster = self.clone();
-        let started = self.inner.home.spawn(move || {
+        let _ = self.inner.home.start(done, move |mut go| {
             let cluster = cluster.clone();
-            // Made here, not in the task: a task dropped before it first runs (its runtime
-            // shutting down) still clears the flag.
-            let done = Refreshing(Arc::clone(&cluster.inner));
             async move {
-                let _done = done;
+                let Some(_done) = go.recv().await else {
+                    return;
+                };
                 let last = *lock(&cluster.inner.last_refresh);
                 if let Some(last) = last {
                     tokio::time::sleep_until(last + REFRESH_INTERVAL).await;
@@ -419,9 +437,6 @@ impl Cluster {
                 }
             }
         });
-        if !started {
-            self.inner.refreshing.store(false, Ordering::Release);
-        }
     }
 
     /// Reads the slot map from the first node to answer, asking the known masters and the
@@ -434,11 +449,14 @@ impl Cluster {
                 candidates.push(seed.clone());
             }
         }
+        if candidates.is_empty() {
+            return Err(RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "no seed nodes",
+            )));
+        }
         let asks = candidates.iter().map(|url| Box::pin(self.read_map(url)));
-        let map = match futures::future::select_ok(asks).await {
-            Ok((map, _)) => map,
-            Err(e) => return Err(e),
-        };
+        let (map, _) = futures::future::select_ok(asks).await?;
         // Connections to nodes that left the map (and are not seeds) are closed.
         let seeds = &self.inner.seeds;
         lock(&self.inner.nodes).retain(|url, _| map.masters.contains(url) || seeds.contains(url));
@@ -468,6 +486,25 @@ impl Cluster {
             .await
             .unwrap_or_else(|_| Err(timed_out(timeout)))
     }
+}
+
+/// Whether a connect error says the node is not there now (refused, no answer, no route), as
+/// opposed to a setting that it refused (credentials, TLS, a name that resolves to nothing).
+fn unreachable(e: &RedisError) -> bool {
+    use std::io::ErrorKind::{AddrNotAvailable, HostUnreachable, NetworkDown, NetworkUnreachable};
+    // redis-rs keeps an io error behind an `Arc<dyn Error>`, which is what `source` gives.
+    type Shared = Arc<dyn std::error::Error + Send + Sync>;
+    let io_kind = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<Shared>())
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind);
+    e.is_connection_refusal()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || matches!(
+            io_kind,
+            Some(HostUnreachable | NetworkUnreachable | NetworkDown | AddrNotAvailable)
+        )
 }
 
 /// The error of a call that got no reply within `timeout` (a timeout, for `store_error`).
@@ -558,6 +595,15 @@ fn url_authority(url: &str) -> &str {
     authority
         .rfind('@')
         .map_or(authority, |at| &authority[at + 1..])
+}
+
+/// `authority` (`host[:port]`) with Redis's default port if it has none.
+fn with_port(authority: &str) -> String {
+    if authority.ends_with(']') || !authority.contains(':') {
+        format!("{authority}:6379")
+    } else {
+        authority.to_owned()
+    }
 }
 
 /// The host of a `redis://` URL (without brackets).
@@ -668,12 +714,27 @@ mod tests {
         assert_eq!(url_host("redis://[::1]:7000/0"), "::1");
         assert_eq!(url_host("redis://u:p@h:7000"), "h");
         assert_eq!(url_authority("redis://u:p@h:7000/0?x=1"), "h:7000");
+        assert_eq!(with_port("h"), "h:6379");
+        assert_eq!(with_port("[::1]"), "[::1]:6379");
+        assert_eq!(with_port("[::1]:7000"), "[::1]:7000");
         // A seed and a master read from the map are one URL, so they share a connection.
         let seed = "redis://127.0.0.1:7000";
         assert_eq!(
             node_url(seed, url_authority(seed), seed),
             node_url(seed, "127.0.0.1:7000", "redis://10.9.9.9:1/")
         );
+    }
+
+    #[test]
+    fn only_an_absent_node_is_retried() {
+        let io = |kind| RedisError::from(std::io::Error::from(kind));
+        assert!(unreachable(&io(std::io::ErrorKind::ConnectionRefused)));
+        assert!(unreachable(&io(std::io::ErrorKind::TimedOut)));
+        assert!(unreachable(&io(std::io::ErrorKind::HostUnreachable)));
+        // A TLS handshake that fails (rustls reports InvalidData) or a wrong password does not.
+        assert!(!unreachable(&io(std::io::ErrorKind::InvalidData)));
+        let auth = RedisError::from((redis::ErrorKind::AuthenticationFailed, "WRONGPASS"));
+        assert!(!unreachable(&auth));
     }
 
     #[test]
