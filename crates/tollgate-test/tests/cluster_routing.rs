@@ -29,6 +29,34 @@ fn policy() -> Policy {
         .unwrap()
 }
 
+/// A limiter on `cluster` with keys under `prefix`, time fixed at [`NOW`], and
+/// `response_timeout` for each call.
+async fn limiter_on(
+    cluster: &RedisCluster,
+    prefix: &str,
+    response_timeout: Duration,
+) -> Limiter<RedisStore> {
+    let config = RedisConfig {
+        prefix: prefix.into(),
+        response_timeout,
+        ..RedisConfig::default()
+    };
+    let store = RedisStore::connect_cluster(&cluster.urls(), config)
+        .await
+        .unwrap()
+        .with_time_override(ManualClock::new(NOW));
+    Limiter::with_store(policy(), store)
+}
+
+/// Asserts that tenant `t`'s decision of one request and 10 tokens is admitted.
+async fn admits(limiter: &Limiter<RedisStore>) {
+    let decision = limiter
+        .check(&Subject::new().tenant("t"), Cost::tokens(10))
+        .await
+        .unwrap();
+    assert!(decision.is_allowed());
+}
+
 /// The number after `field` (such as `errorstat_TRYAGAIN:count=`) in node `i`'s `INFO all`,
 /// 0 if it is not there.
 fn stat(cluster: &RedisCluster, i: usize, field: &str) -> u64 {
@@ -93,25 +121,10 @@ fn migrate(cluster: &RedisCluster, from: usize, to: usize, keys: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decision_on_a_slot_in_migration_retries_until_the_slot_has_moved() {
     let cluster = RedisCluster::start().unwrap();
-    let store = RedisStore::connect_cluster(
-        &cluster.urls(),
-        RedisConfig {
-            prefix: "mig".into(),
-            // Long enough that only a call that stops retrying can fail.
-            response_timeout: Duration::from_secs(5),
-            ..RedisConfig::default()
-        },
-    )
-    .await
-    .unwrap()
-    .with_time_override(ManualClock::new(NOW));
-    let limiter = Limiter::with_store(policy(), store);
+    // A timeout long enough that only a call that stops retrying can fail.
+    let limiter = limiter_on(&cluster, "mig", Duration::from_secs(5)).await;
     let tenant = Subject::new().tenant("t");
-    assert!(limiter
-        .check(&tenant, Cost::tokens(10))
-        .await
-        .unwrap()
-        .is_allowed());
+    admits(&limiter).await;
 
     // The decision's two buckets, their slot, and who serves it.
     let masters = cluster.masters().unwrap();
@@ -189,28 +202,10 @@ async fn a_decision_on_a_slot_in_migration_retries_until_the_slot_has_moved() {
     // A client that reads the map now decides on the new owner; the first one still sends the
     // slot to the old owner and follows its MOVED. The buckets hold exactly what the four
     // decisions spent.
-    let fresh = RedisStore::connect_cluster(
-        &cluster.urls(),
-        RedisConfig {
-            prefix: "mig".into(),
-            ..RedisConfig::default()
-        },
-    )
-    .await
-    .unwrap()
-    .with_time_override(ManualClock::new(NOW));
-    let other = Limiter::with_store(policy(), fresh);
-    assert!(other
-        .check(&tenant, Cost::tokens(10))
-        .await
-        .unwrap()
-        .is_allowed());
+    let other = limiter_on(&cluster, "mig", RedisConfig::default().response_timeout).await;
+    admits(&other).await;
     let moved = stat(&cluster, source, "errorstat_MOVED:count=");
-    assert!(limiter
-        .check(&tenant, Cost::tokens(10))
-        .await
-        .unwrap()
-        .is_allowed());
+    admits(&limiter).await;
     assert_eq!(
         stat(&cluster, source, "errorstat_MOVED:count="),
         moved + 1,
@@ -233,23 +228,9 @@ async fn a_decision_on_a_slot_in_migration_retries_until_the_slot_has_moved() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_come_back_after_a_paused_master_is_failed_over() {
     let cluster = RedisCluster::start().unwrap();
-    let store = RedisStore::connect_cluster(
-        &cluster.urls(),
-        RedisConfig {
-            prefix: "paused".into(),
-            ..RedisConfig::default()
-        },
-    )
-    .await
-    .unwrap()
-    .with_time_override(ManualClock::new(NOW));
-    let limiter = Limiter::with_store(policy(), store);
+    let limiter = limiter_on(&cluster, "paused", RedisConfig::default().response_timeout).await;
     let tenant = Subject::new().tenant("t");
-    assert!(limiter
-        .check(&tenant, Cost::tokens(10))
-        .await
-        .unwrap()
-        .is_allowed());
+    admits(&limiter).await;
     let masters = cluster.masters().unwrap();
     let keys = keys_on(&cluster, &masters, "paused:*");
     let slot = key_slot(keys[0].as_bytes());
@@ -292,12 +273,9 @@ async fn calls_come_back_after_a_paused_master_is_failed_over() {
             }
         }
     }
+    // Calls keep going to the new master.
     for _ in 0..3 {
-        assert!(limiter
-            .check(&tenant, Cost::tokens(10))
-            .await
-            .expect("calls keep going to the new master")
-            .is_allowed());
+        admits(&limiter).await;
     }
     cluster.nodes()[master].resume();
 }

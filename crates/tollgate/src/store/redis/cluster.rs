@@ -681,23 +681,15 @@ mod tests {
     #[test]
     fn node_urls_keep_the_seeds_scheme_credentials_and_settings() {
         let asked = "rediss://user:pw@10.0.0.1:7000";
-        assert_eq!(
-            node_url(TEMPLATE, "10.0.0.2:7001", asked),
-            "rediss://user:pw@10.0.0.2:7001/"
-        );
         // An unknown endpoint (`:port`, `?:port`) is on the host that named it.
-        assert_eq!(
-            node_url(TEMPLATE, ":7002", asked),
-            "rediss://user:pw@10.0.0.1:7002/"
-        );
-        assert_eq!(
-            node_url(TEMPLATE, "?:7002", asked),
-            "rediss://user:pw@10.0.0.1:7002/"
-        );
-        assert_eq!(
-            node_url(TEMPLATE, "::1:7003", asked),
-            "rediss://user:pw@[::1]:7003/"
-        );
+        for (node, url) in [
+            ("10.0.0.2:7001", "rediss://user:pw@10.0.0.2:7001/"),
+            (":7002", "rediss://user:pw@10.0.0.1:7002/"),
+            ("?:7002", "rediss://user:pw@10.0.0.1:7002/"),
+            ("::1:7003", "rediss://user:pw@[::1]:7003/"),
+        ] {
+            assert_eq!(node_url(TEMPLATE, node, asked), url, "{node}");
+        }
         // The seed's settings (TLS mode, protocol) hold for every node.
         assert_eq!(
             node_url(
