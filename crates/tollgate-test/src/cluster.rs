@@ -245,12 +245,23 @@ impl RedisCluster {
     /// The index of the master that serves `slot`, according to `CLUSTER NODES` on the first
     /// running node. During a migration that is still the source node.
     pub fn slot_owner(&self, slot: u16) -> io::Result<usize> {
-        let node = self
+        let asked = self
             .nodes
             .iter()
-            .find(|n| n.is_running())
+            .position(RedisServer::is_running)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "no node is running"))?;
-        let text = resp::text(node.port(), &["CLUSTER", "NODES"], PROBE_TIMEOUT)?;
+        self.slot_owner_seen_by(asked, slot)
+    }
+
+    /// The index of the master that serves `slot` according to `CLUSTER NODES` on node `asked`
+    /// (to ask a node other than one that is paused: after a failover, the replica that took
+    /// over).
+    pub fn slot_owner_seen_by(&self, asked: usize, slot: u16) -> io::Result<usize> {
+        let text = resp::text(
+            self.node(asked)?.port(),
+            &["CLUSTER", "NODES"],
+            PROBE_TIMEOUT,
+        )?;
         parse_cluster_nodes(&text)?
             .iter()
             .find(|line| line.slots.iter().any(|&(a, b)| a <= slot && slot <= b))

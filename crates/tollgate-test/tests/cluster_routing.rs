@@ -81,26 +81,6 @@ fn keys_on(cluster: &RedisCluster, masters: &[usize], pattern: &str) -> Vec<Stri
     keys
 }
 
-/// The port of the master that serves `slot` and is not failing, as node `asked` sees it.
-fn master_port(cluster: &RedisCluster, asked: usize, slot: u16) -> Option<u16> {
-    let nodes = cluster.nodes()[asked].cli(&["CLUSTER", "NODES"]).ok()?;
-    nodes.lines().find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let flags = f.get(2)?;
-        if !flags.contains("master") || flags.contains("fail") {
-            return None;
-        }
-        let serves = f.iter().skip(8).any(|range| {
-            let (a, b) = range.split_once('-').unwrap_or((range, range));
-            matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
-        });
-        let addr = f.get(1)?.split('@').next()?;
-        serves
-            .then(|| addr.rsplit_once(':')?.1.parse().ok())
-            .flatten()
-    })
-}
-
 /// Moves `keys` from node `from` to node `to` with `MIGRATE`.
 fn migrate(cluster: &RedisCluster, from: usize, to: usize, keys: &[&str]) {
     let port = cluster.nodes()[to].port().to_string();
@@ -164,20 +144,16 @@ async fn a_decision_on_a_slot_in_migration_retries_until_the_slot_has_moved() {
                 .await
         }
     });
-    // The call keeps retrying while the slot stays split: ten TRYAGAINs take well under a
-    // second with a backoff capped at 100 ms (a client that waits seconds between retries, or
-    // gives up, never gets there within the call's 5 s).
-    let waiting = Instant::now();
+    // The call keeps retrying while the slot stays split, and is still pending after ten
+    // TRYAGAINs: with a backoff capped at 100 ms they come well within the call's 5 s timeout,
+    // while a client that waits seconds between retries (or gives up) ends the call first,
+    // which fails the assertion below.
     while stat(&cluster, source, "errorstat_TRYAGAIN:count=") < before + 10 {
         assert!(
             !pending.is_finished(),
-            "the call ended while the slot was split: {:?}",
+            "the call ended after {} TRYAGAINs, with the slot still split: {:?}",
+            stat(&cluster, source, "errorstat_TRYAGAIN:count=") - before,
             pending.await
-        );
-        assert!(
-            waiting.elapsed() < Duration::from_secs(4),
-            "the call stopped retrying: {} TRYAGAINs",
-            stat(&cluster, source, "errorstat_TRYAGAIN:count=") - before
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -235,17 +211,16 @@ async fn calls_come_back_after_a_paused_master_is_failed_over() {
     let keys = keys_on(&cluster, &masters, "paused:*");
     let slot = key_slot(keys[0].as_bytes());
     let master = cluster.slot_owner(slot).unwrap();
-    let paused_port = cluster.nodes()[master].port();
     let witness = *masters.iter().find(|&&m| m != master).unwrap();
 
     // The master stops answering without closing its sockets; its replica takes over.
     cluster.nodes()[master].pause();
     let waiting = Instant::now();
     loop {
-        match master_port(&cluster, witness, slot) {
-            Some(port) if port != paused_port => break,
-            _ => {}
+        if cluster.slot_owner_seen_by(witness, slot).unwrap() != master {
+            break;
         }
+        // A bound on the wait, not a timing under test: a failover takes 2 to 4 s here.
         assert!(
             waiting.elapsed() < Duration::from_secs(30),
             "no failover of slot {slot}"

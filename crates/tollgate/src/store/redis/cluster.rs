@@ -48,9 +48,9 @@ use super::keys;
 /// The number of hash slots in a Redis Cluster.
 const SLOTS: usize = 16_384;
 /// The first wait before a command that did not run is sent again.
-pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(2);
+const BACKOFF_MIN: Duration = Duration::from_millis(2);
 /// The longest wait between two sends of a command that did not run.
-pub(super) const BACKOFF_MAX: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_millis(100);
 /// The least time between two re-reads of the slot map, so that a failover's failing calls
 /// re-read it at most this often.
 const REFRESH_INTERVAL: Duration = Duration::from_millis(50);
@@ -68,6 +68,7 @@ pub(super) struct Settings {
     pub seeds: Vec<String>,
     /// A private CA for `rediss://` nodes.
     pub certs: Option<redis::TlsCertificates>,
+    /// How long making one node's connection may take.
     pub connect_timeout: Duration,
     /// The bound on one whole call, redirections and retries included.
     pub response_timeout: Duration,
@@ -101,8 +102,8 @@ struct Inner {
 struct SlotMap {
     /// Per slot, an index into `masters`, or [`NO_OWNER`].
     owners: Vec<u16>,
-    /// Master URLs.
-    masters: Vec<String>,
+    /// Master URLs, shared so that routing a call copies no string.
+    masters: Vec<Arc<str>>,
 }
 
 impl SlotMap {
@@ -115,16 +116,16 @@ impl SlotMap {
 
     fn owner(&self, slot: u16) -> Option<&str> {
         let i = *self.owners.get(usize::from(slot))?;
-        self.masters.get(usize::from(i)).map(String::as_str)
+        self.masters.get(usize::from(i)).map(|m| &**m)
     }
 
     /// This map with `slot` served by `url`.
     fn with_owner(&self, slot: u16, url: &str) -> Option<SlotMap> {
         let mut masters = self.masters.clone();
-        let i = match masters.iter().position(|m| m == url) {
+        let i = match masters.iter().position(|m| **m == *url) {
             Some(i) => i,
             None => {
-                masters.push(url.to_owned());
+                masters.push(url.into());
                 masters.len() - 1
             }
         };
@@ -139,7 +140,7 @@ enum Next {
     Done(Result<Value, RedisError>),
     /// Send to this node at once (`ASKING` first if `asking`).
     Redirect {
-        url: String,
+        url: Arc<str>,
         asking: bool,
     },
     /// Send again, to the slot's owner, after the backoff.
@@ -187,7 +188,7 @@ impl Cluster {
     }
 
     /// The URLs of the masters in the current slot map.
-    pub(super) fn masters(&self) -> Vec<String> {
+    pub(super) fn masters(&self) -> Vec<Arc<str>> {
         self.inner.map.load().masters.clone()
     }
 
@@ -213,7 +214,7 @@ impl Cluster {
         let slot = command_slot(cmd);
         let mut backoff = BACKOFF_MIN;
         let mut redirects = 0u32;
-        let mut redirect: Option<(String, bool)> = None;
+        let mut redirect: Option<(Arc<str>, bool)> = None;
         loop {
             let (url, asking) = match redirect.take() {
                 Some(r) => r,
@@ -234,10 +235,7 @@ impl Cluster {
                     self.refresh_soon();
                     Next::Wait
                 }
-                Err(e) => {
-                    self.refresh_soon();
-                    Next::Done(Err(e))
-                }
+                Err(e) => Next::Done(Err(e)),
             };
             match next {
                 Next::Done(reply) => return reply,
@@ -297,13 +295,13 @@ impl Cluster {
                 self.set_owner(slot, &to);
                 self.refresh_soon();
                 Next::Redirect {
-                    url: to,
+                    url: to.into(),
                     asking: false,
                 }
             }
             Some("ASK") => match e.redirect_node() {
                 Some((node, _)) => Next::Redirect {
-                    url: node_url(template, node, url),
+                    url: node_url(template, node, url).into(),
                     asking: true,
                 },
                 None => Next::Done(Err(e)),
@@ -314,12 +312,10 @@ impl Cluster {
                 Next::Wait
             }
             _ => {
-                if e.is_timeout() {
-                    // A late reply (a paused node) leaves the connection usable.
-                    self.refresh_soon();
-                } else if e.is_io_error() || e.is_unrecoverable_error() {
-                    // Broken (the node closed it, or was killed): the next call reconnects.
+                if broken(&e) {
                     self.forget(url, cell);
+                }
+                if e.is_io_error() || e.is_unrecoverable_error() {
                     self.refresh_soon();
                 }
                 Next::Done(Err(e))
@@ -336,12 +332,13 @@ impl Cluster {
             .map_or("redis://", String::as_str)
     }
 
-    fn owner(&self, slot: Option<u16>) -> Option<String> {
+    fn owner(&self, slot: Option<u16>) -> Option<Arc<str>> {
         let map = self.inner.map.load();
-        match slot {
-            Some(slot) => map.owner(slot).map(str::to_owned),
-            None => map.masters.first().cloned(),
-        }
+        let i = match slot {
+            Some(slot) => usize::from(*map.owners.get(usize::from(slot))?),
+            None => 0,
+        };
+        map.masters.get(i).cloned()
     }
 
     fn set_owner(&self, slot: u16, url: &str) {
@@ -445,8 +442,8 @@ impl Cluster {
         *lock(&self.inner.last_refresh) = Some(tokio::time::Instant::now());
         let mut candidates = self.masters();
         for seed in &self.inner.seeds {
-            if !candidates.contains(seed) {
-                candidates.push(seed.clone());
+            if !candidates.iter().any(|m| **m == **seed) {
+                candidates.push(seed.as_str().into());
             }
         }
         if candidates.is_empty() {
@@ -459,7 +456,8 @@ impl Cluster {
         let (map, _) = futures::future::select_ok(asks).await?;
         // Connections to nodes that left the map (and are not seeds) are closed.
         let seeds = &self.inner.seeds;
-        lock(&self.inner.nodes).retain(|url, _| map.masters.contains(url) || seeds.contains(url));
+        lock(&self.inner.nodes)
+            .retain(|url, _| map.masters.iter().any(|m| **m == **url) || seeds.contains(url));
         self.inner.map.store(Arc::new(map));
         Ok(())
     }
@@ -469,23 +467,28 @@ impl Cluster {
         let timeout = self.inner.settings.response_timeout;
         let ask = async {
             let (mut conn, cell) = self.connection_and_cell(url).await?;
-            let broken = |e: RedisError| {
-                if (e.is_io_error() || e.is_unrecoverable_error()) && !e.is_timeout() {
-                    self.forget(url, &cell);
-                }
-                e
-            };
             let reply: Value = redis::cmd("CLUSTER")
                 .arg("SLOTS")
                 .query_async(&mut conn)
                 .await
-                .map_err(broken)?;
+                .inspect_err(|e| {
+                    if broken(e) {
+                        self.forget(url, &cell);
+                    }
+                })?;
             parse_slots(&reply, self.template(), url)
         };
         tokio::time::timeout(timeout, ask)
             .await
             .unwrap_or_else(|_| Err(timed_out(timeout)))
     }
+}
+
+/// Whether `e` leaves its connection unusable (the node closed it, or was killed), so that the
+/// next call must connect afresh. A late reply (a paused node) does not: the connection
+/// skips it when it comes.
+fn broken(e: &RedisError) -> bool {
+    (e.is_io_error() || e.is_unrecoverable_error()) && !e.is_timeout()
 }
 
 /// Whether a connect error says the node is not there now (refused, no answer, no route), as
@@ -542,18 +545,19 @@ fn command_slot(cmd: &Cmd) -> Option<u16> {
         redis::Arg::Simple(bytes) => bytes,
         _ => &[][..],
     });
-    let name = args.next()?.to_ascii_uppercase();
-    let key = match name.as_slice() {
-        b"EVAL" | b"EVALSHA" => {
-            let _script = args.next()?;
-            let nkeys: u64 = std::str::from_utf8(args.next()?).ok()?.parse().ok()?;
-            if nkeys == 0 {
-                return None;
-            }
-            args.next()?
+    let name = args.next()?;
+    let is = |names: &[&[u8]]| names.iter().any(|n| name.eq_ignore_ascii_case(n));
+    let key = if is(&[b"EVAL", b"EVALSHA"]) {
+        let _script = args.next()?;
+        let nkeys: u64 = std::str::from_utf8(args.next()?).ok()?.parse().ok()?;
+        if nkeys == 0 {
+            return None;
         }
-        b"CLUSTER" | b"SCRIPT" | b"PING" | b"INFO" | b"TIME" => return None,
-        _ => args.next()?,
+        args.next()?
+    } else if is(&[b"CLUSTER", b"SCRIPT", b"PING", b"INFO", b"TIME"]) {
+        return None;
+    } else {
+        args.next()?
     };
     Some(keys::key_slot(key))
 }
@@ -648,10 +652,10 @@ fn parse_slots(reply: &Value, template: &str, asked: &str) -> Result<SlotMap, Re
             return Err(bad("a master has no port"));
         };
         let url = node_url(template, &format!("{host}:{port}"), asked);
-        let index = match map.masters.iter().position(|m| *m == url) {
+        let index = match map.masters.iter().position(|m| **m == *url) {
             Some(i) => i,
             None => {
-                map.masters.push(url);
+                map.masters.push(url.into());
                 map.masters.len() - 1
             }
         };
@@ -731,7 +735,7 @@ mod tests {
 
     #[test]
     fn commands_route_by_their_first_key() {
-        let eval = redis::cmd("EVALSHA")
+        let eval = redis::cmd("evalsha")
             .arg("abc")
             .arg(2)
             .arg("p:{t}:a")

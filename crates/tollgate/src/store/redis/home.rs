@@ -57,41 +57,25 @@ impl Home {
         Err(item)
     }
 
-    /// Runs the future `make` builds as a task on the home runtime (or, as in
-    /// [`start`](Self::start), the caller's). Returns whether a runtime took it.
-    pub(super) fn spawn<F>(&self, make: impl Fn() -> F) -> bool
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        self.start((), |mut go| {
-            let task = make();
-            async move {
-                if go.recv().await.is_some() {
-                    task.await;
-                }
-            }
-        })
-        .is_ok()
-    }
-
-    /// Runs the future `make` builds on the home runtime (or the caller's) and answers its
-    /// output; `None` if no runtime would take it, or it was dropped with its runtime.
+    /// Runs the future `make` builds on the home runtime (or, as in [`start`](Self::start), the
+    /// caller's) and answers its output; `None` if no runtime would take it, or it was dropped
+    /// with its runtime.
     pub(super) async fn run<T, F>(&self, make: impl Fn() -> F) -> Option<T>
     where
         T: Send + 'static,
         F: Future<Output = T> + Send + 'static,
     {
         let (out, mut answer) = mpsc::unbounded_channel();
-        let started = self.spawn(|| {
+        self.start((), |mut go| {
             let (task, out) = (make(), out.clone());
             async move {
-                let _ = out.send(task.await);
+                if go.recv().await.is_some() {
+                    let _ = out.send(task.await);
+                }
             }
-        });
+        })
+        .ok()?;
         drop(out);
-        if !started {
-            return None;
-        }
         answer.recv().await
     }
 }
@@ -191,9 +175,9 @@ mod tests {
     }
 
     #[test]
-    fn with_no_runtime_at_all_nothing_is_spawned() {
+    fn with_no_runtime_at_all_nothing_runs() {
         let home = home_of_a_shut_down_runtime();
-        assert!(!home.spawn(|| async {}));
+        assert_eq!(futures::executor::block_on(home.run(|| async { 5 })), None);
     }
 
     #[test]

@@ -312,14 +312,16 @@ impl RedisStore {
         self.conn.load().is_some()
     }
 
+    /// The connection, or [`StoreError::Unavailable`] while a lazy store has none yet.
+    fn connection(&self) -> Result<Arc<Conn>, StoreError> {
+        self.conn
+            .load_full()
+            .ok_or_else(|| StoreError::Unavailable(format!("{}: not connected yet", self.target)))
+    }
+
     async fn query(&self, cmd: &redis::Cmd) -> Result<Value, StoreError> {
-        let Some(conn) = self.conn.load_full() else {
-            return Err(StoreError::Unavailable(format!(
-                "{}: not connected yet",
-                self.target
-            )));
-        };
-        conn.query(cmd)
+        self.connection()?
+            .query(cmd)
             .await
             .map_err(|e| store_error(&e, self.config.response_timeout))
     }
@@ -751,12 +753,7 @@ impl RedisStore {
     /// Deletes the keys matching `pattern` on every master, through the store's own
     /// connections (so with its TLS settings); answers how many it deleted.
     async fn delete_matching(&self, pattern: &str) -> Result<u64, StoreError> {
-        let Some(conn) = self.conn.load_full() else {
-            return Err(StoreError::Unavailable(format!(
-                "{}: not connected yet",
-                self.target
-            )));
-        };
+        let conn = self.connection()?;
         let timeout = self.config.response_timeout;
         let fail = |e: RedisError| store_error(&e, timeout);
         match &*conn {
@@ -1325,9 +1322,8 @@ impl Store for RedisStore {
         ops: &[Op<RedisKey>],
         mode: Mode,
         lease: LeaseId,
-        request_id: Option<&str>,
+        request: Option<&str>,
     ) -> Result<StoreOutcome, StoreError> {
-        let request = request_id;
         if !self.cluster && !ops.is_empty() {
             // One server: one script call for the whole decision, nothing to roll back.
             let group: smallvec::SmallVec<[&Op<RedisKey>; 4]> = ops.iter().collect();
