@@ -86,18 +86,16 @@ use crate::key::BucketName;
 /// Decisions applied to the local share are settled there.
 pub const LOCAL: Route = Route(1);
 
-/// How long a suspected silence must last, with no reply in between, before it is blamed on
-/// the primary: a process that the host did not run for a while sees every connection silent
-/// when it wakes, until the replies that came meanwhile are read.
-const CONFIRM: Duration = Duration::from_millis(1);
+/// The least time between two looks at a slow call's primary.
+const LOOK_AGAIN: Duration = Duration::from_millis(1);
 
 /// What the primary's connections say about a slow call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Blame {
     /// A connection failed since the call began.
     Errors,
-    /// A connection has been silent, beyond the threshold, since this instant.
-    Silent(Instant),
+    /// A connection has been silent for this long, beyond the threshold.
+    Silent(Duration),
     /// The primary is answering; look again at this instant.
     Nothing(Instant),
 }
@@ -597,18 +595,17 @@ impl<P: Store> FallbackStore<P> {
             return Blame::Errors;
         }
         let threshold = self.threshold(health);
-        match health.silent_since {
-            Some(since) if now.saturating_duration_since(since) > threshold => Blame::Silent(since),
+        if health.silence > threshold {
+            Blame::Silent(health.silence)
+        } else {
             // Nothing to blame before the silence could first exceed the threshold.
-            Some(since) => Blame::Nothing(since + threshold + Duration::from_micros(1)),
-            None => Blame::Nothing(now + threshold),
+            Blame::Nothing(now + (threshold - health.silence).max(LOOK_AGAIN))
         }
     }
 
     /// Awaits `call`, begun at `started`, and judges how it went. Past the deadline, the call
     /// is given up on only if the primary is at fault (a connection error since the call
-    /// began, or a silence beyond the threshold seen twice, [`CONFIRM`] apart, with no reply
-    /// between) or once `max_wait` has passed.
+    /// began, or a silence beyond the threshold) or once `max_wait` has passed.
     async fn judged<T>(
         &self,
         call: impl std::future::Future<Output = Result<T, StoreError>>,
@@ -617,7 +614,6 @@ impl<P: Store> FallbackStore<P> {
         let mut call = std::pin::pin!(call);
         let hard = started + self.max_wait();
         let mut wake = started + self.config.deadline;
-        let mut suspect: Option<Instant> = None;
         loop {
             let now = match tokio::time::timeout_at(wake, &mut call).await {
                 Ok(result) => {
@@ -634,25 +630,24 @@ impl<P: Store> FallbackStore<P> {
             };
             match self.blame(&health, started, now) {
                 Blame::Errors => {
+                    tracing::warn!("tollgate: the connection to the shared store failed");
                     return (
                         Err(StoreError::Unavailable(
                             "the connection to the shared store failed".into(),
                         )),
                         Judged::Failed,
-                    )
+                    );
                 }
-                Blame::Silent(since) if suspect == Some(since) => {
-                    let silent = now.saturating_duration_since(since);
-                    return (Err(StoreError::Timeout(silent)), Judged::Failed);
+                Blame::Silent(silence) => {
+                    tracing::warn!(
+                        ?silence,
+                        threshold = ?self.threshold(&health),
+                        in_flight = health.in_flight,
+                        "tollgate: the shared store left requests unanswered"
+                    );
+                    return (Err(StoreError::Timeout(silence)), Judged::Failed);
                 }
-                Blame::Silent(since) => {
-                    suspect = Some(since);
-                    wake = now + CONFIRM;
-                }
-                Blame::Nothing(next) => {
-                    suspect = None;
-                    wake = next.max(now + CONFIRM);
-                }
+                Blame::Nothing(next) => wake = next,
             }
             if now >= hard {
                 return (

@@ -17,11 +17,12 @@ use tokio::time::Instant;
 /// [`Store::wire_health`]: super::Store::wire_health
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WireHealth {
-    /// The earliest time since which a connection has had requests written and no reply read
-    /// (the reply last read on it, or the first request written to it while it was idle).
-    /// `None` when every connection with requests in flight has answered since, or none has
-    /// any: the server is answering.
-    pub silent_since: Option<Instant>,
+    /// How long the most silent connection has had requests written and no reply read (since
+    /// its last reply, or since the first request written to it while it was idle), counted
+    /// only while this process was running its tasks: a stall of the process itself (the host
+    /// did not run it, or its runtime was too congested) is not the server's silence. Zero
+    /// when no request is in flight.
+    pub silence: Duration,
     /// How long the server's replies usually take, measured from the request being handed to
     /// its connection to the reply being read: the smoothed wire time plus four times its mean
     /// deviation (how TCP sets its retransmission timeout). Zero before the first reply.

@@ -2,24 +2,39 @@
 //! and the local backlog (reported as [`WireHealth`]).
 //!
 //! Each connection is a [`Line`]. A request handed to a line is timed ([`Line::begin`]) until
-//! its reply is read ([`OnWire::replied`]): that is the wire time, which feeds a smoothed
-//! average and mean deviation as TCP's round-trip estimator keeps them (gains 1/8 and 1/4), so
-//! that "usual" follows what Redis normally shows on this host, busy or not. A line with
-//! requests in flight and no reply since some instant has been silent since then; a reply, or
-//! the first request on an idle line, restarts that clock. A paused or unreachable server
-//! leaves its lines silent; a busy host delays replies but does not stop them.
+//! its reply is read ([`OnWire::done`]): that is the wire time, which feeds a smoothed
+//! average and mean deviation as TCP's round-trip estimator keeps them (RFC 6298's gains, 1/8
+//! and 1/4), so that "usual" follows what Redis normally shows on this host, busy or not.
 //!
-//! Costs per call: two clock reads and a few relaxed atomics.
+//! A line with requests in flight and no reply is silent. Its silence is counted on a clock
+//! that runs only while this process runs its tasks: a ticker task wakes every millisecond
+//! while any line is busy and adds the time since its last tick, but at most [`CAP`]. A
+//! process that the host did not run for 200 ms (or whose runtime was too congested to run
+//! the ticker) adds 2 ms, not 200: the replies that arrived meanwhile have not been read yet,
+//! and the silence is not Redis's. A paused or unreachable Redis leaves a line silent while
+//! this process runs, and its silence grows as the wall clock does. Without a runtime to tick
+//! on, silence is counted on the wall clock.
+//!
+//! Costs per call: two clock reads and a few relaxed atomics; the ticker sleeps while every
+//! line is idle.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use redis::RedisError;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::store::health::WireHealth;
+
+/// How often the ticker counts silence while a line is busy.
+const TICK: Duration = Duration::from_millis(1);
+/// The most one tick adds to a silence, however late it ran.
+const CAP: Duration = Duration::from_millis(2);
+/// How long the ticker sleeps while every line is idle, unless a request wakes it.
+const IDLE: Duration = Duration::from_secs(1);
 
 /// The store-wide view: every line, the wire-time estimator, errors and backlog.
 pub(super) struct Wire {
@@ -34,26 +49,45 @@ pub(super) struct Wire {
     last_error: AtomicU64,
     /// Calls queued on this host, not yet handed to a connection.
     backlog: AtomicU64,
+    /// Whether the ticker runs (silence is then counted in the process's running time).
+    ticking: AtomicBool,
+    /// When the ticker last ran, as a stored instant.
+    last_tick: AtomicU64,
+    /// Wakes the ticker when an idle line gets a request.
+    busy: Notify,
 }
 
 /// One connection to one server.
 pub(super) struct Line {
     wire: Arc<Wire>,
     in_flight: AtomicU64,
-    /// The stored instant since which the line has had no reply while busy.
+    /// The stored instant of the last reply read, or of the first request written while the
+    /// line was idle.
     progress: AtomicU64,
+    /// The `progress` the ticker last saw, and the silence it has counted since, in µs.
+    seen: AtomicU64,
+    silent_us: AtomicU64,
 }
 
 impl Wire {
+    /// A wire with its ticker started on the current runtime, if there is one.
     pub(super) fn new() -> Arc<Wire> {
-        Arc::new(Wire {
+        let wire = Arc::new(Wire {
             epoch: Instant::now(),
             lines: Mutex::new(Vec::new()),
             srtt: AtomicU64::new(0),
             rttvar: AtomicU64::new(0),
             last_error: AtomicU64::new(0),
             backlog: AtomicU64::new(0),
-        })
+            ticking: AtomicBool::new(false),
+            last_tick: AtomicU64::new(0),
+            busy: Notify::new(),
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            wire.ticking.store(true, Ordering::Release);
+            runtime.spawn(tick(Arc::downgrade(&wire), Ticking(Arc::downgrade(&wire))));
+        }
+        wire
     }
 
     /// A new line (connection) of this store.
@@ -62,6 +96,8 @@ impl Wire {
             wire: Arc::clone(self),
             in_flight: AtomicU64::new(0),
             progress: AtomicU64::new(0),
+            seen: AtomicU64::new(0),
+            silent_us: AtomicU64::new(0),
         });
         let mut lines = self.lines.lock();
         lines.retain(|l| l.strong_count() > 0);
@@ -85,11 +121,12 @@ impl Wire {
             .store(self.stamp(Instant::now()), Ordering::Relaxed);
     }
 
-    /// Records a call queued on this host (`+1`) or taken from the queue (`-n`).
+    /// Records a call queued on this host.
     pub(super) fn queued(&self) {
         self.backlog.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records `n` calls taken from the queue to be sent.
     pub(super) fn dequeued(&self, n: u64) {
         let _ = self
             .backlog
@@ -103,7 +140,7 @@ impl Wire {
         self.backlog.load(Ordering::Relaxed)
     }
 
-    /// Feeds one wire time into the estimator (RFC 6298's gains).
+    /// Feeds one wire time into the estimator.
     fn sample(&self, took: Duration) {
         let r = took.as_secs_f64() * 1e6;
         let srtt = f64::from_bits(self.srtt.load(Ordering::Relaxed));
@@ -119,30 +156,116 @@ impl Wire {
         self.rttvar.store(rttvar.to_bits(), Ordering::Relaxed);
     }
 
+    fn live_lines(&self) -> Vec<Arc<Line>> {
+        self.lines.lock().iter().filter_map(Weak::upgrade).collect()
+    }
+
+    /// One tick, `step` (at most [`CAP`]) after the last: every line silent since the last
+    /// tick adds `step` to its silence; a line that read a reply (or went idle) starts again.
+    /// Answers whether any line is busy.
+    fn advance(&self, step: Duration, now: Instant) -> bool {
+        self.last_tick.store(self.stamp(now), Ordering::Release);
+        let step_us = u64::try_from(step.as_micros()).unwrap_or(u64::MAX);
+        let mut busy = false;
+        for line in self.live_lines() {
+            let progress = line.progress.load(Ordering::Acquire);
+            if line.in_flight.load(Ordering::Acquire) == 0 {
+                line.silent_us.store(0, Ordering::Release);
+                line.seen.store(progress, Ordering::Release);
+                continue;
+            }
+            busy = true;
+            if line.seen.swap(progress, Ordering::AcqRel) == progress {
+                line.silent_us.fetch_add(step_us, Ordering::AcqRel);
+            } else {
+                // New progress since the last tick: silent since then, at most one step.
+                let since = self
+                    .instant(progress)
+                    .map_or(Duration::ZERO, |p| now.saturating_duration_since(p));
+                let us = u64::try_from(since.min(step).as_micros()).unwrap_or(0);
+                line.silent_us.store(us, Ordering::Release);
+            }
+        }
+        busy
+    }
+
     /// What the lines show now.
     pub(super) fn health(&self) -> WireHealth {
-        let mut silent: Option<u64> = None;
+        let now = Instant::now();
+        let ticking = self.ticking.load(Ordering::Acquire);
+        // The running time since the last tick counts, up to one step.
+        let partial = self
+            .instant(self.last_tick.load(Ordering::Acquire))
+            .map_or(Duration::ZERO, |t| {
+                now.saturating_duration_since(t).min(CAP)
+            });
+        let mut silence = Duration::ZERO;
         let mut in_flight = 0u64;
-        for line in self.lines.lock().iter().filter_map(Weak::upgrade) {
+        for line in self.live_lines() {
             let n = line.in_flight.load(Ordering::Acquire);
             if n == 0 {
                 continue;
             }
             in_flight = in_flight.saturating_add(n);
-            let since = line.progress.load(Ordering::Acquire);
-            if since > 0 {
-                silent = Some(silent.map_or(since, |s| s.min(since)));
-            }
+            let progress = line.progress.load(Ordering::Acquire);
+            let Some(since) = self.instant(progress) else {
+                continue;
+            };
+            let silent = if !ticking {
+                now.saturating_duration_since(since)
+            } else if line.seen.load(Ordering::Acquire) == progress {
+                Duration::from_micros(line.silent_us.load(Ordering::Acquire)) + partial
+            } else {
+                // Progress the ticker has not seen yet: at most one step ago.
+                now.saturating_duration_since(since).min(CAP)
+            };
+            silence = silence.max(silent);
         }
         let srtt = f64::from_bits(self.srtt.load(Ordering::Relaxed));
         let rttvar = f64::from_bits(self.rttvar.load(Ordering::Relaxed));
         let usual = Duration::from_secs_f64(((srtt + 4.0 * rttvar) / 1e6).clamp(0.0, 3600.0));
         WireHealth {
-            silent_since: silent.and_then(|s| self.instant(s)),
+            silence,
             usual,
             last_error: self.instant(self.last_error.load(Ordering::Relaxed)),
             in_flight,
             backlog: self.backlog(),
+        }
+    }
+}
+
+/// Clears [`Wire::ticking`] when the ticker ends, however it ends (its runtime shut down).
+struct Ticking(Weak<Wire>);
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        if let Some(wire) = self.0.upgrade() {
+            wire.ticking.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// The ticker: counts silence in this process's running time (see the module docs). Ends
+/// when the store is dropped.
+async fn tick(wire: Weak<Wire>, _ticking: Ticking) {
+    let mut last = Instant::now();
+    loop {
+        let busy = {
+            let Some(wire) = wire.upgrade() else { return };
+            let now = Instant::now();
+            let step = now.saturating_duration_since(last).min(CAP);
+            last = now;
+            wire.advance(step, now)
+        };
+        if busy {
+            tokio::time::sleep(TICK).await;
+        } else {
+            // Holds the wire while idle: a dropped store's ticker ends within `IDLE`.
+            let Some(w) = wire.upgrade() else { return };
+            let _ = tokio::time::timeout(IDLE, w.busy.notified()).await;
+            drop(w);
+            // An idle stretch is no silence.
+            last = Instant::now();
         }
     }
 }
@@ -154,6 +277,7 @@ impl Line {
         if self.in_flight.fetch_add(1, Ordering::AcqRel) == 0 {
             // An idle line starts its silence with this request.
             self.progress.store(self.wire.stamp(now), Ordering::Release);
+            self.wire.busy.notify_one();
         }
         OnWire {
             line: self,
@@ -214,47 +338,79 @@ mod tests {
         ))
     }
 
+    fn timeout() -> RedisError {
+        RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "t"))
+    }
+
+    /// Lets the ticker run at tokio's paused clock's pace, `ms` ticks of 1 ms.
+    async fn run_for(ms: u64) {
+        for _ in 0..ms {
+            tokio::time::sleep(TICK).await;
+        }
+        tokio::task::yield_now().await;
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_busy_line_is_silent_until_its_reply() {
         let wire = Wire::new();
         let line = wire.line();
-        assert_eq!(
-            wire.health().silent_since,
-            None,
-            "an idle line is not silent"
-        );
-        let t0 = Instant::now();
+        assert_eq!(wire.health().silence, Duration::ZERO);
         let first = line.begin();
-        tokio::time::advance(Duration::from_millis(3)).await;
+        run_for(3).await;
         let second = line.begin();
         let h = wire.health();
-        assert_eq!(h.silent_since, Some(t0), "silent since the first request");
+        assert!(
+            h.silence >= Duration::from_millis(3) && h.silence <= Duration::from_millis(4),
+            "silent since the first request: {h:?}"
+        );
         assert_eq!(h.in_flight, 2);
-        tokio::time::advance(Duration::from_millis(2)).await;
+        run_for(2).await;
         first.done(&Ok::<(), RedisError>(()));
         let h = wire.health();
-        assert_eq!(
-            h.silent_since,
-            Some(t0 + Duration::from_millis(5)),
-            "a reply restarts the silence of a line that is still busy"
+        assert!(
+            h.silence <= CAP,
+            "a reply restarts the silence of a line that is still busy: {h:?}"
         );
-        assert_eq!(h.usual, Duration::from_millis(15), "5 ms + 4 x 2.5 ms");
+        assert!(h.usual >= Duration::from_millis(10), "{h:?}");
         drop(second);
-        assert_eq!(wire.health().silent_since, None);
+        assert_eq!(wire.health().silence, Duration::ZERO);
         assert_eq!(wire.health().in_flight, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_process_counts_no_silence_but_a_running_one_does() {
+        let wire = Wire::new();
+        let line = wire.line();
+        let _call = line.begin();
+        run_for(1).await;
+        // The process is not run for 200 ms: no tick happens meanwhile.
+        tokio::time::advance(Duration::from_millis(200)).await;
+        let h = wire.health();
+        assert!(
+            h.silence <= Duration::from_millis(1) + 2 * CAP,
+            "a stall adds at most one step: {h:?}"
+        );
+        // Running normally, with Redis silent, the silence grows with the wall clock.
+        run_for(50).await;
+        let h = wire.health();
+        assert!(
+            h.silence >= Duration::from_millis(50) && h.silence <= Duration::from_millis(56),
+            "{h:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_timeout_is_no_reply_and_a_broken_connection_is_an_error() {
         let wire = Wire::new();
         let line = wire.line();
-        let t0 = Instant::now();
         let call = line.begin();
-        tokio::time::advance(Duration::from_millis(10)).await;
+        run_for(10).await;
         let other = line.begin();
-        let timeout = RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "t"));
-        call.done(&Err::<(), _>(timeout));
-        assert_eq!(wire.health().silent_since, Some(t0), "still silent");
+        call.done(&Err::<(), _>(timeout()));
+        assert!(
+            wire.health().silence >= Duration::from_millis(10),
+            "still silent"
+        );
         assert_eq!(wire.health().usual, Duration::ZERO, "no sample");
         assert_eq!(wire.health().last_error, None);
         other.done(&Err::<(), _>(io_error()));
@@ -262,22 +418,32 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_silence_is_the_oldest_of_the_busy_lines() {
+    async fn the_silence_is_the_longest_of_the_busy_lines() {
         let wire = Wire::new();
         let (a, b) = (wire.line(), wire.line());
-        let t0 = Instant::now();
         let on_a = a.begin();
-        tokio::time::advance(Duration::from_millis(4)).await;
+        run_for(4).await;
         let on_b = b.begin();
-        assert_eq!(wire.health().silent_since, Some(t0));
+        run_for(4).await;
+        let h = wire.health();
+        assert!(h.silence >= Duration::from_millis(8), "{h:?}");
         on_a.done(&Ok::<(), RedisError>(()));
-        assert_eq!(
-            wire.health().silent_since,
-            Some(t0 + Duration::from_millis(4))
+        let h = wire.health();
+        assert!(
+            h.silence >= Duration::from_millis(4) && h.silence < Duration::from_millis(8),
+            "{h:?}"
         );
         drop(on_b);
-        drop(b);
-        assert_eq!(wire.health().silent_since, None);
+        assert_eq!(wire.health().silence, Duration::ZERO);
+    }
+
+    #[test]
+    fn without_a_runtime_silence_is_wall_time() {
+        let wire = Wire::new();
+        let line = wire.line();
+        let _call = line.begin();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(wire.health().silence >= Duration::from_millis(20));
     }
 
     #[test]
