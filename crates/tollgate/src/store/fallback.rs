@@ -504,6 +504,15 @@ impl<P: Store> FallbackStore<P> {
         self.breaker.state()
     }
 
+    /// The silence above which the primary counts as failing now: its usual latency, at
+    /// least the deadline and at most a quarter of `max_wait` (see the [module docs](self));
+    /// the deadline for a primary that reports nothing of its connections.
+    pub fn silence_threshold(&self) -> Duration {
+        self.primary
+            .wire_health()
+            .map_or(self.config.deadline, |h| self.threshold(&h))
+    }
+
     /// What the store has done so far.
     pub fn stats(&self) -> FallbackStats {
         FallbackStats {
@@ -595,7 +604,9 @@ impl<P: Store> FallbackStore<P> {
             return Blame::Errors;
         }
         let threshold = self.threshold(health);
-        if health.silence > threshold {
+        // To the millisecond: silence is counted in ticks of one, and a call begun on an idle
+        // connection is silent from just after its start.
+        if health.silence + LOOK_AGAIN > threshold {
             Blame::Silent(health.silence)
         } else {
             // Nothing to blame before the silence could first exceed the threshold.
