@@ -346,6 +346,7 @@ pub struct PermitOut<'a> {
 #[derive(Serialize)]
 struct DecisionOut<'a> {
     allowed: bool,
+    degraded: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     denied_by: Option<LimitRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -369,6 +370,7 @@ impl<'a> DecisionOut<'a> {
         let d = &j.decision;
         DecisionOut {
             allowed: d.is_allowed(),
+            degraded: d.is_degraded(),
             denied_by: d.denied_by().map(LimitRef::of),
             error_code: d.reason().map(|r| r.error_code()),
             limits: Statuses(d.statuses()),
@@ -397,6 +399,12 @@ pub fn decision_body(j: &Judged, permit: Option<PermitOut<'_>>) -> Vec<u8> {
         "{\"allowed\":true"
     } else {
         "{\"allowed\":false"
+    });
+    // Made without the shared store (its failure modes decided): always present.
+    w.raw(if d.is_degraded() {
+        ",\"degraded\":true"
+    } else {
+        ",\"degraded\":false"
     });
     if let Some(by) = d.denied_by() {
         w.raw(",\"denied_by\":");

@@ -149,7 +149,7 @@ impl<S: Store> Rls<S> {
     async fn decide(
         &self,
         request: tonic::Request<RateLimitRequest>,
-    ) -> Result<RateLimitResponse, ApiError> {
+    ) -> Result<(RateLimitResponse, bool), ApiError> {
         let started = Instant::now();
         let rt = self.app.runtime();
         let who = rt.principal(bearer(request.metadata()))?;
@@ -227,18 +227,20 @@ impl<S: Store> Rls<S> {
         }
 
         let over = judged.iter().any(|j| !j.is_allowed());
+        let degraded = judged.iter().any(|j| j.decision.is_degraded());
         let shown = judged
             .iter()
             .find(|j| !j.is_allowed())
             .or_else(|| judged.first());
-        Ok(RateLimitResponse {
+        let response = RateLimitResponse {
             overall_code: if over { Code::OverLimit } else { Code::Ok } as i32,
             statuses: judged.iter().map(|j| status_of(&j.decision)).collect(),
             response_headers_to_add: shown
                 .map(|j| headers_of(j, rt.config.server.headers))
                 .unwrap_or_default(),
             ..RateLimitResponse::default()
-        })
+        };
+        Ok((response, degraded))
     }
 }
 
@@ -248,10 +250,16 @@ impl<S: Store> RateLimitService for Rls<S> {
         &self,
         request: tonic::Request<RateLimitRequest>,
     ) -> Result<tonic::Response<RateLimitResponse>, tonic::Status> {
-        self.decide(request)
-            .await
-            .map(tonic::Response::new)
-            .map_err(|e| e.to_grpc())
+        let (response, degraded) = self.decide(request).await.map_err(|e| e.to_grpc())?;
+        let mut response = tonic::Response::new(response);
+        if degraded {
+            // As the HTTP API's header: the decision was made without the shared store.
+            response.metadata_mut().insert(
+                "x-tollgate-degraded",
+                tonic::metadata::MetadataValue::from_static("true"),
+            );
+        }
+        Ok(response)
     }
 }
 

@@ -166,8 +166,16 @@ fn header_name(name: &'static str) -> HeaderName {
     }
 }
 
-/// Adds the decision's rate-limit headers to `headers`.
+/// The header that marks a decision made without the shared store (by the rules' failure
+/// modes): `x-tollgate-degraded: true`; absent otherwise. gRPC answers carry the same key as
+/// response metadata.
+pub const DEGRADED: HeaderName = HeaderName::from_static("x-tollgate-degraded");
+
+/// Adds the decision's rate-limit headers to `headers` (and [`DEGRADED`] when it is degraded).
 pub fn add_decision_headers(headers: &mut HeaderMap, j: &Judged, style: Headers) {
+    if j.decision.is_degraded() {
+        headers.insert(DEGRADED, HeaderValue::from_static("true"));
+    }
     // Every value is rendered into one buffer, which the header values then share.
     let mut buf = Vec::with_capacity(384);
     let mut spans = Vec::with_capacity(9);

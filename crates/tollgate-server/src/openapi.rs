@@ -127,9 +127,10 @@ pub fn document() -> Value {
                 },
                 "Decision": {
                     "type": "object",
-                    "required": ["allowed", "outcome", "limits"],
+                    "required": ["allowed", "degraded", "outcome", "limits"],
                     "properties": {
                         "allowed": { "type": "boolean" },
+                        "degraded": { "type": "boolean", "description": "Made without the shared store, by the rules' failure modes (also the x-tollgate-degraded: true header)" },
                         "outcome": { "enum": ["allowed", "denied", "too_large", "store_full"] },
                         "reason": { "enum": ["requests", "tokens", "concurrency", "quota", "too_large", "store_full"] },
                         "error_code": { "type": "string", "examples": ["E4404"] },

@@ -29,15 +29,21 @@
 //! The binaries are `redis-server` and `redis-cli` from the `PATH`, or the paths in
 //! `TOLLGATE_REDIS_SERVER` and `TOLLGATE_REDIS_CLI`. Nothing here ever connects to a port it did
 //! not start a server on.
+//!
+//! [`Service`] runs the `tollgate serve` binary itself (built by cargo for the test, see
+//! [`tollgate_binary`]), [`CpuHogs`] keeps every core busy, and the `tollgate-load` binary of
+//! this crate is a client process for load tests.
 
 mod cluster;
 pub mod conformance;
 pub mod model;
 mod resp;
 mod server;
+mod service;
 mod slot;
 pub mod strategies;
 
 pub use cluster::RedisCluster;
 pub use server::{free_port, RedisServer};
+pub use service::{tollgate_binary, CpuHogs, Service};
 pub use slot::key_slot;

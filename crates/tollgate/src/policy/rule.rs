@@ -85,7 +85,7 @@ impl Rule {
             selectors: Vec::new(),
             limits: Vec::new(),
             overrides: Vec::new(),
-            failure_mode: crate::store::FailureMode::Open,
+            failure_mode: crate::store::FailureMode::default(),
         }
     }
 
@@ -183,7 +183,7 @@ impl RuleBuilder {
     }
 
     /// What the rule's limits do while the shared store fails (default
-    /// [`FailureMode::Open`](crate::store::FailureMode::Open)).
+    /// [`FailureMode::Local`](crate::store::FailureMode::Local)).
     pub fn failure_mode(mut self, mode: crate::store::FailureMode) -> Self {
         self.failure_mode = mode;
         self

@@ -1,27 +1,71 @@
-//! The fallback store: a shared store (Redis) behind a deadline and a circuit breaker, so that
-//! the rate limiter never becomes the outage.
+//! The fallback store: a shared store (Redis) behind a circuit breaker, so that the rate
+//! limiter never becomes the outage, and so that a busy host never passes for a failing Redis.
 //!
-//! - Every call to the primary has a deadline (default 25 ms). A call that misses it, or fails
-//!   transiently, counts as a failure; a decision never waits longer than the deadline.
-//! - A circuit breaker opens after consecutive failures or a high error rate; while open, no
-//!   decision waits on the primary. After a pause it lets a few probes through (half-open) and
-//!   closes again when they succeed.
-//! - While the primary is failing, each rule follows its [`FailureMode`]: `open` admits,
-//!   `closed` denies as [`Outcome::Unavailable`](crate::Outcome::Unavailable), `local` enforces
-//!   an in-memory share of the limit (the limit divided by the expected number of instances).
-//!   Such decisions say so ([`Decision::is_degraded`](crate::Decision::is_degraded)) and are
-//!   counted. Nothing spent locally is replayed to the primary, so nothing is counted twice;
-//!   when the primary returns, buckets resume from its state.
-//! - A local denial cache: once the primary denies a request until `T`, the same request is
-//!   denied locally until `T` without a round trip. The cached time starts when the request
-//!   was sent, so the cache expires no later than the primary's own answer would change. A
-//!   request whose costs are at least the cached ones is denied the same way (its
-//!   `retry_after` is then a lower bound). Concurrency denials are not cached: a slot can be
-//!   released at any moment. Capacity given back through another instance (a refund, a reset
-//!   made there) is seen here only when the cached denial expires, so such calls may be denied
-//!   for up to their `retry_after` longer than the primary alone would deny them; a reset
-//!   through this instance forgets the cached denials it covers. Turn the cache off
-//!   ([`FallbackConfig::denial_cache`]) where that matters more than the saved round trips.
+//! # When the primary counts as failing
+//!
+//! A call can be slow because Redis is in trouble, or because this host is: the process waited
+//! for a CPU, or the call queued behind hundreds of others before it was written. Only the
+//! first is a reason to stop asking Redis; answering the second with the failure modes would
+//! hand out wrong answers (a rule that fails open admits everything) while Redis is healthy.
+//! So the breaker judges Redis by what belongs to Redis, as the store reports it
+//! ([`Store::wire_health`]):
+//!
+//! - A connection error (refused, reset, closed) fails the call at once, and counts.
+//! - Silence: a connection that has had requests written and no reply read for longer than
+//!   the threshold. The threshold is Redis's usual latency on this host, the smoothed wire time
+//!   (request handed to the connection to reply read) plus four times its mean deviation, as
+//!   TCP sets its retransmission timeout; never less than [`FallbackConfig::deadline`]
+//!   (25 ms) and never more than a quarter of [`FallbackConfig::max_wait`] (250 ms). A silence
+//!   counts only if a second look, a millisecond later, finds the same connection still
+//!   without a reply: a process that the host did not run for a while finds every connection
+//!   silent when it wakes, until it reads the replies that arrived meanwhile.
+//! - Calls queued on this host and not yet written (the Redis store's backlog, the
+//!   `tollgate_redis_backlog` gauge) and time spent waiting for a CPU are load, never a
+//!   failure of Redis.
+//!
+//! A call is therefore answered by the failure modes only while Redis is at fault, or once it
+//! has waited [`FallbackConfig::max_wait`] (1 s), the bound on every decision: a caller on a
+//! busy host may wait longer than the deadline for an exact answer. Such a call, unanswered
+//! after `max_wait` while Redis answers others, is answered by the failure modes and counted
+//! as `overloaded` ([`FallbackStats::overloaded`], `tollgate_store_overloaded_total`), not as a
+//! failure. So a killed Redis is noticed at its first refused call, a paused or unreachable one
+//! after the threshold (the deadline, on a host where Redis answers in well under it), and no
+//! decision waits longer than `max_wait`. A primary that reports nothing of its connections
+//! is judged by the deadline alone: a call that misses it fails.
+//!
+//! # The breaker and the failure modes
+//!
+//! - The circuit breaker opens after consecutive failures or a high failure rate; while open,
+//!   no decision waits on the primary. After a pause it lets a few probes through (half-open)
+//!   and closes again when they succeed.
+//! - While the primary is failing, each rule follows its [`FailureMode`]: `local` (the
+//!   default) enforces an in-memory share of the limit (the limit divided by the expected
+//!   number of instances), `open` admits, `closed` denies as
+//!   [`Outcome::Unavailable`](crate::Outcome::Unavailable). Such decisions say so
+//!   ([`Decision::is_degraded`](crate::Decision::is_degraded)) and are counted. A `local`
+//!   limit reports what its local share knows; an `open` or `closed` one reports nothing
+//!   remaining, never a full bucket it cannot vouch for. Nothing spent locally is replayed to
+//!   the primary, so nothing is counted twice; when the primary returns, buckets resume from
+//!   its state. While the primary fails, [`usage`](Store::usage) fails too
+//!   ([`StoreError::Unavailable`]): the shared state cannot be read, and the local share is not
+//!   the fleet's usage.
+//! - A request id goes to the primary, which remembers its admission; a decision made by the
+//!   failure modes remembers it locally, so a retry while still degraded spends nothing more
+//!   locally, and a retry once the primary is back is answered by the primary (which may have
+//!   run the first attempt after all, and then answers it again rather than spending twice).
+//!
+//! # The denial cache
+//!
+//! Once the primary denies a request until `T`, the same request is denied locally until `T`
+//! without a round trip. The cached time starts when the request was sent, so the cache
+//! expires no later than the primary's own answer would change. A request whose costs are at
+//! least the cached ones is denied the same way (its `retry_after` is then a lower bound).
+//! Concurrency denials are not cached: a slot can be released at any moment. Capacity given
+//! back through another instance (a refund, a reset made there) is seen here only when the
+//! cached denial expires, so such calls may be denied for up to their `retry_after` longer
+//! than the primary alone would deny them; a reset through this instance forgets the cached
+//! denials it covers. Turn the cache off ([`FallbackConfig::denial_cache`]) where that
+//! matters more than the saved round trips.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +77,7 @@ use smallvec::SmallVec;
 use tokio::time::Instant;
 use tollgate_core::{Algorithm, Clock, LeaseId, Limit, SystemClock, Timestamp, Usage, Verdict};
 
+use super::health::WireHealth;
 use super::memory::{MemoryKey, MemoryStore};
 use super::{Degraded, FailureMode, Mode, Op, Route, Settlement, Store, StoreOutcome};
 use crate::error::StoreError;
@@ -41,11 +86,34 @@ use crate::key::BucketName;
 /// Decisions applied to the local share are settled there.
 pub const LOCAL: Route = Route(1);
 
+/// The least time between two looks at a slow call's primary.
+const LOOK_AGAIN: Duration = Duration::from_millis(1);
+
+/// What the primary's connections say about a slow call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Blame {
+    /// A connection failed since the call began.
+    Errors,
+    /// A connection has been silent for this long, beyond the threshold.
+    Silent(Duration),
+    /// The primary is answering; look again at this instant.
+    Nothing(Instant),
+}
+
 /// Settings of a [`FallbackStore`].
 #[derive(Clone, Debug)]
 pub struct FallbackConfig {
-    /// The longest a call to the primary may take (default 25 ms).
+    /// How long the primary may leave requests unanswered before it counts as failing
+    /// (default 25 ms): the least silence blamed on it. Where the primary's replies usually
+    /// take longer, the threshold follows them (see the [module docs](self)). For a primary
+    /// that reports nothing of its connections ([`Store::wire_health`] is `None`), the longest
+    /// a call may take.
     pub deadline: Duration,
+    /// The longest any decision waits on the primary, whatever the reason (default 1 s). A
+    /// call still unanswered then, although the primary is not failing (this host is too busy
+    /// to get the answer through), is answered by the failure modes and counted as
+    /// `overloaded`, not as a failure of the primary. Never less than `deadline`.
+    pub max_wait: Duration,
     /// Consecutive failures that open the breaker (default 5).
     pub consecutive_failures: u32,
     /// The failure rate over the last `rate_window` calls that opens the breaker (default 0.5).
@@ -70,6 +138,7 @@ impl Default for FallbackConfig {
     fn default() -> Self {
         FallbackConfig {
             deadline: Duration::from_millis(25),
+            max_wait: Duration::from_secs(1),
             consecutive_failures: 5,
             failure_rate: 0.5,
             rate_window: 100,
@@ -108,6 +177,18 @@ enum Gate {
     Call,
     Probe,
     Refuse,
+}
+
+/// How a call to the primary went, as the breaker counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Judged {
+    /// The primary answered (a reply, or an error that is not an outage).
+    Answered,
+    /// The primary is at fault: its connection failed, or it left requests unanswered for
+    /// longer than the threshold.
+    Failed,
+    /// The call reached `max_wait` while the primary was answering: this host's load.
+    Overloaded,
 }
 
 struct BreakerInner {
@@ -173,14 +254,14 @@ impl Breaker {
         }
     }
 
-    fn record(&self, gate: &Gate, ok: bool, now: Instant) {
+    fn record(&self, gate: &Gate, judged: Judged, now: Instant) {
         let mut b = self.inner.lock();
         if matches!(gate, Gate::Probe) {
             b.probes_in_flight = b.probes_in_flight.saturating_sub(1);
-            if b.state != BreakerState::HalfOpen {
+            if b.state != BreakerState::HalfOpen || judged == Judged::Overloaded {
                 return;
             }
-            if ok {
+            if judged == Judged::Answered {
                 b.probe_successes = b.probe_successes.saturating_add(1);
                 if b.probe_successes >= self.config.probes.max(1) {
                     b.consecutive = 0;
@@ -193,9 +274,10 @@ impl Breaker {
             }
             return;
         }
-        if b.state != BreakerState::Closed {
+        if b.state != BreakerState::Closed || judged == Judged::Overloaded {
             return;
         }
+        let ok = judged == Judged::Answered;
         b.consecutive = if ok {
             0
         } else {
@@ -352,8 +434,10 @@ pub struct FallbackStats {
     pub degraded: u64,
     /// Denials answered from the cache: calls the primary was spared.
     pub cached_denials: u64,
-    /// Calls to the primary that failed or missed the deadline.
+    /// Calls to the primary that failed, or that it left unanswered beyond the threshold.
     pub primary_failures: u64,
+    /// Calls that reached `max_wait` while the primary was answering (this host's load).
+    pub overloaded: u64,
     /// How often the breaker opened.
     pub breaker_opened: u64,
 }
@@ -368,6 +452,7 @@ pub struct FallbackStore<P: Store> {
     degraded: AtomicU64,
     cached: AtomicU64,
     failures: AtomicU64,
+    overloaded: AtomicU64,
 }
 
 impl<P: Store + std::fmt::Debug> std::fmt::Debug for FallbackStore<P> {
@@ -405,6 +490,7 @@ impl<P: Store> FallbackStore<P> {
             degraded: AtomicU64::new(0),
             cached: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            overloaded: AtomicU64::new(0),
         }
     }
 
@@ -418,12 +504,22 @@ impl<P: Store> FallbackStore<P> {
         self.breaker.state()
     }
 
+    /// The silence above which the primary counts as failing now: its usual latency, at
+    /// least the deadline and at most a quarter of `max_wait` (see the [module docs](self));
+    /// the deadline for a primary that reports nothing of its connections.
+    pub fn silence_threshold(&self) -> Duration {
+        self.primary
+            .wire_health()
+            .map_or(self.config.deadline, |h| self.threshold(&h))
+    }
+
     /// What the store has done so far.
     pub fn stats(&self) -> FallbackStats {
         FallbackStats {
             degraded: self.degraded.load(Ordering::Relaxed),
             cached_denials: self.cached.load(Ordering::Relaxed),
             primary_failures: self.failures.load(Ordering::Relaxed),
+            overloaded: self.overloaded.load(Ordering::Relaxed),
             breaker_opened: self.breaker.inner.lock().opened,
         }
     }
@@ -462,7 +558,8 @@ impl<P: Store> FallbackStore<P> {
             .collect()
     }
 
-    /// Runs `call` against the primary within the deadline, through the breaker.
+    /// Runs `call` against the primary through the breaker, waiting as long as the primary
+    /// is answering (at most `max_wait`), and counts how it went.
     async fn guarded<T>(
         &self,
         call: impl std::future::Future<Output = Result<T, StoreError>>,
@@ -471,24 +568,137 @@ impl<P: Store> FallbackStore<P> {
         if matches!(gate, Gate::Refuse) {
             return Err(StoreError::Unavailable("circuit breaker open".into()));
         }
-        let result = match tokio::time::timeout(self.config.deadline, call).await {
-            Ok(r) => r,
-            Err(_) => Err(StoreError::Timeout(self.config.deadline)),
-        };
-        let ok = match &result {
-            Ok(_) => true,
-            Err(e) => !e.is_transient(),
-        };
-        if !ok {
-            self.failures.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("tollgate_store_errors_total").increment(1);
+        let (result, judged) = self.judged(call, Instant::now()).await;
+        match judged {
+            Judged::Answered => {}
+            Judged::Failed => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("tollgate_store_errors_total").increment(1);
+            }
+            Judged::Overloaded => {
+                self.overloaded.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("tollgate_store_overloaded_total").increment(1);
+            }
         }
-        self.breaker.record(&gate, ok, Instant::now());
+        self.breaker.record(&gate, judged, Instant::now());
         result
     }
 
-    /// The decision the rules' failure modes make without the primary.
-    fn degrade(&self, ops: &[Op<FallbackKey<P::Key>>], mode: Mode, lease: LeaseId) -> StoreOutcome {
+    /// The silence above which the primary is at fault: its usual latency, at least the
+    /// deadline and at most a quarter of `max_wait` (so that a silent primary is found well
+    /// within `max_wait`, however slow it usually is).
+    fn threshold(&self, health: &WireHealth) -> Duration {
+        let floor = self.config.deadline;
+        let ceiling = (self.max_wait() / 4).max(floor);
+        health.usual.clamp(floor, ceiling)
+    }
+
+    fn max_wait(&self) -> Duration {
+        self.config.max_wait.max(self.config.deadline)
+    }
+
+    /// What the primary's connections say about a call begun at `started` and still
+    /// unanswered `now`.
+    fn blame(&self, health: &WireHealth, started: Instant, now: Instant) -> Blame {
+        if health.last_error.is_some_and(|e| e >= started) {
+            return Blame::Errors;
+        }
+        let threshold = self.threshold(health);
+        // To the millisecond: silence is counted in ticks of one, and a call begun on an idle
+        // connection is silent from just after its start.
+        if health.silence + LOOK_AGAIN > threshold {
+            Blame::Silent(health.silence)
+        } else {
+            // Nothing to blame before the silence could first exceed the threshold.
+            Blame::Nothing(now + (threshold - health.silence).max(LOOK_AGAIN))
+        }
+    }
+
+    /// Awaits `call`, begun at `started`, and judges how it went. Past the deadline, the call
+    /// is given up on only if the primary is at fault (a connection error since the call
+    /// began, or a silence beyond the threshold) or once `max_wait` has passed.
+    async fn judged<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+        started: Instant,
+    ) -> (Result<T, StoreError>, Judged) {
+        let mut call = std::pin::pin!(call);
+        let hard = started + self.max_wait();
+        let mut wake = started + self.config.deadline;
+        loop {
+            let now = match tokio::time::timeout_at(wake, &mut call).await {
+                Ok(result) => {
+                    let judged = self.judge_result(&result, started);
+                    return (result, judged);
+                }
+                Err(_) => Instant::now(),
+            };
+            let Some(health) = self.primary.wire_health() else {
+                return (
+                    Err(StoreError::Timeout(self.config.deadline)),
+                    Judged::Failed,
+                );
+            };
+            match self.blame(&health, started, now) {
+                Blame::Errors => {
+                    tracing::warn!("tollgate: the connection to the shared store failed");
+                    return (
+                        Err(StoreError::Unavailable(
+                            "the connection to the shared store failed".into(),
+                        )),
+                        Judged::Failed,
+                    );
+                }
+                Blame::Silent(silence) => {
+                    tracing::warn!(
+                        ?silence,
+                        threshold = ?self.threshold(&health),
+                        in_flight = health.in_flight,
+                        "tollgate: the shared store left requests unanswered"
+                    );
+                    return (Err(StoreError::Timeout(silence)), Judged::Failed);
+                }
+                Blame::Nothing(next) => wake = next,
+            }
+            if now >= hard {
+                return (
+                    Err(StoreError::Timeout(self.max_wait())),
+                    Judged::Overloaded,
+                );
+            }
+            wake = wake.min(hard);
+        }
+    }
+
+    /// How a call that came back with `result` went. The primary's own timeout counts
+    /// against it only if its connections show it at fault.
+    fn judge_result<T>(&self, result: &Result<T, StoreError>, started: Instant) -> Judged {
+        match result {
+            Ok(_) => Judged::Answered,
+            Err(e) if !e.is_transient() => Judged::Answered,
+            Err(StoreError::Timeout(_)) => match self.primary.wire_health() {
+                Some(health) => match self.blame(&health, started, Instant::now()) {
+                    Blame::Nothing(_) => Judged::Overloaded,
+                    Blame::Errors | Blame::Silent(_) => Judged::Failed,
+                },
+                None => Judged::Failed,
+            },
+            Err(_) => Judged::Failed,
+        }
+    }
+
+    /// The decision the rules' failure modes make without the primary. A `local` limit reports
+    /// what its local share knows; an `open` or `closed` one, which nothing tracks meanwhile,
+    /// reports nothing remaining (never a full bucket it cannot vouch for). A request id
+    /// spent locally is remembered locally, so a retry while still degraded spends nothing
+    /// more.
+    fn degrade(
+        &self,
+        ops: &[Op<FallbackKey<P::Key>>],
+        mode: Mode,
+        lease: LeaseId,
+        request_id: Option<&str>,
+    ) -> StoreOutcome {
         self.degraded.fetch_add(1, Ordering::Relaxed);
         let unavailable = ops.iter().any(|op| op.failure == FailureMode::Closed);
         let reason = if unavailable {
@@ -509,8 +719,13 @@ impl<P: Store> FallbackStore<P> {
             .filter_map(|&i| all_local.get(i).cloned())
             .collect();
         let local_mode = if unavailable { Mode::Peek } else { mode };
-        let local =
-            (!local_ops.is_empty()).then(|| self.local.decide_now(&local_ops, local_mode, lease));
+        let local = (!local_ops.is_empty()).then(|| {
+            match Store::decide_sync(&self.local, &local_ops, local_mode, lease, request_id) {
+                Some(Ok(o)) => o,
+                // The memory store always decides at once and never fails.
+                _ => self.local.decide_now(&local_ops, local_mode, lease),
+            }
+        });
         let now = local
             .as_ref()
             .map_or_else(|| self.local.clock().now(), |o| o.now);
@@ -522,7 +737,7 @@ impl<P: Store> FallbackStore<P> {
                     admitted: op.failure == FailureMode::Open,
                     never_fits: false,
                     capacity,
-                    remaining: capacity,
+                    remaining: 0,
                     reset_after_us: 0,
                     retry_after_us: 0,
                 }
@@ -539,7 +754,8 @@ impl<P: Store> FallbackStore<P> {
         StoreOutcome {
             now,
             verdicts,
-            spent: admitted && mode == Mode::Spend,
+            // A local replay of a request id spent nothing.
+            spent: admitted && mode == Mode::Spend && local.as_ref().is_none_or(|o| o.spent),
             store_full: local.as_ref().is_some_and(|o| o.store_full),
             route: LOCAL,
             degraded: Some(Degraded::FailureModes { unavailable }),
@@ -600,7 +816,7 @@ impl<P: Store> Store for FallbackStore<P> {
                 }
                 Ok(outcome)
             }
-            Err(e) if e.is_transient() => Ok(self.degrade(ops, mode, lease)),
+            Err(e) if e.is_transient() => Ok(self.degrade(ops, mode, lease, request_id)),
             Err(e) => Err(e),
         }
     }
@@ -630,11 +846,16 @@ impl<P: Store> Store for FallbackStore<P> {
 
     async fn usage(&self, ops: &[Op<Self::Key>]) -> Result<(Timestamp, Vec<Usage>), StoreError> {
         let primary_ops = Self::primary_ops(ops);
-        match self.guarded(self.primary.usage(&primary_ops)).await {
-            Ok(u) => Ok(u),
-            Err(e) if e.is_transient() => Ok(self.local.usage_now(&self.local_ops(ops))),
-            Err(e) => Err(e),
-        }
+        // Usage is the shared state's: while it cannot be read, say so rather than report
+        // the local share's (mostly empty) buckets as if they were the fleet's.
+        self.guarded(self.primary.usage(&primary_ops))
+            .await
+            .map_err(|e| match e {
+                StoreError::Timeout(_) | StoreError::Unavailable(_) => StoreError::Unavailable(
+                    format!("the shared store's usage could not be read: {e}"),
+                ),
+                e => e,
+            })
     }
 
     async fn reset(&self, keys: &[Self::Key]) -> Result<(), StoreError> {

@@ -4,6 +4,7 @@
 //! of its own clock and spends from all of them or from none.
 
 pub mod fallback;
+pub mod health;
 mod idempotency;
 pub mod memory;
 #[cfg(feature = "redis")]
@@ -151,16 +152,20 @@ impl<K> Ops<K> for [Op<K>] {
 
 /// What a rule's limits do while the shared store is failing (see
 /// [`FallbackStore`](fallback::FallbackStore)).
+///
+/// The default is `Local`: a limit stays a limit while Redis is down (each instance enforces
+/// its share), so an outage neither lets a tenant run up a provider bill (`Open`) nor turns
+/// into an outage of everything behind the limiter (`Closed`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum FailureMode {
     /// Admit, and count the decision as degraded (fail open).
-    #[default]
     Open,
     /// Deny with [`Outcome::Unavailable`](crate::Outcome::Unavailable), which is not a
     /// rate-limit denial (fail closed).
     Closed,
     /// Enforce a local, in-memory share of the limit: the limit divided by the expected number
-    /// of instances.
+    /// of instances (the default).
+    #[default]
     Local,
 }
 
@@ -488,6 +493,15 @@ pub trait Store: Send + Sync + 'static {
     /// How many buckets each rule (by id) holds, if the store can tell cheaply enough for a
     /// stats snapshot.
     fn active_buckets(&self) -> Option<Vec<(u32, u64)>> {
+        None
+    }
+
+    /// What this store sees on its connections to a shared server (requests unanswered,
+    /// usual latency, connection errors, local backlog), so that a
+    /// [`FallbackStore`](fallback::FallbackStore) blames a slow call on the server only when
+    /// the server is at fault. `None` for a store that cannot tell (the fallback then counts
+    /// every call that misses its deadline as a failure).
+    fn wire_health(&self) -> Option<health::WireHealth> {
         None
     }
 }

@@ -44,6 +44,7 @@ use tokio::sync::OnceCell;
 
 use super::home::Home;
 use super::keys;
+use super::wire::{Line, Wire};
 
 /// The number of hash slots in a Redis Cluster.
 const SLOTS: usize = 16_384;
@@ -72,6 +73,8 @@ pub(super) struct Settings {
     pub connect_timeout: Duration,
     /// The bound on one whole call, redirections and retries included.
     pub response_timeout: Duration,
+    /// Where each node's connection is timed (one line per node).
+    pub wire: Arc<Wire>,
 }
 
 /// A connection to a Redis Cluster: cheap to clone, shared by all clones.
@@ -92,6 +95,8 @@ struct Inner {
     map: ArcSwap<SlotMap>,
     /// One connection per node URL.
     nodes: Mutex<HashMap<String, NodeCell>>,
+    /// What the store sees on each node's connection, by node URL (kept across reconnects).
+    lines: Mutex<HashMap<String, Arc<Line>>>,
     /// Whether a background re-read of the map is running (or waiting to run).
     refreshing: AtomicBool,
     /// When the last re-read began.
@@ -165,6 +170,7 @@ impl Cluster {
                 home: Home::here(),
                 map: ArcSwap::from_pointee(SlotMap::empty()),
                 nodes: Mutex::new(HashMap::new()),
+                lines: Mutex::new(HashMap::new()),
                 refreshing: AtomicBool::new(false),
                 last_refresh: Mutex::new(None),
             }),
@@ -232,6 +238,7 @@ impl Cluster {
                 // Nothing was sent. A node that cannot be reached may have been failed over;
                 // refused credentials, TLS settings or names will not get better.
                 Err(e) if unreachable(&e) => {
+                    self.inner.settings.wire.error();
                     self.refresh_soon();
                     Next::Wait
                 }
@@ -260,6 +267,8 @@ impl Cluster {
         url: &str,
         asking: bool,
     ) -> Next {
+        let line = self.line(url);
+        let on = line.begin();
         let reply = if asking {
             // Errors stay values, so that a MOVED or ASK after ASKING keeps its node.
             let mut pipe = redis::pipe();
@@ -281,6 +290,7 @@ impl Cluster {
         } else {
             cmd.query_async::<Value>(&mut conn).await
         };
+        on.done(&reply);
         let e = match reply {
             Ok(v) => return Next::Done(Ok(v)),
             Err(e) => e,
@@ -356,6 +366,19 @@ impl Cluster {
         match nodes.get(url) {
             Some(cell) => Arc::clone(cell),
             None => Arc::clone(nodes.entry(url.to_owned()).or_default()),
+        }
+    }
+
+    /// The line that times the calls to `url`.
+    fn line(&self, url: &str) -> Arc<Line> {
+        let mut lines = lock(&self.inner.lines);
+        match lines.get(url) {
+            Some(line) => Arc::clone(line),
+            None => {
+                let line = self.inner.settings.wire.line();
+                lines.insert(url.to_owned(), Arc::clone(&line));
+                line
+            }
         }
     }
 
@@ -456,8 +479,9 @@ impl Cluster {
         let (map, _) = futures::future::select_ok(asks).await?;
         // Connections to nodes that left the map (and are not seeds) are closed.
         let seeds = &self.inner.seeds;
-        lock(&self.inner.nodes)
-            .retain(|url, _| map.masters.iter().any(|m| **m == **url) || seeds.contains(url));
+        let kept = |url: &String| map.masters.iter().any(|m| **m == **url) || seeds.contains(url);
+        lock(&self.inner.nodes).retain(|url, _| kept(url));
+        lock(&self.inner.lines).retain(|url, _| kept(url));
         self.inner.map.store(Arc::new(map));
         Ok(())
     }

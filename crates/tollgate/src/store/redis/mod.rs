@@ -25,6 +25,7 @@ mod home;
 mod keys;
 mod pipeline;
 mod scripts;
+mod wire;
 
 use std::fmt;
 use std::sync::Arc;
@@ -35,12 +36,14 @@ use redis::{RedisError, Value};
 use tollgate_core::algorithms::gcra::Gcra;
 use tollgate_core::{Algorithm, Clock, LeaseId, Limit, Timestamp, Usage, Verdict, Window};
 
+use super::health::WireHealth;
 use super::{Mode, Op, Route, Settlement, Store, StoreOutcome};
 use crate::error::StoreError;
 use crate::key::BucketName;
 use home::Home;
 pub use keys::MAX_VALUE_BYTES;
 use scripts::Script;
+use wire::{Line, Wire};
 
 /// Integers that Lua's doubles hold exactly.
 const EXACT: u128 = EXACT_U64 as u128;
@@ -75,14 +78,20 @@ impl Default for RedisConfig {
 
 #[derive(Clone)]
 enum Conn {
-    Single(ConnectionManager),
+    /// One server's connection, and what the store sees on it.
+    Single(ConnectionManager, Arc<Line>),
     Cluster(cluster::Cluster),
 }
 
 impl Conn {
     async fn query(&self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
         match self {
-            Conn::Single(c) => cmd.query_async(&mut c.clone()).await,
+            Conn::Single(c, line) => {
+                let on = line.begin();
+                let r = cmd.query_async(&mut c.clone()).await;
+                on.done(&r);
+                r
+            }
             Conn::Cluster(c) => c.query(cmd).await,
         }
     }
@@ -120,6 +129,8 @@ pub struct RedisStore {
     batcher: SettleBatcher,
     /// Sends concurrent script calls as one pipeline (standalone only).
     pipeliner: pipeline::Pipeliner,
+    /// What the store sees on its connections (for [`Store::wire_health`]).
+    wire: Arc<Wire>,
     target: String,
 }
 
@@ -180,6 +191,56 @@ fn store_error(e: &RedisError, timeout: Duration) -> StoreError {
     }
 }
 
+/// The nodes' URLs, redacted, for logs and errors.
+fn targets(nodes: &[String]) -> String {
+    nodes
+        .iter()
+        .map(|n| redact(n))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A connection to one server, timed on a new line of `wire`.
+async fn connect_single(
+    url: &str,
+    config: &RedisConfig,
+    wire: &Arc<Wire>,
+) -> Result<Conn, StoreError> {
+    let target = redact(url);
+    let client = match tls_certificates(config)? {
+        Some(certs) => redis::Client::build_with_tls(url, certs),
+        None => redis::Client::open(url),
+    }
+    .map_err(|e| StoreError::Unavailable(format!("{target}: {e}")))?;
+    let cm = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.response_timeout))
+        .set_number_of_retries(1);
+    let conn = client
+        .get_connection_manager_with_config(cm)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("{target}: {e}")))?;
+    Ok(Conn::Single(conn, wire.line()))
+}
+
+/// A connection to a cluster, each node's connection timed on its own line of `wire`.
+async fn connect_cluster(
+    nodes: &[String],
+    config: &RedisConfig,
+    wire: &Arc<Wire>,
+) -> Result<Conn, StoreError> {
+    let conn = cluster::Cluster::connect(cluster::Settings {
+        seeds: nodes.to_vec(),
+        certs: tls_certificates(config)?,
+        connect_timeout: config.connect_timeout,
+        response_timeout: config.response_timeout,
+        wire: Arc::clone(wire),
+    })
+    .await
+    .map_err(|e| StoreError::Unavailable(format!("{}: {e}", targets(nodes))))?;
+    Ok(Conn::Cluster(conn))
+}
+
 impl RedisStore {
     /// Connects to one Redis server by URL (`redis://`, `rediss://`, credentials in the URL).
     ///
@@ -194,31 +255,15 @@ impl RedisStore {
     /// # Errors
     /// [`StoreError::Unavailable`] if the server cannot be reached.
     pub async fn connect_with(url: &str, config: RedisConfig) -> Result<Self, StoreError> {
-        let target = redact(url);
-        let client = match tls_certificates(&config)? {
-            Some(certs) => redis::Client::build_with_tls(url, certs),
-            None => redis::Client::open(url),
-        }
-        .map_err(|e| StoreError::Unavailable(format!("{target}: {e}")))?;
-        let cm = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.response_timeout))
-            .set_number_of_retries(1);
-        let conn = client
-            .get_connection_manager_with_config(cm)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("{target}: {e}")))?;
-        let home = Home::here();
-        Ok(RedisStore {
-            conn: Arc::new(arc_swap::ArcSwapOption::from_pointee(Conn::Single(conn))),
-            cluster: false,
+        let wire = Wire::new();
+        let conn = connect_single(url, &config, &wire).await?;
+        Ok(Self::over(
+            arc_swap::ArcSwapOption::from_pointee(conn),
+            false,
             config,
-            time: None,
-            fast: true,
-            batcher: SettleBatcher::new(home.clone()),
-            pipeliner: pipeline::Pipeliner::new(home),
-            target,
-        })
+            wire,
+            redact(url),
+        ))
     }
 
     /// Connects to a Redis Cluster through its seed nodes.
@@ -229,30 +274,37 @@ impl RedisStore {
         nodes: &[String],
         config: RedisConfig,
     ) -> Result<Self, StoreError> {
-        let target = nodes
-            .iter()
-            .map(|n| redact(n))
-            .collect::<Vec<_>>()
-            .join(",");
-        let conn = cluster::Cluster::connect(cluster::Settings {
-            seeds: nodes.to_vec(),
-            certs: tls_certificates(&config)?,
-            connect_timeout: config.connect_timeout,
-            response_timeout: config.response_timeout,
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("{target}: {e}")))?;
+        let wire = Wire::new();
+        let conn = connect_cluster(nodes, &config, &wire).await?;
+        Ok(Self::over(
+            arc_swap::ArcSwapOption::from_pointee(conn),
+            true,
+            config,
+            wire,
+            targets(nodes),
+        ))
+    }
+
+    /// A store over `conn` (a connection, or the empty slot a lazy store fills later).
+    fn over(
+        conn: arc_swap::ArcSwapOption<Conn>,
+        cluster: bool,
+        config: RedisConfig,
+        wire: Arc<Wire>,
+        target: String,
+    ) -> Self {
         let home = Home::here();
-        Ok(RedisStore {
-            conn: Arc::new(arc_swap::ArcSwapOption::from_pointee(Conn::Cluster(conn))),
-            cluster: true,
+        RedisStore {
+            conn: Arc::new(conn),
+            cluster,
             config,
             time: None,
             fast: true,
             batcher: SettleBatcher::new(home.clone()),
-            pipeliner: pipeline::Pipeliner::new(home),
+            pipeliner: pipeline::Pipeliner::new(home, Arc::clone(&wire)),
+            wire,
             target,
-        })
+        }
     }
 
     /// A store that connects in the background: it answers at once, failing every call with
@@ -261,33 +313,35 @@ impl RedisStore {
     /// [`FallbackStore`](super::fallback::FallbackStore) in front of it serves the rules' failure
     /// modes until then. Needs a tokio runtime.
     pub fn connect_lazy(nodes: &[String], cluster: bool, config: RedisConfig) -> Self {
-        let target = nodes
-            .iter()
-            .map(|n| redact(n))
-            .collect::<Vec<_>>()
-            .join(",");
-        let conn = Arc::new(arc_swap::ArcSwapOption::empty());
-        let slot = Arc::clone(&conn);
-        let home = Home::here();
-        let (seeds, cfg) = (nodes.to_vec(), config.clone());
+        let wire = Wire::new();
+        let store = Self::over(
+            arc_swap::ArcSwapOption::empty(),
+            cluster,
+            config.clone(),
+            Arc::clone(&wire),
+            targets(nodes),
+        );
+        let slot = Arc::clone(&store.conn);
+        let seeds = nodes.to_vec();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
             loop {
                 let attempt = if cluster {
-                    RedisStore::connect_cluster(&seeds, cfg.clone()).await
+                    connect_cluster(&seeds, &config, &wire).await
                 } else {
                     match seeds.first() {
-                        Some(url) => RedisStore::connect_with(url, cfg.clone()).await,
+                        Some(url) => connect_single(url, &config, &wire).await,
                         None => return,
                     }
                 };
                 match attempt {
-                    Ok(store) => {
-                        slot.store(store.conn.load_full());
+                    Ok(conn) => {
+                        slot.store(Some(Arc::new(conn)));
                         tracing::info!("tollgate: connected to Redis");
                         return;
                     }
                     Err(e) => {
+                        wire.error();
                         tracing::warn!(error = %e, "tollgate: Redis not reachable yet");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -295,16 +349,7 @@ impl RedisStore {
                 }
             }
         });
-        RedisStore {
-            conn,
-            cluster,
-            config,
-            time: None,
-            fast: true,
-            batcher: SettleBatcher::new(home.clone()),
-            pipeliner: pipeline::Pipeliner::new(home),
-            target,
-        }
+        store
     }
 
     /// Whether a connection has been made.
@@ -757,7 +802,7 @@ impl RedisStore {
         let timeout = self.config.response_timeout;
         let fail = |e: RedisError| store_error(&e, timeout);
         match &*conn {
-            Conn::Single(c) => delete_matching_on(&mut c.clone(), pattern)
+            Conn::Single(c, _) => delete_matching_on(&mut c.clone(), pattern)
                 .await
                 .map_err(fail),
             Conn::Cluster(c) => {
@@ -1467,6 +1512,10 @@ impl Store for RedisStore {
     async fn reset_rule(&self, rule: &'static str, _rule_id: u32) -> Result<u64, StoreError> {
         let pattern = keys::rule_pattern(&self.config.prefix, rule);
         self.delete_matching(&pattern).await
+    }
+
+    fn wire_health(&self) -> Option<WireHealth> {
+        Some(self.wire.health())
     }
 }
 

@@ -8,6 +8,10 @@
 //! for the client and one read for Redis. Each call keeps its own reply; a pipeline that fails
 //! (timeout, dropped connection) fails each of its calls, and none is retried. An idle store
 //! pays one task hop per call.
+//!
+//! Calls queued for the task and not yet sent are the store's backlog: load on this host,
+//! reported apart from the time calls spend on the wire (see `wire.rs`), so that a busy host
+//! is not mistaken for a slow Redis.
 
 use std::sync::Arc;
 
@@ -16,6 +20,7 @@ use redis::{RedisError, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::home::Home;
+use super::wire::Wire;
 use super::Conn;
 
 /// At most this many calls go into one pipeline (`redis-benchmark -P 16` sends 16 per
@@ -34,14 +39,17 @@ pub(super) struct Pipeliner {
     tx: parking_lot::Mutex<Option<mpsc::UnboundedSender<Call>>>,
     /// Where the pipeline task runs.
     home: Home,
+    /// Where the backlog is counted.
+    wire: Arc<Wire>,
 }
 
 impl Pipeliner {
     /// A pipeliner whose task runs on `home` (see [`Home`]).
-    pub(super) fn new(home: Home) -> Self {
+    pub(super) fn new(home: Home, wire: Arc<Wire>) -> Self {
         Pipeliner {
             tx: parking_lot::Mutex::new(None),
             home,
+            wire,
         }
     }
 
@@ -55,6 +63,7 @@ impl Pipeliner {
     ) -> Option<Result<Value, RedisError>> {
         let (reply, answer) = oneshot::channel();
         let call = Call { cmd, reply };
+        self.wire.queued();
         {
             let mut tx = self.tx.lock();
             let unsent = match tx.as_ref() {
@@ -63,7 +72,14 @@ impl Pipeliner {
             };
             if let Some(call) = unsent {
                 // Start (or restart, if its runtime has ended) the task.
-                let t = self.home.start(call, |rx| run(rx, Arc::clone(conn))).ok()?;
+                let wire = &self.wire;
+                let Ok(t) = self
+                    .home
+                    .start(call, |rx| run(rx, Arc::clone(conn), Arc::clone(wire)))
+                else {
+                    wire.dequeued(1);
+                    return None;
+                };
                 *tx = Some(t);
             }
         }
@@ -77,7 +93,11 @@ impl Pipeliner {
 
 /// The pipeline task: gathers the calls queued while the other ready tasks run, and sends
 /// them as one pipeline without waiting for the previous one. Ends when the store is dropped.
-async fn run(mut rx: mpsc::UnboundedReceiver<Call>, conn: Arc<arc_swap::ArcSwapOption<Conn>>) {
+async fn run(
+    mut rx: mpsc::UnboundedReceiver<Call>,
+    conn: Arc<arc_swap::ArcSwapOption<Conn>>,
+    wire: Arc<Wire>,
+) {
     while let Some(first) = rx.recv().await {
         // Let the callers that are ready now queue theirs.
         tokio::task::yield_now().await;
@@ -89,6 +109,8 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Call>, conn: Arc<arc_swap::ArcSwapO
                 Err(_) => break,
             }
         }
+        wire.dequeued(calls.len() as u64);
+        metrics::gauge!("tollgate_redis_backlog").set(wire.backlog() as f64);
         let conn = conn.load_full();
         tokio::spawn(send(conn, calls));
     }
@@ -104,7 +126,7 @@ async fn send(conn: Option<Arc<Conn>>, calls: Vec<Call>) {
         }
         return;
     };
-    let Conn::Single(cm) = conn else {
+    let Conn::Single(cm, line) = conn else {
         // Not used in a cluster; answer one by one.
         for c in calls {
             let r = conn.query(&c.cmd).await;
@@ -126,7 +148,10 @@ async fn send(conn: Option<Arc<Conn>>, calls: Vec<Call>) {
         replies.push(c.reply);
     }
     let n = replies.len();
-    match cm.clone().req_packed_commands(&pipe, 0, n).await {
+    let on = line.begin();
+    let result = cm.clone().req_packed_commands(&pipe, 0, n).await;
+    on.done(&result);
+    match result {
         Ok(values) if values.len() == n => {
             for (v, reply) in values.into_iter().zip(replies) {
                 let r = match v {
