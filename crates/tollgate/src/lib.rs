@@ -72,6 +72,7 @@ mod scratch;
 mod stats;
 pub mod store;
 mod subject;
+mod sync;
 #[cfg(feature = "tower")]
 pub mod tower;
 mod wait;
