@@ -24,6 +24,7 @@
 
 #![cfg(tollgate_loom)]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,12 +41,24 @@ use tollgate_core::Limit;
 
 /// Runs `f` under loom, with at most `LOOM_MAX_PREEMPTIONS` (default 3) preemptions per
 /// execution.
+/// Prints how many executions (interleavings) it explored.
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
     if builder.preemption_bound.is_none() {
         builder.preemption_bound = Some(3);
     }
-    builder.check(f);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    builder.check(move || {
+        counted.fetch_add(1, Ordering::Relaxed);
+        f();
+    });
+    let runs = runs.load(Ordering::Relaxed);
+    eprintln!("{runs} executions");
+    assert!(
+        runs > 1,
+        "a model that explores one interleaving shows nothing"
+    );
 }
 
 fn now() -> Timestamp {
@@ -261,7 +274,9 @@ fn wait_for_room(
         let early = ticket_first.then(|| released.ticket());
         let tried = block_on(limiter.reserve(&who(), cost)).expect("the memory store decides");
         if let Some(permit) = tried.granted() {
+            // Dropping a permit releases its slot, then notifies (`settle_detached`).
             drop(permit);
+            released.notify_waiters();
             return tries;
         }
         let ticket = early.unwrap_or_else(|| released.ticket());
@@ -289,6 +304,34 @@ fn a_dropped_permit_wakes_the_waiter_for_its_slot() {
         released.notify_waiters();
         let tries = waiter.join().expect("the waiter");
         assert!(tries <= 2, "{tries} tries");
+    });
+}
+
+/// Two waiters for the only slot while its holder drops its permit; each waiter drops its
+/// own permit once admitted. Both are always woken and both get the slot in turn, however
+/// the three interleave.
+#[test]
+fn two_waiters_for_one_slot_both_get_it_in_turn() {
+    model(|| {
+        let limiter = limiter(LimitSpec::concurrency(1).lease(Duration::from_secs(60)));
+        let released = Arc::new(Released::default());
+        let permit = block_on(limiter.reserve(&who(), Cost::requests(1)))
+            .expect("the memory store decides")
+            .granted()
+            .expect("the slot is free");
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let (limiter, released) = (limiter.clone(), Arc::clone(&released));
+                thread::spawn(move || wait_for_room(&limiter, &released, Cost::requests(1), true))
+            })
+            .collect();
+        drop(permit);
+        released.notify_waiters();
+        for w in waiters {
+            w.join().expect("a waiter");
+        }
+        let usage = block_on(limiter.usage(&who())).expect("usage");
+        assert_eq!(usage[0].used, 0, "every slot given back");
     });
 }
 
