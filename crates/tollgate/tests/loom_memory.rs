@@ -217,6 +217,29 @@ fn a_slot_release_racing_with_a_spend_is_never_lost() {
     });
 }
 
+/// Two calls with the same request id at once (a client's hedged retry): the id makes them
+/// one call, so one spend.
+///
+/// Ignored: it fails. The memory store looks the id up, decides, then remembers the answer, in
+/// three steps under different locks, so both calls can miss the lookup and both spend
+/// (`cargo test ... -- --ignored` shows the interleaving).
+#[test]
+#[ignore = "known race: the memory store's request-id lookup and remember are separate steps"]
+fn one_request_id_sent_twice_at_once_spends_once() {
+    model(|| {
+        let store = Arc::new(store());
+        let requests = limit(LimitSpec::new(LimitKind::Requests, 10, Window::HOUR));
+        let ops = [op(key(&store, 0), requests, 1)];
+        let retry = {
+            let (store, ops) = (Arc::clone(&store), ops.clone());
+            thread::spawn(move || store.decide_sync(&ops, Mode::Spend, 0, Some("req-1")))
+        };
+        store.decide_sync(&ops, Mode::Spend, 0, Some("req-1"));
+        retry.join().expect("the retry");
+        assert_eq!(used(&store, &ops), [1], "one request id, one spend");
+    });
+}
+
 /// tokio's `Notify::notify_waiters` as the waiters' wake-up uses it (see the module docs): a
 /// ticket is the count of notifications so far; a wait on a ticket ends at the first later
 /// notification, and only then.
