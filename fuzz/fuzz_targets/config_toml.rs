@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    match tollgate::policy::PolicyFile::from_toml(text, "fuzz.toml") {
+    match Policy::from_toml(text, "fuzz.toml") {
         Ok(policy) => exercise(policy),
         Err(e) => {
             assert!(!e.message.is_empty(), "an error without a message: {e:?}");

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use libfuzzer_sys::fuzz_target;
-use tollgate_fuzz::{token, Service};
+use tollgate_fuzz::{token, Service, ADMIN_TOKEN};
 
 fn service() -> &'static Service {
     static SERVICE: OnceLock<Service> = OnceLock::new();
@@ -44,5 +44,19 @@ fuzz_target!(|data: &[u8]| {
             v["allowed"].is_boolean(),
             "a decision without `allowed`: {v}"
         );
+        // A granted reservation is cancelled, so that permits do not pile up to the cap.
+        if let Some(id) = v["permit"]["id"].as_str() {
+            let cancel = Request::post(format!("/v1/permits/{id}/cancel"))
+                .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+                .body(Body::empty())
+                .expect("a request");
+            let (status, answer) = service().http(cancel);
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "{}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
     }
 });

@@ -3,7 +3,7 @@
 //!
 //! Input: four bytes choosing the rule and limit names of two buckets A and B, then A's
 //! partition values and B's, separated by 0xFE, each value separated by 0xFF (UTF-8 only:
-//! attribute values are strings). Checked: a key is printable ASCII; its cluster slot, as
+//! attribute values are strings; the single byte 0xFD is no value). Checked: a key is printable ASCII; its cluster slot, as
 //! Redis computes it from the key text (the hash-tag rule), is the slot the store routes to;
 //! buckets of one partition share the slot; and two different buckets never share a key (one
 //! rule always has the same number of partition values).
@@ -63,8 +63,10 @@ fn redis_slot(key: &[u8]) -> u16 {
     crc16::State::<crc16::XMODEM>::calculate(hashed) % 16_384
 }
 
+/// The values of one part: split at 0xFF (so an empty part is one empty value); the single
+/// byte 0xFD is no value at all (a rule that does not partition).
 fn values(part: &[u8]) -> Option<Vec<&str>> {
-    if part.is_empty() {
+    if part == [0xFD] {
         return Some(Vec::new());
     }
     part.split(|&b| b == 0xFF)
