@@ -263,6 +263,15 @@ impl<S: Store> RateLimitService for Rls<S> {
     }
 }
 
+/// The service's answer to one request, without a listener: for the fuzz targets.
+#[cfg(feature = "fuzzing")]
+pub(crate) async fn answer<S: Store>(
+    app: Arc<App<S>>,
+    request: tonic::Request<RateLimitRequest>,
+) -> Result<tonic::Response<RateLimitResponse>, tonic::Status> {
+    Rls { app }.should_rate_limit(request).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,9 @@ pub mod client;
 pub mod config;
 pub mod error;
 mod forward_auth;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod grpc;
 pub mod http;
 pub mod openapi;

@@ -73,6 +73,7 @@ mod scratch;
 mod stats;
 pub mod store;
 mod subject;
+mod sync;
 #[cfg(feature = "tower")]
 pub mod tower;
 mod wait;

@@ -3,7 +3,8 @@
 //! The partition (the values of the rule's `*` attributes) is the hash tag, so all buckets of
 //! one rule partition share a slot. Values are percent-escaped so that no value can forge
 //! another key (`:`, `{`, `}`, `,`, `%`, `#`, glob characters and anything outside printable
-//! ASCII), and values over 256 bytes are replaced by `#` and a SHA-256 prefix.
+//! ASCII), and values over 256 bytes are replaced by `#` and a SHA-256 prefix. A partition of
+//! one empty value is `%` (an empty tag, `{}`, is no hash tag to Redis).
 
 use sha2::{Digest, Sha256};
 use std::fmt::Write;
@@ -42,6 +43,13 @@ pub(super) fn partition_tag(values: &[&str]) -> String {
             tag.push(',');
         }
         push_escaped(&mut tag, v);
+    }
+    if tag.is_empty() {
+        // One empty value. Braces with nothing between them are no hash tag: Redis would
+        // hash the whole key, so the limits of the partition would land in different slots
+        // from the one the store routes to. A lone `%` never comes out of escaping (which
+        // writes `%XX`), so it names the empty value without meeting any other.
+        tag.push('%');
     }
     tag
 }
@@ -112,6 +120,23 @@ mod tests {
         assert!(t.starts_with('#') && t.len() == 33);
         // A short value cannot spell the hash of a long one: '#' is escaped.
         assert_ne!(partition_tag(&[&t]), t);
+    }
+
+    /// Found by the `redis_key` fuzz target: a partition of one empty value (`tenant = ""`)
+    /// made the tag `{}`, which Redis does not treat as a hash tag.
+    #[test]
+    fn an_empty_value_still_makes_a_hash_tag() {
+        let tag = partition_tag(&[""]);
+        assert_eq!(tag, "%");
+        let key = bucket_key("tg", &tag, "r", "l");
+        assert_eq!(key_slot(key.as_bytes()), slot_of(&tag));
+        let other = bucket_key("tg", &tag, "r", "other");
+        assert_eq!(key_slot(other.as_bytes()), key_slot(key.as_bytes()));
+        // Distinct from every other partition of one value, and from none at all.
+        assert_ne!(tag, partition_tag(&["%"]));
+        assert_ne!(tag, partition_tag(&["_"]));
+        assert_ne!(tag, partition_tag(&[]));
+        assert_eq!(partition_tag(&["", ""]), ",");
     }
 
     #[test]

@@ -1,0 +1,1 @@
+tenant=acme&user=u%20one&model=gpt-4o
