@@ -442,9 +442,9 @@ impl AsyncWrite for Tracked {
 
 /// How a connection's task ended.
 pub(crate) enum Ended<T> {
-    /// The connection finished by itself (the client closed it, or hyper did), with hyper's
-    /// result.
-    Finished(T),
+    /// The connection finished (the client closed it, or hyper did: by itself, or when asked
+    /// to close gracefully for a reason), with hyper's result.
+    Finished(T, Option<Why>),
     /// The service cut it.
     Cut(Why),
 }
@@ -462,7 +462,7 @@ pub(crate) async fn drive<C: Future>(
     let mut closing: Option<(Why, Instant)> = None;
     std::future::poll_fn(move |cx| loop {
         if let Poll::Ready(out) = conn.as_mut().poll(cx) {
-            return Poll::Ready(Ended::Finished(out));
+            return Poll::Ready(Ended::Finished(out, closing.map(|(why, _)| why)));
         }
         track.waker.register(cx.waker());
         let now = Instant::now();
@@ -672,18 +672,19 @@ impl Registration {
         conn: Pin<&mut C>,
         graceful: impl FnMut(Pin<&mut C>),
     ) -> Option<C::Output> {
-        match drive(conn, &self.conn, self.conns.limits, graceful).await {
-            Ended::Finished(out) => Some(out),
-            Ended::Cut(why) => {
-                metrics::counter!(
-                    "tollgate_connections_closed_total",
-                    "listener" => self.conn.protocol.label(),
-                    "reason" => why.label()
-                )
-                .increment(1);
-                None
-            }
+        let (out, why) = match drive(conn, &self.conn, self.conns.limits, graceful).await {
+            Ended::Finished(out, why) => (Some(out), why),
+            Ended::Cut(why) => (None, Some(why)),
+        };
+        if let Some(why) = why {
+            metrics::counter!(
+                "tollgate_connections_closed_total",
+                "listener" => self.conn.protocol.label(),
+                "reason" => why.label()
+            )
+            .increment(1);
         }
+        out
     }
 }
 
