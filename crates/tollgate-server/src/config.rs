@@ -79,6 +79,20 @@ pub struct ServerConfig {
     /// Whether `/readyz` answers 200 while the rules' failure modes decide because Redis is
     /// down (default true: the service still decides; see the README). `false` answers 503.
     pub ready_when_degraded: bool,
+    /// How long a client may take to send a request, head and body, from its first byte; a
+    /// new connection must send its first byte (gRPC: the HTTP/2 preface) within the same
+    /// time of connecting (default 10 s). Slower clients are disconnected.
+    pub request_read_timeout: Duration,
+    /// How long a connection with no request in flight stays open (default 120 s, longer
+    /// than the idle timeouts of common client pools, so that clients close first).
+    pub idle_timeout: Duration,
+    /// The most connections open at once, HTTP and gRPC together (default 10,000). The
+    /// service lowers it to what its file descriptor limit allows.
+    pub max_connections: usize,
+    /// Whether a file that defines no rules runs without rules. Without this setting such a
+    /// file runs the embedded default policy at startup and is refused on reload (an emptied
+    /// or truncated file must not replace the running rules).
+    pub allow_empty_policy: bool,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +108,10 @@ impl Default for ServerConfig {
             max_permits: 100_000,
             shutdown_grace: Duration::from_secs(10),
             ready_when_degraded: true,
+            request_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: 10_000,
+            allow_empty_policy: false,
         }
     }
 }
@@ -331,8 +349,14 @@ impl std::str::FromStr for Cidr {
 pub struct Config {
     /// The file it was read from, if any.
     pub path: Option<PathBuf>,
-    /// The rules (the embedded default policy when the file has none).
+    /// The rules (when the file defines none: the embedded default policy, or no rules with
+    /// `[server] allow_empty_policy`).
     pub policy: Policy,
+    /// Whether the file defines at least one rule.
+    pub defines_rules: bool,
+    /// Whether the file holds nothing (only whitespace and comments), as a file being
+    /// rewritten may for a moment.
+    pub blank: bool,
     /// Rules in shadow mode: their denials are counted, and the call admitted.
     pub shadow_rules: BTreeSet<String>,
     /// `[server]`.
@@ -354,6 +378,8 @@ impl Default for Config {
         Config {
             path: None,
             policy: default_policy(),
+            defines_rules: false,
+            blank: false,
             shadow_rules: BTreeSet::new(),
             server: ServerConfig::default(),
             store: StoreConfig::Memory { max_buckets: None },
@@ -420,6 +446,10 @@ struct RawServer {
     max_permits: S<u64>,
     shutdown_grace: S<String>,
     ready_when_degraded: S<bool>,
+    request_read_timeout: S<String>,
+    idle_timeout: S<String>,
+    max_connections: S<u64>,
+    allow_empty_policy: S<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -660,12 +690,13 @@ impl Config {
         let doc = DeTable::parse(text).map_err(|e| toml_err(e, "toml"))?;
         let doc_span = doc.span();
         let mut root = doc.into_inner();
+        let blank = root.is_empty();
 
         // The policy part: `rules`, without the service's own `shadow` flags.
         let mut shadow_rules = BTreeSet::new();
         let rules = root.remove("rules");
         let policy = match rules {
-            None => default_policy(),
+            None => None,
             Some(mut rules) => {
                 let rules_span = rules.span();
                 if let DeValue::Array(items) = rules.get_mut() {
@@ -715,18 +746,24 @@ impl Config {
                 only.insert(Spanned::new(rules_span.clone(), "rules".into()), rules);
                 let de = toml::de::Deserializer::from(Spanned::new(doc_span.clone(), only));
                 let pf = PolicyFile::deserialize(de).map_err(|e| toml_err(e, "rules"))?;
-                pf.into_policy(text, file)?
+                Some(pf.into_policy(text, file)?).filter(|p| !p.rules().is_empty())
             }
         };
 
         let de = toml::de::Deserializer::from(Spanned::new(doc_span, root));
         let raw = RawConfig::deserialize(de).map_err(|e| toml_err(e, "toml"))?;
         let mut config = Config {
-            policy,
+            defines_rules: policy.is_some(),
+            blank,
             shadow_rules,
             ..Config::default()
         };
         config.apply(raw, &source)?;
+        config.policy = match policy {
+            Some(p) => p,
+            None if config.server.allow_empty_policy => Policy::new(Vec::new())?,
+            None => default_policy(),
+        };
         for r in &config.shadow_rules {
             // Every name came from a rule that built; this cannot fail, but stay honest.
             if config.policy.rule(r).is_none() {
@@ -815,6 +852,26 @@ impl Config {
             }
             if let Some(v) = &s.ready_when_degraded {
                 srv.ready_when_degraded = *v.get_ref();
+            }
+            if let Some(v) = &s.request_read_timeout {
+                srv.request_read_timeout = duration(source, v, "server.request_read_timeout")?;
+            }
+            if let Some(v) = &s.idle_timeout {
+                srv.idle_timeout = duration(source, v, "server.idle_timeout")?;
+            }
+            if let Some(v) = &s.max_connections {
+                if *v.get_ref() == 0 {
+                    return Err(at(
+                        source,
+                        Some(v.span()),
+                        "server.max_connections",
+                        "must be at least 1".into(),
+                    ));
+                }
+                srv.max_connections = usize::try_from(*v.get_ref()).unwrap_or(usize::MAX);
+            }
+            if let Some(v) = &s.allow_empty_policy {
+                srv.allow_empty_policy = *v.get_ref();
             }
         }
 
@@ -1146,9 +1203,54 @@ limits = [{ kind = "requests", amount = 2, per = "hour" }]
     }
 
     #[test]
-    fn no_rules_means_the_default_policy() {
+    fn no_rules_means_the_default_policy_unless_an_empty_one_is_allowed() {
         let c = Config::from_toml("", "empty.toml").unwrap();
         assert_eq!(c.policy.rules().len(), 1);
         assert_eq!(c.store, StoreConfig::Memory { max_buckets: None });
+        assert!(c.blank && !c.defines_rules);
+        let c = Config::from_toml("# only a comment\n\n", "c.toml").unwrap();
+        assert!(c.blank);
+        for (text, allowed) in [
+            (
+                "[server]\nshadow = false\n",
+                "[server]\nallow_empty_policy = true\n",
+            ),
+            (
+                "rules = []\n",
+                "rules = []\n[server]\nallow_empty_policy = true\n",
+            ),
+        ] {
+            let c = Config::from_toml(text, "t.toml").unwrap();
+            assert!(!c.blank && !c.defines_rules, "{text}");
+            assert_eq!(c.policy.rules().len(), 1, "{text}");
+            let c = Config::from_toml(allowed, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+            assert!(c.policy.rules().is_empty(), "{allowed}");
+        }
+        let c = Config::from_toml(GOOD, "t.toml").unwrap();
+        assert!(c.defines_rules && !c.blank);
+    }
+
+    #[test]
+    fn connection_settings_are_read_and_checked() {
+        let c = Config::from_toml(
+            "[server]\nrequest_read_timeout = \"3s\"\nidle_timeout = \"1m\"\nmax_connections = 50\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.server.request_read_timeout, Duration::from_secs(3));
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.server.max_connections, 50);
+        let d = ServerConfig::default();
+        assert_eq!(
+            (d.request_read_timeout, d.idle_timeout, d.max_connections),
+            (Duration::from_secs(10), Duration::from_secs(120), 10_000)
+        );
+        let e = err("[server]\nmax_connections = 0\n");
+        assert_eq!(
+            (e.field.as_str(), e.location.unwrap().line),
+            ("server.max_connections", 2)
+        );
+        let e = err("[server]\nidle_timeout = \"soon\"\n");
+        assert_eq!(e.field, "server.idle_timeout");
     }
 }

@@ -7,9 +7,11 @@
 //! one is over its limit, what the others reserved is given back. A denial answers
 //! `OVER_LIMIT` with the rate-limit headers to add to the response.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::http;
 use envoy_types::pb::envoy::config::core::v3::HeaderValue;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
@@ -20,6 +22,9 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
 };
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use envoy_types::pb::google::protobuf::Duration as PbDuration;
+use futures::future::BoxFuture;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -29,6 +34,7 @@ use tollgate::{Cost, Decision, LimitStatus, Subject, Window};
 use crate::api::subject_from;
 use crate::app::{record, Api, App, Judged};
 use crate::config::{Headers, HitsAddend};
+use crate::conn::{Acceptor, Answered, Conn, Connections, Protocol, Tracked};
 use crate::error::ApiError;
 
 /// The most descriptors one request may carry.
@@ -38,23 +44,95 @@ struct Rls<S: Store> {
     app: Arc<App<S>>,
 }
 
+/// Serves the rate limit service on `listener` until `stop`, under the connection rules of
+/// [`crate::conn`], over HTTP/2 (gRPC).
 pub(crate) fn spawn<S: Store>(
     app: Arc<App<S>>,
     listener: TcpListener,
+    conns: Arc<Connections>,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    let svc = RateLimitServiceServer::new(Rls { app });
-    // Small request/response messages: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let routes = tonic::service::Routes::new(RateLimitServiceServer::new(Rls { app })).prepare();
+    let mut http = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http.timer(TokioTimer::new());
     tokio::spawn(async move {
-        let served = tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming_shutdown(incoming, crate::server::stopped(stop))
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "gRPC server failed");
+        let mut acceptor = Acceptor::new(listener, Arc::clone(&conns), Protocol::Grpc);
+        let stop = crate::server::stopped(stop);
+        tokio::pin!(stop);
+        loop {
+            let (tcp, peer, registration) = tokio::select! {
+                accepted = acceptor.accept() => accepted,
+                () = &mut stop => break,
+            };
+            let service = Grpc {
+                routes: routes.clone(),
+                conn: Arc::clone(registration.conn()),
+            };
+            let http = http.clone();
+            tokio::spawn(async move {
+                let io = TokioIo::new(Tracked::new(tcp, registration.conn()));
+                let served = http.serve_connection(io, service);
+                tokio::pin!(served);
+                let ended = registration
+                    .serve(served.as_mut(), |c| c.graceful_shutdown())
+                    .await;
+                if let Some(Err(e)) = ended {
+                    tracing::trace!(error = %e, %peer, "gRPC connection ended with an error");
+                }
+            });
         }
+        drop(acceptor);
+        conns.shut_down(Protocol::Grpc).await;
     })
+}
+
+/// Set by the handler: the request was decoded and reached it.
+#[derive(Clone, Default)]
+struct Reached(Arc<AtomicBool>);
+
+/// The gRPC routes, for one connection: each call counts as in flight until its answer is
+/// written, and a call whose message cannot be decoded is answered `INVALID_ARGUMENT` (tonic
+/// answers `INTERNAL`, but the fault is the caller's).
+#[derive(Clone)]
+struct Grpc {
+    routes: tonic::service::Routes,
+    conn: Arc<Conn>,
+}
+
+type GrpcResponse = http::Response<Answered<tonic::body::Body>>;
+
+impl hyper::service::Service<http::Request<Incoming>> for Grpc {
+    type Response = GrpcResponse;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<'static, Result<GrpcResponse, Self::Error>>;
+
+    fn call(&self, mut req: http::Request<Incoming>) -> Self::Future {
+        let request = self.conn.begin();
+        let reached = Reached::default();
+        req.extensions_mut().insert(reached.clone());
+        let mut routes = self.routes.clone();
+        Box::pin(async move {
+            // Routes are always ready (an axum router).
+            let mut response = match tower::Service::call(&mut routes, req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            if !reached.0.load(Ordering::Acquire) {
+                undecodable_is_invalid_argument(response.headers_mut());
+            }
+            Ok(response.map(|body| Answered::new(body, request)))
+        })
+    }
+}
+
+/// Turns the `INTERNAL` status tonic gives a request it could not decode (a malformed
+/// message, a truncated frame, no message) into `INVALID_ARGUMENT`.
+fn undecodable_is_invalid_argument(headers: &mut http::HeaderMap) {
+    let internal = tonic::Code::Internal as i32;
+    if headers.get("grpc-status").and_then(|v| v.to_str().ok()) == Some(&internal.to_string()) {
+        let code = tonic::Code::InvalidArgument as i32;
+        headers.insert("grpc-status", http::HeaderValue::from(code));
+    }
 }
 
 fn pb_duration(d: Duration) -> PbDuration {
@@ -250,6 +328,9 @@ impl<S: Store> RateLimitService for Rls<S> {
         &self,
         request: tonic::Request<RateLimitRequest>,
     ) -> Result<tonic::Response<RateLimitResponse>, tonic::Status> {
+        if let Some(r) = request.extensions().get::<Reached>() {
+            r.0.store(true, Ordering::Release);
+        }
         let (response, degraded) = self.decide(request).await.map_err(|e| e.to_grpc())?;
         let mut response = tonic::Response::new(response);
         if degraded {

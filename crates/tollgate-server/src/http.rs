@@ -6,8 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -26,64 +26,82 @@ use crate::api::{
 };
 use crate::app::{Api, App, Judged, Principal, Settle};
 use crate::config::{Cidr, Headers};
+use crate::conn::{Acceptor, Answered, Connections, Protocol, Tracked};
 use crate::error::ApiError;
 use crate::store::ServedStore;
 
 type AppState<S> = State<Arc<App<S>>>;
 
 /// Serves `router` over HTTP/1.1 (keep-alive, `TCP_NODELAY`) on `listener` until `stop`
-/// resolves; then stops accepting, lets each open connection finish the request it is
-/// answering, and returns once they are all closed.
+/// resolves, under the connection rules of [`crate::conn`] (cap, read and idle timeouts);
+/// then stops accepting, lets each open connection finish the request it is answering, and
+/// returns once they are all closed.
 ///
 /// hyper's HTTP/1 connection is used directly: the service speaks no HTTP/2, so it does not
 /// read each connection's first bytes to tell the two apart. Each request carries the
-/// peer's address as [`ConnectInfo`].
-pub(crate) async fn serve(listener: TcpListener, router: Router, stop: impl Future<Output = ()>) {
-    let http = hyper::server::conn::http1::Builder::new();
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+/// peer's address as [`ConnectInfo`]. A request with both `Content-Length` and
+/// `Transfer-Encoding` is answered 400 and its connection closed (see [`crate::framing`]).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    conns: Arc<Connections>,
+    stop: impl Future<Output = ()>,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.max_buf_size(crate::framing::MAX_HEAD);
+    let mut acceptor = Acceptor::new(listener, Arc::clone(&conns), Protocol::Http1);
     tokio::pin!(stop);
     loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    accept_failed(e).await;
-                    continue;
-                }
-            },
+        let (tcp, peer, registration) = tokio::select! {
+            accepted = acceptor.accept() => accepted,
             () = &mut stop => break,
         };
-        let _ = tcp.set_nodelay(true);
         let router = router.clone();
-        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            // A router is always ready (`poll_ready` returns `Ready`).
-            router.clone().call(req.map(Body::new))
-        });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
+        let http = http.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let conn = Arc::clone(registration.conn());
+            let track = Arc::clone(&conn);
+            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                let request = track.begin();
+                let answer = if track.smuggled(request.index()) {
+                    futures::future::Either::Left(std::future::ready(Ok(smuggled())))
+                } else {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    // A router is always ready (`poll_ready` returns `Ready`).
+                    futures::future::Either::Right(router.clone().call(req.map(Body::new)))
+                };
+                async move {
+                    let response: Response = answer.await?;
+                    Ok::<_, std::convert::Infallible>(
+                        response.map(|body| Body::new(Answered::new(body, request))),
+                    )
+                }
+            });
+            let served = http.serve_connection(TokioIo::new(Tracked::new(tcp, &conn)), service);
+            tokio::pin!(served);
+            let ended = registration
+                .serve(served.as_mut(), |c| c.graceful_shutdown())
+                .await;
+            if let Some(Err(e)) = ended {
                 tracing::trace!(error = %e, %peer, "connection ended with an error");
             }
         });
     }
-    drop(listener);
-    graceful.shutdown().await;
+    drop(acceptor);
+    conns.shut_down(Protocol::Http1).await;
 }
 
-/// After a failed `accept`: a connection that went away before it was accepted is nothing;
-/// anything else (such as running out of file descriptors) is logged, and accepting pauses
-/// for a second so as not to spin.
-async fn accept_failed(e: std::io::Error) {
-    use std::io::ErrorKind;
-    if matches!(
-        e.kind(),
-        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
-    ) {
-        return;
-    }
-    tracing::error!(error = %e, "accept failed");
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+/// The answer to a request with both `Content-Length` and `Transfer-Encoding`; the
+/// connection is closed after it.
+fn smuggled() -> Response {
+    let mut r =
+        ApiError::bad_request("a request may not have both Content-Length and Transfer-Encoding")
+            .into_response();
+    r.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        HeaderValue::from_static("close"),
+    );
+    r
 }
 
 /// The API's routes over `app`. Bodies larger than `max_body` bytes get 413.
@@ -377,10 +395,10 @@ async fn renew<S: Store>(
 async fn usage<S: Store>(
     State(app): AppState<S>,
     headers: HeaderMap,
-    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let who = authed(&app, &headers).await?;
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let q = query_pairs(query.as_deref().unwrap_or_default())?;
     let mut subject = subject_from(q.iter().map(|(k, v)| (k.as_str(), v.as_str())), "query")?;
     who.bind(&mut subject)?;
     let usage = app
@@ -500,6 +518,70 @@ async fn readyz<S: ServedStore>(State(app): AppState<S>) -> Response {
     (code, Json(body)).into_response()
 }
 
+/// Decodes `%XX` escapes and `+` (a space, as in forms) in one part of a query string.
+fn percent_decode(part: &str) -> Option<Vec<u8>> {
+    let b = part.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = b.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// The parameters of a query string (`a=1&b=2`), each decoded strictly: a value whose
+/// escapes do not decode to UTF-8 (`user=%FF`) is refused, naming it, rather than turned into
+/// U+FFFD (which would put `%FF` and `%FE` in one bucket); so is a parameter given twice.
+pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for part in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = part.split_once('=').unwrap_or((part, ""));
+        let name = percent_decode(name)
+            .and_then(|n| String::from_utf8(n).ok())
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "query: the parameter name {:?} is not valid percent-encoded UTF-8",
+                    crate::config::truncate(name, 32)
+                ))
+            })?;
+        let bad = |what: &str| {
+            ApiError::bad_request(format!(
+                "query.{}: {what} ({:?})",
+                crate::config::truncate(&name, 64),
+                crate::config::truncate(value, 32)
+            ))
+        };
+        let value = percent_decode(value)
+            .ok_or_else(|| bad("a % not followed by two hex digits"))
+            .and_then(|v| {
+                String::from_utf8(v).map_err(|_| bad("not valid UTF-8 once percent-decoded"))
+            })?;
+        if pairs.iter().any(|(n, _)| *n == name) {
+            return Err(ApiError::bad_request(format!(
+                "query.{}: given more than once",
+                crate::config::truncate(&name, 64)
+            )));
+        }
+        pairs.push((name, value));
+    }
+    Ok(pairs)
+}
+
 /// The client's address: walking `X-Forwarded-For` from the right while the hop that added an
 /// entry is a trusted proxy; the peer address when the peer is not trusted.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
@@ -561,6 +643,37 @@ mod tests {
         // Garbage stops the walk at the last trusted hop.
         h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4, junk"));
         assert_eq!(client_ip(peer, &h, &trusted), peer);
+    }
+
+    #[test]
+    fn query_strings_decode_strictly() {
+        let q = query_pairs("tenant=a%20b&user=caf%C3%A9&model=gpt+4&empty=&flag").unwrap();
+        let want = [
+            ("tenant", "a b"),
+            ("user", "café"),
+            ("model", "gpt 4"),
+            ("empty", ""),
+            ("flag", ""),
+        ];
+        assert_eq!(
+            q.iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect::<Vec<_>>(),
+            want
+        );
+        assert!(query_pairs("").unwrap().is_empty());
+        for (bad, field) in [
+            ("user=%FF", "query.user: not valid UTF-8"),
+            ("tenant=a&user=%FE", "query.user: not valid UTF-8"),
+            ("user=%4", "query.user: a % not followed"),
+            ("user=%zz", "query.user: a % not followed"),
+            ("user=a&user=b", "query.user: given more than once"),
+            ("%FF=1", "query: the parameter name"),
+        ] {
+            let e = query_pairs(bad).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");
+            assert!(e.message.starts_with(field), "{bad}: {}", e.message);
+        }
     }
 
     #[test]

@@ -33,8 +33,10 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;
+mod conn;
 pub mod error;
 mod forward_auth;
+mod framing;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -15,6 +15,7 @@ use tollgate::{Clock, MemoryStore, SystemClock};
 
 use crate::app::App;
 use crate::config::{Config, ConfigError, RedisOptions, StoreConfig};
+use crate::conn::Connections;
 use crate::store::ServedStore;
 
 /// Why the service could not start.
@@ -66,7 +67,9 @@ impl<S: Store> Control for Controlled<S> {
                 message: "the service runs without a configuration file".into(),
             });
         };
-        match Config::load(path) {
+        match Config::load(path)
+            .and_then(|c| crate::reload::admissible(&c, &self.app.runtime_ref().config).map(|()| c))
+        {
             Ok(mut c) => {
                 c.path = Some(path.clone());
                 self.overrides.apply(&mut c);
@@ -326,10 +329,13 @@ pub async fn start_with<S: ServedStore>(
             source,
         })?;
     let router = crate::http::router(Arc::clone(&app), server.max_body_bytes);
+    // One connection cap for both listeners: they share the process's descriptors.
+    let conns = Arc::new(Connections::new(&server));
     let stop = stopped(rx.clone());
     tasks.push(tokio::spawn(crate::http::serve(
         http_listener,
         router,
+        Arc::clone(&conns),
         stop,
     )));
 
@@ -340,7 +346,12 @@ pub async fn start_with<S: ServedStore>(
             let local = listener
                 .local_addr()
                 .map_err(|source| StartError::Bind { addr, source })?;
-            tasks.push(crate::grpc::spawn(Arc::clone(&app), listener, rx.clone()));
+            tasks.push(crate::grpc::spawn(
+                Arc::clone(&app),
+                listener,
+                Arc::clone(&conns),
+                rx.clone(),
+            ));
             Some(local)
         }
     };
@@ -378,7 +389,13 @@ pub async fn start_with<S: ServedStore>(
     }
 
     let grpc_shown = grpc.map_or_else(|| "off".to_owned(), |a| a.to_string());
-    tracing::info!(%http, grpc = %grpc_shown, store = kind, "tollgate listening");
+    tracing::info!(
+        %http,
+        grpc = %grpc_shown,
+        store = kind,
+        max_connections = conns.cap(),
+        "tollgate listening"
+    );
     Ok(Running {
         http,
         grpc,

@@ -125,6 +125,137 @@ async fn a_changed_file_is_reloaded_by_the_watcher() {
     s.stop().await;
 }
 
+#[tokio::test]
+async fn a_blank_file_or_one_without_rules_is_refused_unless_an_empty_policy_is_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tollgate.toml");
+    std::fs::write(&path, V1).unwrap();
+    let s = start_file(&path, false).await;
+    let who = json!({ "user": "e" });
+    assert!(s.check(None, who.clone(), json!({})).await.allowed());
+    assert!(!s.check(None, who.clone(), json!({})).await.allowed());
+
+    // Truncated (`: > tollgate.toml`), only comments, no rules, an empty list of rules: each
+    // is refused, counted, and the running rules stay.
+    let refused = [
+        ("", "file"),
+        ("# being rewritten\n", "file"),
+        ("[server]\nshadow = false\n", "rules"),
+        ("rules = []\n", "rules"),
+    ];
+    for (n, (text, field)) in refused.into_iter().enumerate() {
+        std::fs::write(&path, text).unwrap();
+        let e = s.running.reload().unwrap_err();
+        assert_eq!(e.field, field, "{text:?}: {e}");
+        assert!(e.to_string().contains("tollgate.toml:1:1"), "{e}");
+        assert_eq!(s.running.reload_errors(), n as u64 + 1);
+        assert_eq!(generation(&s).await, 1);
+        assert!(!s.check(None, who.clone(), json!({})).await.allowed());
+    }
+    assert!(s
+        .metrics()
+        .await
+        .lines()
+        .any(|l| l.starts_with("tollgate_config_reloads_total{result=\"error\"}")));
+
+    // Saying so runs without rules: every call is admitted.
+    std::fs::write(&path, "[server]\nallow_empty_policy = true\n").unwrap();
+    assert_eq!(s.running.reload().unwrap(), 2);
+    let a = s.check(None, who.clone(), json!({})).await;
+    assert!(a.allowed(), "{}", a.body);
+    assert!(
+        a.body["limits"].as_array().unwrap().is_empty(),
+        "{}",
+        a.body
+    );
+    s.stop().await;
+}
+
+/// A Kubernetes ConfigMap volume: `tollgate.toml` links to `..data/tollgate.toml`, `..data`
+/// links to a timestamped directory, and an update writes a new directory, points
+/// `..data_tmp` at it, renames `..data_tmp` over `..data` and removes the old directory.
+struct ConfigMap {
+    dir: tempfile::TempDir,
+    version: u32,
+}
+
+impl ConfigMap {
+    fn new(text: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = ConfigMap { dir, version: 0 };
+        m.update(text);
+        std::os::unix::fs::symlink("..data/tollgate.toml", m.path()).unwrap();
+        m
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("tollgate.toml")
+    }
+
+    fn version_dir(&self, v: u32) -> std::path::PathBuf {
+        self.dir
+            .path()
+            .join(format!("..2026_01_01_00_00_00.{v:09}"))
+    }
+
+    fn update(&mut self, text: &str) {
+        self.version += 1;
+        let new = self.version_dir(self.version);
+        std::fs::create_dir(&new).unwrap();
+        std::fs::write(new.join("tollgate.toml"), text).unwrap();
+        let tmp = self.dir.path().join("..data_tmp");
+        std::os::unix::fs::symlink(new.file_name().unwrap(), &tmp).unwrap();
+        std::fs::rename(&tmp, self.dir.path().join("..data")).unwrap();
+        if self.version > 1 {
+            std::fs::remove_dir_all(self.version_dir(self.version - 1)).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn configmap_updates_are_picked_up_without_sighup() {
+    let mut map = ConfigMap::new(V1);
+    let s = start_file(&map.path(), true).await;
+    assert_eq!(generation(&s).await, 1);
+    let who = json!({ "user": "k8s" });
+    assert!(s.check(None, who.clone(), json!({})).await.allowed());
+    assert!(!s.check(None, who.clone(), json!({})).await.allowed());
+
+    // An update: `changing` goes to 3 per hour.
+    map.update(&V1.replace("amount = 1,", "amount = 3,"));
+    eventually("the ConfigMap update", || async {
+        generation(&s).await == 2
+    })
+    .await;
+    assert!(s.check(None, who.clone(), json!({})).await.allowed());
+
+    // A later update, and then an edit of the file the link resolves to.
+    map.update(&V1.replace("amount = 1,", "amount = 4,"));
+    eventually("the second update", || async { generation(&s).await == 3 }).await;
+    assert!(s.check(None, who.clone(), json!({})).await.allowed());
+    std::fs::write(
+        map.version_dir(map.version).join("tollgate.toml"),
+        V1.replace("amount = 1,", "amount = 5,"),
+    )
+    .unwrap();
+    eventually("the edit in place", || async { generation(&s).await == 4 }).await;
+    // A changed limit starts a new bucket: 5 calls, then a denial.
+    for _ in 0..5 {
+        assert!(s.check(None, who.clone(), json!({})).await.allowed());
+    }
+    assert!(!s.check(None, who.clone(), json!({})).await.allowed());
+
+    // An update that empties the file is refused; the rules stay.
+    map.update("");
+    eventually("the refused update", || async {
+        s.running.reload_errors() == 1
+    })
+    .await;
+    assert_eq!(generation(&s).await, 4);
+    assert!(!s.check(None, who.clone(), json!({})).await.allowed());
+    s.stop().await;
+}
+
 const SHADOW: &str = r#"
 [[rules]]
 name = "shadow-trial"
