@@ -345,6 +345,12 @@ pub struct Config {
     pub forward_auth: ForwardAuthConfig,
     /// `[grpc]`.
     pub grpc: GrpcConfig,
+    /// Whether the file gave rules (`false`: [`policy`](Self::policy) is the built-in
+    /// default, which `TOKEN_BUCKET_SIZE` / `TOKEN_REFILL_RATE` may replace).
+    pub policy_given: bool,
+    /// Whether the file gave `[redis]` or `[memory]` (`false`: the memory store, which
+    /// `REDIS_URL` may replace).
+    pub store_given: bool,
 }
 
 impl Default for Config {
@@ -360,6 +366,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             forward_auth: ForwardAuthConfig::default(),
             grpc: GrpcConfig::default(),
+            policy_given: false,
+            store_given: false,
         }
     }
 }
@@ -664,6 +672,7 @@ impl Config {
         // The policy part: `rules`, without the service's own `shadow` flags.
         let mut shadow_rules = BTreeSet::new();
         let rules = root.remove("rules");
+        let rules_given = rules.is_some();
         let policy = match rules {
             None => default_policy(),
             Some(mut rules) => {
@@ -722,6 +731,7 @@ impl Config {
         let de = toml::de::Deserializer::from(Spanned::new(doc_span, root));
         let raw = RawConfig::deserialize(de).map_err(|e| toml_err(e, "toml"))?;
         let mut config = Config {
+            policy_given: rules_given,
             policy,
             shadow_rules,
             ..Config::default()
@@ -842,6 +852,7 @@ impl Config {
                 max_buckets = Some(usize::try_from(*v.get_ref()).unwrap_or(usize::MAX));
             }
             self.store = StoreConfig::Memory { max_buckets };
+            self.store_given = true;
         }
         if let Some(r) = raw.redis {
             let span = r.span();
@@ -922,6 +933,7 @@ impl Config {
                     ))
                 }
             };
+            self.store_given = true;
         }
 
         if let Some(a) = raw.auth {

@@ -182,6 +182,11 @@ pub struct Overrides {
     pub store: Option<StoreConfig>,
     /// `--shadow`.
     pub shadow: bool,
+    /// The store `REDIS_URL` names: used when neither the command line nor the file chose one.
+    pub env_store: Option<StoreConfig>,
+    /// The per-agent token bucket of `TOKEN_BUCKET_SIZE` / `TOKEN_REFILL_RATE`: the policy
+    /// when the file gives no rules.
+    pub env_policy: Option<tollgate::Policy>,
 }
 
 impl Overrides {
@@ -210,6 +215,11 @@ impl Overrides {
                 }
                 (other, _) => other,
             };
+        } else if let (false, Some(s)) = (config.store_given, &self.env_store) {
+            config.store = s.clone();
+        }
+        if let (false, Some(p)) = (config.policy_given, &self.env_policy) {
+            config.policy = p.clone();
         }
         if self.shadow {
             config.server.shadow = true;
