@@ -269,7 +269,9 @@ struct StatusOut<'a> {
     reset_after_ms: u64,
     retry_after_ms: u64,
     rule: &'static str,
-    window: Shown<&'a tollgate::Window>,
+    /// Absent for concurrency: slots are not spent per window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window: Option<Shown<&'a tollgate::Window>>,
 }
 
 impl<'a> StatusOut<'a> {
@@ -284,7 +286,7 @@ impl<'a> StatusOut<'a> {
             reset_after_ms: ms(s.reset_after),
             retry_after_ms: ms(s.retry_after),
             rule: s.rule,
-            window: Shown(&s.window),
+            window: (s.kind != tollgate::LimitKind::Concurrency).then_some(Shown(&s.window)),
         }
     }
 }
@@ -533,8 +535,10 @@ impl JsonOut {
         self.u64(ms(s.retry_after));
         self.raw(",\"rule\":");
         self.str(s.rule);
-        self.raw(",\"window\":");
-        self.display(s.window);
+        if s.kind != tollgate::LimitKind::Concurrency {
+            self.raw(",\"window\":");
+            self.display(s.window);
+        }
         self.raw("}");
     }
 }
@@ -581,19 +585,23 @@ pub fn decision_json(j: &Judged) -> Value {
     serde_json::to_value(DecisionOut::of(j, None)).unwrap_or(Value::Null)
 }
 
-/// The JSON of one limit's usage.
+/// The JSON of one limit's usage (without `window` for concurrency: slots are not spent per
+/// window).
 pub fn usage_json(u: &tollgate::LimitUsage) -> Value {
-    json!({
+    let mut v = json!({
         "rule": u.rule,
         "limit": u.label,
         "kind": u.kind.as_str(),
         "amount": u.amount,
-        "window": u.window.to_string(),
         "used": u.used,
         "capacity": u.capacity,
         "available": u.available,
         "reset_after_ms": ms(u.reset_after),
-    })
+    });
+    if u.kind != tollgate::LimitKind::Concurrency {
+        v["window"] = json!(u.window.to_string());
+    }
+    v
 }
 
 #[cfg(test)]

@@ -71,6 +71,37 @@ impl Principal {
     }
 }
 
+/// Why a reset of `subject` (in `rule`, if given) matched no bucket: the rules and the
+/// attributes each needs, so that `reset --user alice` against a rule on `user, model` says
+/// that `model` is missing.
+pub fn nothing_matched(policy: &Policy, subject: &Subject<'_>, rule: Option<&str>) -> String {
+    let needs = |r: &tollgate::Rule| {
+        let attrs: Vec<String> = r
+            .selectors()
+            .iter()
+            .map(|(a, m)| match m.as_str() {
+                "*" => a.to_string(),
+                v => format!("{a}={v}"),
+            })
+            .collect();
+        format!("{:?} needs {}", r.name(), attrs.join(", "))
+    };
+    let rules: Vec<String> = policy
+        .rules()
+        .iter()
+        .filter(|r| rule.is_none_or(|n| n == r.name()))
+        .map(needs)
+        .collect();
+    format!(
+        "nothing matched: no rule applies to {{{subject}}}, so no bucket was reset ({})",
+        if rules.is_empty() {
+            "the policy has no rules".to_owned()
+        } else {
+            rules.join("; ")
+        }
+    )
+}
+
 /// The parts of the configuration that a reload swaps.
 #[derive(Debug)]
 pub struct Runtime {

@@ -196,6 +196,10 @@ fn decision_response(
     } else if j.decision.outcome() == tollgate::Outcome::Unavailable {
         // A rule that fails closed while the shared store is down: not a rate-limit denial.
         StatusCode::SERVICE_UNAVAILABLE
+    } else if deny_status != StatusCode::OK && j.decision.outcome() == tollgate::Outcome::TooLarge {
+        // A cost that can never fit: waiting never helps, so not a 429 that clients retry
+        // (the headers add `x-should-retry: false`).
+        StatusCode::PAYLOAD_TOO_LARGE
     } else {
         deny_status
     };
@@ -411,18 +415,32 @@ async fn reset<S: Store>(
                 attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
                 "subject",
             )?;
-            match rule {
+            let n = match rule {
                 Some(r) => limiter.reset_in(r, &subject).await,
                 None => limiter.reset(&subject).await,
             }
             .map_err(ApiError::store)?;
-            tracing::info!(subject = %subject, rule = ?rule, by = who.name(), "buckets reset");
-            json!({ "reset": true, "subject": attrs, "rule": rule })
+            tracing::info!(subject = %subject, rule = ?rule, buckets = n, by = who.name(), "buckets reset");
+            let mut answer =
+                json!({ "reset": n > 0, "buckets": n, "subject": attrs, "rule": rule });
+            if n == 0 {
+                answer["message"] = json!(crate::app::nothing_matched(
+                    &limiter.policy(),
+                    &subject,
+                    rule.as_deref()
+                ));
+            }
+            answer
         }
         (None, Some(r)) => {
             let n = limiter.reset_rule(r).await.map_err(ApiError::store)?;
             tracing::info!(rule = %r, buckets = n, by = who.name(), "rule reset");
-            json!({ "reset": true, "rule": r, "buckets": n })
+            let mut answer = json!({ "reset": n > 0, "rule": r, "buckets": n });
+            if n == 0 {
+                answer["message"] =
+                    json!(format!("rule {r:?} has no bucket in use: nothing to reset"));
+            }
+            answer
         }
     };
     Ok(Json(answer).into_response())

@@ -208,7 +208,9 @@ impl Decision {
     }
 
     /// For a denial by a limit ([`Outcome::Denied`]): the earliest time after which the same
-    /// call would be admitted if nothing else happened. `None` for every other outcome:
+    /// call would be admitted if nothing else happened. For a denial by a concurrency limit,
+    /// that is when the soonest lease expires: a slot frees earlier when a call ends, which
+    /// [`Limiter::acquire`](crate::Limiter::acquire) waits for. `None` for every other outcome:
     /// allowed, a cost that can never be admitted, the store at its cap, the store
     /// unavailable.
     pub fn retry_after(&self) -> Option<Duration> {
@@ -236,6 +238,15 @@ impl fmt::Display for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.outcome, self.denied_by()) {
             (Outcome::Allowed, _) => f.write_str("allowed"),
+            // A slot frees when a call in flight ends, which nobody can foresee: what is
+            // known is when the soonest lease expires, at the latest.
+            (Outcome::Denied, Some(s)) if s.kind == LimitKind::Concurrency => write!(
+                f,
+                "denied by rule {:?} (at most {} in flight): no slot is free; one frees \
+                 when a call ends, and at the latest when the soonest lease expires, in {:?} \
+                 (acquire waits for it)",
+                s.rule, s.amount, self.retry_after
+            ),
             (Outcome::Denied, Some(s)) => write!(
                 f,
                 "denied by rule {:?} ({} {} per {}): retry after {:?}",

@@ -58,13 +58,14 @@
 //! | outcome | response | the inner service |
 //! | --- | --- | --- |
 //! | [`Allowed`](Outcome::Allowed) | the inner service's, with the rate-limit headers added | called |
-//! | [`Denied`](Outcome::Denied) | `429 Too Many Requests`, the headers and `Retry-After` | not called |
-//! | [`TooLarge`](Outcome::TooLarge) | `413 Content Too Large` (see below), the headers, no `Retry-After` | not called |
+//! | [`Denied`](Outcome::Denied) | `429 Too Many Requests`, the headers, `Retry-After` and `retry-after-ms` | not called |
+//! | [`TooLarge`](Outcome::TooLarge) | `413 Content Too Large` (see below), the headers and `x-should-retry: false`, no `Retry-After` | not called |
 //! | [`StoreFull`](Outcome::StoreFull), [`Unavailable`](Outcome::Unavailable) (a failing store under a rule that fails closed) | `503 Service Unavailable`, the headers | not called |
 //! | store error | `503 Service Unavailable`, or with [`fail_open`](RateLimitLayer::fail_open) the inner service's response without headers | not called, or called unlimited |
 //!
 //! A `TooLarge` cost (more tokens than a bucket can ever hold) answers **413** by default,
-//! not 429: waiting never helps, and clients and SDKs retry 429s. The estimate usually comes
+//! not 429, with `x-should-retry: false`: waiting never helps, clients and SDKs retry 429s,
+//! and the OpenAI and Anthropic SDKs obey that header (tollgate's HTTP service answers the same). The estimate usually comes
 //! from the request's content (prompt and `max_tokens`), so "content too large" is what the
 //! client has to fix. [`too_large_status`](RateLimitLayer::too_large_status) changes it.
 //!
@@ -83,8 +84,8 @@
 //! [`HeaderStyle::Both`] by default: OpenAI's `x-ratelimit-*` and the IETF `RateLimit-Policy` and
 //! `RateLimit` fields, rendered by [`headers::headers`]. On success they replace headers of the
 //! same name that the inner service set (a proxy's upstream limits are not the client's).
-//! [`header_style(None)`](RateLimitLayer::header_style) adds none, except `Retry-After` on
-//! denials.
+//! [`header_style(None)`](RateLimitLayer::header_style) adds none, except `Retry-After` and
+//! `retry-after-ms` on denials and `x-should-retry: false` on a cost that can never fit.
 //!
 //! # The permit lives as long as the response
 //!
@@ -751,9 +752,7 @@ where
 fn add_headers(map: &mut HeaderMap, decision: &Decision, style: Option<HeaderStyle>) {
     let pairs = match style {
         Some(style) => headers::headers(decision, style),
-        None => headers::retry_after_header(decision)
-            .map(|v| vec![("retry-after", v)])
-            .unwrap_or_default(),
+        None => headers::retry_headers(decision),
     };
     for (name, value) in pairs {
         if let (Ok(name), Ok(value)) = (

@@ -99,6 +99,12 @@ impl Rule {
         self.failure_mode
     }
 
+    /// What the rule selects: a subject must have every one of these attributes, with a
+    /// matching value, for the rule to apply.
+    pub fn selectors(&self) -> &Selectors {
+        &self.selectors
+    }
+
     /// The attributes the rule partitions by (selected with `*`).
     pub fn partition(&self) -> &[Attr] {
         &self.partition

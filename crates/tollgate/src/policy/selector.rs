@@ -94,6 +94,11 @@ impl Selectors {
         (exact, globs)
     }
 
+    /// The selected attributes with their matchers, in the rule's order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Attr, &Matcher)> {
+        self.0.iter().map(|(a, m)| (a, m))
+    }
+
     /// A stable text form, `attr=value` joined by `,`, used to name limit sets.
     pub fn describe(&self) -> String {
         self.0

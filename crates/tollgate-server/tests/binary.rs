@@ -1,5 +1,6 @@
-//! `tollgate serve` and the environment: `REDIS_URL`, `TOKEN_BUCKET_SIZE` / `TOKEN_REFILL_RATE`,
-//! and `--help`, which never shows an environment value.
+//! The `tollgate` binary: `serve` and the environment (`REDIS_URL`, `TOKEN_BUCKET_SIZE` /
+//! `TOKEN_REFILL_RATE`), `--help` (which never shows an environment value), and the CLI's
+//! answers (a reset that matches nothing exits non-zero).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -14,6 +15,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
 struct Served {
     child: Child,
     http: String,
+    /// The rest of the log: kept, so that the thread reading it keeps draining the pipe.
+    _log: mpsc::Receiver<String>,
 }
 
 impl Drop for Served {
@@ -81,7 +84,11 @@ fn serve(env: &[(&str, &str)]) -> Served {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
         if v["message"] == "tollgate listening" {
             let http = format!("http://{}", v["http"].as_str().unwrap());
-            return Served { child, http };
+            return Served {
+                child,
+                http,
+                _log: rx,
+            };
         }
     }
 }
@@ -167,4 +174,25 @@ fn bad_environment_values_stop_serve_naming_the_variable() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "want {needle:?}: {err}");
     }
+}
+
+#[test]
+fn a_reset_that_matches_nothing_exits_non_zero() {
+    let s = serve(&[]);
+    // The built-in policy keys on tenant and provider: a tenant alone matches no rule.
+    let out = client(&s, &["reset", "--tenant", "acme"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nothing matched"), "{err}");
+    assert!(
+        err.contains("provider"),
+        "names the missing attribute: {err}"
+    );
+
+    let out = client(&s, &["reset", "--tenant", "acme", "--provider", "openai"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("reset: 2 buckets"),
+        "{out:?}"
+    );
 }
