@@ -38,6 +38,7 @@ mod forward_auth;
 mod grpc;
 pub mod http;
 pub mod openapi;
+pub mod preflight;
 mod reload;
 pub mod server;
 pub mod store;

@@ -32,6 +32,18 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The Redis setting is wrong in a way that waiting will not fix (a wrong password, a
+    /// database that does not exist, a host name that does not resolve).
+    #[error(
+        "redis {target}: {reason}. This will not fix itself, so tollgate does not start \
+         (a Redis that is only down lets it start degraded)"
+    )]
+    Misconfigured {
+        /// The store, credentials redacted.
+        target: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The store could not be reached.
     #[error("store {target}: {source}")]
     Store {
@@ -273,6 +285,20 @@ async fn open_redis(
 ) -> Result<Running, StartError> {
     let kind = if cluster { "redis-cluster" } else { "redis" };
     let config = redis_config(&options);
+    for node in &nodes {
+        match crate::preflight::check(node, options.connect_timeout).await {
+            crate::preflight::Preflight::Misconfigured(reason) => {
+                return Err(StartError::Misconfigured {
+                    target: redact(node),
+                    reason,
+                })
+            }
+            crate::preflight::Preflight::Down(why) => {
+                tracing::warn!(redis = %redact(node), error = %why, "Redis does not answer yet");
+            }
+            crate::preflight::Preflight::Ready => {}
+        }
+    }
     if options.fallback {
         // Connects in the background: the service starts while Redis is down, and the
         // rules' failure modes decide until it answers.

@@ -92,11 +92,13 @@ async fn a_denial_is_429_with_retry_after_and_the_headers() {
     assert_eq!(p.status, 200);
     assert!(!p.allowed());
 
-    // A cost that can never fit is its own outcome, without Retry-After.
+    // A cost that can never fit is its own outcome: 413, not to be retried, without
+    // Retry-After.
     let big = s
         .check(None, json!({ "tenant": "big" }), json!({ "requests": 5 }))
         .await;
-    assert_eq!(big.status, 429);
+    assert_eq!(big.status, 413);
+    assert_eq!(big.header("x-should-retry"), Some("false"));
     assert_eq!(big.body["outcome"], "too_large");
     assert_eq!(big.body["error_code"], "E4413");
     assert_eq!(big.header("retry-after"), None);
