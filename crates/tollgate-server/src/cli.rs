@@ -269,6 +269,9 @@ pub fn run(cli: Cli) -> ExitCode {
 fn config_check(file: &std::path::Path) -> ExitCode {
     match Config::load(file) {
         Ok(c) => {
+            for w in c.warnings() {
+                eprintln!("{}: warning: {w}", file.display());
+            }
             let store = match &c.store {
                 StoreConfig::Memory { .. } => "memory".to_owned(),
                 StoreConfig::Redis { url, .. } => {

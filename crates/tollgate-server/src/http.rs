@@ -196,6 +196,10 @@ fn decision_response(
     } else if j.decision.outcome() == tollgate::Outcome::Unavailable {
         // A rule that fails closed while the shared store is down: not a rate-limit denial.
         StatusCode::SERVICE_UNAVAILABLE
+    } else if deny_status != StatusCode::OK && j.decision.outcome() == tollgate::Outcome::Unmatched
+    {
+        // No rule covers the call and the policy denies such calls: waiting will not help.
+        StatusCode::FORBIDDEN
     } else if deny_status != StatusCode::OK && j.decision.outcome() == tollgate::Outcome::TooLarge {
         // A cost that can never fit: waiting never helps, so not a 429 that clients retry
         // (the headers add `x-should-retry: false`).

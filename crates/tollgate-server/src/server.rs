@@ -231,7 +231,7 @@ impl Overrides {
             config.store = s.clone();
         }
         if let (false, Some(p)) = (config.policy_given, &self.env_policy) {
-            config.policy = p.clone();
+            config.policy = p.clone().with_unmatched(config.policy.unmatched());
         }
         if self.shadow {
             config.server.shadow = true;

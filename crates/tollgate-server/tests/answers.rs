@@ -179,3 +179,50 @@ async fn a_cost_that_can_never_fit_is_413_and_not_to_be_retried() {
     assert_eq!(r.headers()["x-should-retry"], "false");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_built_in_policy_limits_agent_keyed_user_less_and_empty_calls() {
+    let mut c = tollgate_server::config::Config::default();
+    c.server.http = "127.0.0.1:0".parse().unwrap();
+    c.server.grpc = None;
+    let s = start_config(c).await;
+    for (subject, rule) in [
+        (
+            json!({ "agent": "did:agent:abc", "provider": "anthropic" }),
+            "default-agent",
+        ),
+        (json!({ "provider": "glm" }), "default-anonymous"),
+        (json!({}), "default-anonymous"),
+        (json!({ "user": "u1" }), "default-user"),
+    ] {
+        let a = s
+            .check(None, subject.clone(), json!({ "tokens": 10 }))
+            .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        let limits = a.body["limits"].as_array().unwrap();
+        assert_eq!(limits.len(), 2, "{subject}: {}", a.body);
+        assert_eq!(limits[0]["rule"], rule, "{subject}");
+        assert_eq!(a.header("x-ratelimit-limit-requests"), Some("60"));
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn unmatched_calls_are_refused_when_the_policy_says_so() {
+    let s = start(&format!("unmatched = \"deny\"\n{USER_MODEL}")).await;
+    let a = s.check(None, json!({ "region": "eu" }), json!({})).await;
+    assert_eq!(a.status, 403, "{}", a.body);
+    assert_eq!(a.body["outcome"], "unmatched");
+    assert_eq!(a.body["error_code"], "E4403");
+    assert_eq!(a.header("retry-after"), None);
+    assert!(s
+        .metrics()
+        .await
+        .contains("tollgate_unmatched_total{action=\"deny\"}"));
+    // A covered call is decided as usual.
+    assert!(s
+        .check(None, json!({ "team": "a" }), json!({}))
+        .await
+        .allowed());
+    s.stop().await;
+}

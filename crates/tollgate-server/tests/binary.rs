@@ -178,21 +178,50 @@ fn bad_environment_values_stop_serve_naming_the_variable() {
 
 #[test]
 fn a_reset_that_matches_nothing_exits_non_zero() {
-    let s = serve(&[]);
-    // The built-in policy keys on tenant and provider: a tenant alone matches no rule.
+    // The per-agent bucket of the environment: a tenant alone matches no rule.
+    let s = serve(&[("TOKEN_BUCKET_SIZE", "10"), ("TOKEN_REFILL_RATE", "1")]);
     let out = client(&s, &["reset", "--tenant", "acme"]);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nothing matched"), "{err}");
     assert!(
-        err.contains("provider"),
+        err.contains("needs agent"),
         "names the missing attribute: {err}"
     );
 
-    let out = client(&s, &["reset", "--tenant", "acme", "--provider", "openai"]);
+    let out = client(&s, &["reset", "--agent", "a1"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(
-        String::from_utf8_lossy(&out.stdout).starts_with("reset: 2 buckets"),
+        String::from_utf8_lossy(&out.stdout).starts_with("reset: 1 buckets"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn config_check_warns_about_rules_no_subject_can_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.toml");
+    std::fs::write(
+        &path,
+        "[[rules]]\nname = \"typo\"\nmatch = { tenat = \"*\" }\nlimits = [{ kind = \"requests\", amount = 1, per = \"minute\" }]\n",
+    )
+    .unwrap();
+    let out = tollgate()
+        .args(["config", "check", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "a warning is not an error: {out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("warning: rule \"typo\""), "{err}");
+    assert!(err.contains("\"tenat\""), "{err}");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/tollgate.toml");
+    let out = tollgate()
+        .args(["config", "check", example])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("warning"),
         "{out:?}"
     );
 }

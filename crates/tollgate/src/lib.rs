@@ -86,7 +86,7 @@ pub use error::{Error, Location, PolicyError, StoreError};
 pub use headers::HeaderStyle;
 pub use limiter::{LimitUsage, Limiter};
 pub use permit::{Permit, Reservation};
-pub use policy::{default_policy, Policy, Rule};
+pub use policy::{default_policy, Policy, Rule, Unmatched};
 pub use prepared::Prepared;
 pub use rps::{Limited, RateLimiter};
 pub use stats::StatsSnapshot;

@@ -541,7 +541,12 @@ impl<S: Store> Limiter<S> {
         answer: &mut impl Answer,
     ) -> Option<Result<(tollgate_core::Timestamp, Route), Error>> {
         if ops.is_empty() {
+            let unmatched = self.inner.policy.with(|p| p.unmatched());
+            if unmatched == crate::policy::Unmatched::Deny {
+                answer.settle(Outcome::Unmatched, None, Duration::ZERO);
+            }
             if mode == Mode::Spend {
+                crate::policy::note_unmatched(unmatched);
                 let sample = self.inner.stats.begin_unmeasured();
                 self.inner.stats.record(sample, answer.outcome(), None);
             }

@@ -77,7 +77,8 @@
 //! [`LimiterFailure`], so an outer layer (`tower::util::MapResponse`, axum's `map_response`)
 //! can render its own body.
 //!
-//! A subject that no rule matches is unlimited: the request passes, with no headers.
+//! A subject that no rule matches is unlimited: the request passes, with no headers; under a
+//! policy with `unmatched = "deny"` it is refused with `403 Forbidden` (type `not_covered`).
 //!
 //! # Headers
 //!
@@ -772,6 +773,8 @@ fn refusal<B, S: Store>(decision: &Decision, config: Config) -> Response<RateLim
             (StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded")
         }
         Outcome::TooLarge => (config.too_large, "request_too_large"),
+        // No rule covers the request and the policy denies such requests.
+        Outcome::Unmatched => (StatusCode::FORBIDDEN, "not_covered"),
         // The store is full, or failing under a rule that fails closed: not the caller's doing.
         Outcome::StoreFull | Outcome::Unavailable => {
             (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable")

@@ -60,3 +60,97 @@ async fn concurrency_denials_name_no_window() {
     assert!(text.contains("(at most 1 in flight)"), "{text}");
     assert!(text.contains("acquire"), "{text}");
 }
+
+const TURNS: &str = r#"
+unmatched = "deny"
+
+[[rules]]
+name = "per-tenant"
+match = { tenant = "*", provider = "*?" }
+limits = [{ kind = "requests", amount = 2, per = "minute" }]
+
+[[rules]]
+name = "per-agent"
+match = { agent = "*" }
+absent = ["tenant"]
+limits = [{ kind = "requests", amount = 1, per = "minute" }]
+"#;
+
+fn counted(snapshotter: &metrics_util::debugging::Snapshotter, action: &str) -> u64 {
+    use metrics_util::debugging::DebugValue;
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(k, _, _, _)| {
+            k.key().name() == "tollgate_unmatched_total"
+                && k.key()
+                    .labels()
+                    .any(|l| l.key() == "action" && l.value() == action)
+        })
+        .map(|(_, _, _, v)| match v {
+            DebugValue::Counter(n) => n,
+            _ => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn rules_take_turns_and_unmatched_calls_are_denied_and_counted() {
+    let policy = Policy::from_toml(TURNS, "turns.toml").unwrap();
+    assert_eq!(policy.unmatched(), tollgate::Unmatched::Deny);
+    let l = Limiter::with_clock(
+        policy,
+        ManualClock::new(Timestamp::from_secs(1_700_000_000)),
+    );
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let check = |s: &Subject<'_>| l.check_now(s, Cost::ONE).unwrap().unwrap();
+        // A tenant with or without a provider: per-tenant (absent provider is its own bucket).
+        let d = check(&Subject::new().tenant("t").agent("a"));
+        assert_eq!(d.statuses()[0].rule, "per-tenant");
+        assert_eq!(d.statuses().len(), 1, "per-agent needs the tenant absent");
+        // An agent without a tenant: per-agent.
+        let d = check(&Subject::new().agent("a"));
+        assert_eq!(d.statuses()[0].rule, "per-agent");
+        // Nothing covers a user alone: denied as unmatched, which waiting does not change.
+        let d = check(&Subject::new().user("u"));
+        assert_eq!(d.outcome(), tollgate::Outcome::Unmatched);
+        assert_eq!(d.reason(), Some(DenyReason::Unmatched));
+        assert_eq!(d.reason().unwrap().error_code(), "E4403");
+        assert_eq!(d.retry_after(), None);
+        assert!(!d.is_allowed());
+    });
+    assert_eq!(counted(&snapshotter, "deny"), 1);
+    assert_eq!(counted(&snapshotter, "allow"), 0);
+
+    // The default lets unmatched calls through, counted all the same.
+    let allow = Policy::from_toml(&TURNS.replace("\"deny\"", "\"allow\""), "t.toml").unwrap();
+    let l = Limiter::with_policy(allow);
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let d = l
+            .check_now(&Subject::new().user("u"), Cost::ONE)
+            .unwrap()
+            .unwrap();
+        assert!(d.is_allowed());
+    });
+    assert_eq!(counted(&snapshotter, "allow"), 1);
+}
+
+#[test]
+fn policy_files_name_bad_absent_and_unmatched_fields() {
+    let e = Policy::from_toml(&TURNS.replace("\"deny\"", "\"maybe\""), "bad.toml").unwrap_err();
+    assert_eq!(e.field, "unmatched");
+    assert_eq!(e.location.unwrap().line, 2, "{}", e.message);
+    let e = Policy::from_toml(
+        &TURNS.replace("absent = [\"tenant\"]", "absent = [\"agent\"]"),
+        "bad.toml",
+    )
+    .unwrap_err();
+    assert_eq!(e.field, "absent[0]");
+    assert!(e.message.contains("also in match"), "{}", e.message);
+    assert_eq!(e.location.unwrap().line, 12);
+}
