@@ -93,6 +93,21 @@ fn serve(env: &[(&str, &str)]) -> Served {
     }
 }
 
+/// The body of `GET /readyz`, over a plain socket.
+fn readyz(s: &Served) -> String {
+    use std::io::{Read, Write};
+    let addr = s.http.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        conn,
+        "GET /readyz HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    answer
+}
+
 fn client(s: &Served, args: &[&str]) -> std::process::Output {
     tollgate()
         .args(args)
@@ -129,6 +144,14 @@ fn help_does_not_print_secrets_from_the_environment() {
 fn redis_url_puts_the_buckets_in_redis() {
     let redis = RedisServer::start().unwrap();
     let s = serve(&[("REDIS_URL", &redis.url())]);
+    // The store connects in the background: wait until it answers (a decision made before
+    // that would be the failure mode's, and leave nothing in Redis).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !readyz(&s).contains("\"status\":\"ready\"") {
+        assert!(Instant::now() < deadline, "Redis never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(readyz(&s).contains("\"store\":\"redis\""));
     let out = client(&s, &["check", "--tenant", "acme", "--provider", "openai"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let keys = redis.cli(&["DBSIZE"]).unwrap();
