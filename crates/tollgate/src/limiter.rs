@@ -29,7 +29,7 @@ use crate::wait::WaitQueues;
 /// use tollgate::{Cost, Limiter, Subject};
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), tollgate::Error> {
-/// // The built-in policy: 60 requests and 100,000 tokens per minute per tenant and provider.
+/// // The built-in policy: 60 requests and 100,000 tokens per minute per caller and provider.
 /// let limiter = Limiter::new();
 /// let who = Subject::new().tenant("acme").provider("openai");
 /// let decision = limiter.check(&who, Cost::tokens(1_500)).await?;
