@@ -58,10 +58,10 @@ async fn the_default_policy_checks_peeks_and_reports_usage() {
         1
     );
 
-    // A subject the policy does not match is unlimited.
+    // A call without a tenant is keyed on its user (the built-in policy's next rule).
     let u = s.check(None, json!({ "user": "x" }), json!({})).await;
     assert!(u.allowed());
-    assert_eq!(u.body["limits"], json!([]));
+    assert_eq!(u.body["limits"][0]["rule"], "default-user");
     s.stop().await;
 }
 
