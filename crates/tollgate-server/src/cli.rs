@@ -204,6 +204,26 @@ pub struct DecisionArgs {
     /// Idempotency key: a retry with the same id answers the first decision.
     #[arg(long)]
     pub request_id: Option<String>,
+    /// A limit of this call's own, tighter than the policy's (looser needs the admin token):
+    /// `requests=30` (per minute), `tokens=50000/minute`, `requests=500/hour`,
+    /// `concurrency=2`. Repeatable.
+    #[arg(long = "limit", value_name = "KIND=AMOUNT[/PER]", value_parser = parse_call_limit)]
+    pub limits: Vec<crate::api::CallLimitBody>,
+}
+
+fn parse_call_limit(s: &str) -> Result<crate::api::CallLimitBody, String> {
+    let bad =
+        || format!("{s:?} is not KIND=AMOUNT[/PER], such as requests=30 or tokens=50000/minute");
+    let (kind, rest) = s.split_once('=').ok_or_else(bad)?;
+    let (amount, per) = match rest.split_once('/') {
+        Some((a, p)) => (a, Some(p.trim().to_owned())),
+        None => (rest, None),
+    };
+    Ok(crate::api::CallLimitBody {
+        kind: kind.trim().to_owned(),
+        amount: amount.trim().parse().map_err(|_| bad())?,
+        per,
+    })
 }
 
 /// `tollgate usage`.

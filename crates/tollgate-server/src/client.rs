@@ -178,6 +178,9 @@ pub async fn decision(a: DecisionArgs, spend: bool) -> ExitCode {
     if let Some(id) = &a.request_id {
         body["request_id"] = json!(id);
     }
+    if !a.limits.is_empty() {
+        body["limits"] = json!(a.limits);
+    }
     let path = if spend { "/v1/check" } else { "/v1/peek" };
     let rb = with_token(client.post(endpoint(&a.client, path)), &a.client).json(&body);
     let (status, answer) = match send(rb).await {

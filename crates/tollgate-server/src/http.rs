@@ -246,9 +246,10 @@ async fn decide<S: Store>(
         }
     }
     let cost = req.cost.to_cost();
+    let call = crate::api::call_limits(req.limits.as_deref(), who.is_admin())?;
     match api {
         Api::Reserve => {
-            let r = app.reserve(&subject, cost, who).await?;
+            let r = app.reserve(&subject, cost, who, &call).await?;
             let permit = r.id.as_deref().map(|id| PermitOut {
                 id,
                 expires_in_ms: u64::try_from(r.expires_in.as_millis()).unwrap_or(u64::MAX),
@@ -261,11 +262,15 @@ async fn decide<S: Store>(
             ))
         }
         Api::Peek => {
-            let j = app.decide(api, &subject, cost, false, None).await?;
+            let j = app
+                .decide_with(api, &subject, cost, false, None, &call)
+                .await?;
             Ok(decision_response(&j, style, StatusCode::OK, None))
         }
         _ => {
-            let j = app.decide(api, &subject, cost, true, request_id).await?;
+            let j = app
+                .decide_with(api, &subject, cost, true, request_id, &call)
+                .await?;
             Ok(decision_response(
                 &j,
                 style,

@@ -226,3 +226,59 @@ async fn unmatched_calls_are_refused_when_the_policy_says_so() {
         .allowed());
     s.stop().await;
 }
+
+#[tokio::test]
+async fn calls_may_tighten_their_limits_and_loosen_them_only_with_the_admin_token() {
+    let s = start(&format!(
+        "{AUTH}\n[[rules]]\nname = \"rpm\"\nmatch = {{ tenant = \"*\" }}\nlimits = [{{ kind = \"requests\", amount = 60, per = \"minute\" }}]\n"
+    ))
+    .await;
+    let body =
+        |limits: serde_json::Value| json!({ "subject": { "tenant": "acme" }, "limits": limits });
+    let two = json!([{ "kind": "requests", "amount": 2 }]);
+    for _ in 0..2 {
+        let a = s.post("/v1/check", Some(ACME), body(two.clone())).await;
+        assert!(a.allowed(), "{}", a.body);
+    }
+    let a = s.post("/v1/check", Some(ACME), body(two.clone())).await;
+    assert_eq!(a.status, 429, "{}", a.body);
+    assert_eq!(a.body["denied_by"]["rule"], "rpm");
+    // The policy's bucket was spent too.
+    assert_eq!(s.used(Some(ACME), "tenant=acme", "requests").await, 2);
+
+    // Loosening: refused to a client, allowed to the admin token.
+    let loose = json!([{ "kind": "requests", "amount": 200, "per": "minute" }]);
+    let a = s.post("/v1/check", Some(ACME), body(loose.clone())).await;
+    assert_eq!(a.status, 403, "{}", a.body);
+    assert!(a.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("looser"));
+    let a = s.post("/v1/check", Some(ADMIN), body(loose)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    // A limit that changes nothing, and a malformed one, are 400s naming the field.
+    let hourly = json!([{ "kind": "requests", "amount": 5, "per": "hour" }]);
+    let a = s.post("/v1/check", Some(ACME), body(hourly)).await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(a.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("requests per hour"));
+    let a = s
+        .post(
+            "/v1/check",
+            Some(ACME),
+            body(json!([{ "kind": "bytes", "amount": 5 }])),
+        )
+        .await;
+    assert_eq!(a.status, 400);
+    assert!(a.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("limits[0].kind"));
+    // Reservations take them too.
+    let a = s.post("/v1/reserve", Some(ACME), body(two)).await;
+    assert_eq!(a.status, 429, "{}", a.body);
+    s.stop().await;
+}

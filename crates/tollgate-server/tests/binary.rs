@@ -256,3 +256,33 @@ fn config_check_warns_about_rules_no_subject_can_match() {
         "{out:?}"
     );
 }
+
+#[test]
+fn check_takes_the_calls_own_limits() {
+    let s = serve(&[]);
+    let args = [
+        "check",
+        "--agent",
+        "a",
+        "--provider",
+        "p",
+        "--limit",
+        "requests=1/minute",
+    ];
+    let out = client(&s, &args);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = client(&s, &args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the call's own 1 per minute: {out:?}"
+    );
+    let out = client(&s, &["check", "--agent", "a", "--provider", "p"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the policy's 60 per minute: {out:?}"
+    );
+    let out = client(&s, &["check", "--agent", "a", "--limit", "requests=one"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}

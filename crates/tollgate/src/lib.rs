@@ -57,6 +57,7 @@ struct ReadmeDoctests;
 
 mod admission;
 mod blocking;
+pub mod call_limits;
 mod clock;
 mod cost;
 mod decision;
@@ -79,6 +80,7 @@ mod wait;
 
 pub use admission::{Admission, Denier};
 pub use blocking::{BlockingLimiter, BlockingPermit};
+pub use call_limits::{CallLimit, CallLimits, CallLimitsError};
 pub use clock::TokioClock;
 pub use cost::Cost;
 pub use decision::{Decision, DenyReason, LimitStatus, Outcome};

@@ -154,3 +154,122 @@ fn policy_files_name_bad_absent_and_unmatched_fields() {
     assert!(e.message.contains("also in match"), "{}", e.message);
     assert_eq!(e.location.unwrap().line, 12);
 }
+
+mod call_limits {
+    use tollgate::{CallLimits, CallLimitsError, Cost, Error, LimitKind, Limiter, Outcome};
+    use tollgate::{ManualClock, Subject, Timestamp, Window};
+
+    fn limiter() -> (Limiter, ManualClock) {
+        let clock = ManualClock::new(Timestamp::from_secs(1_700_000_000));
+        // The built-in policy: 60 requests and 100,000 tokens per minute per caller.
+        (
+            Limiter::with_clock(tollgate::default_policy(), clock.clone()),
+            clock,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_call_may_tighten_its_limits_and_never_gets_more_than_the_policy() {
+        let (l, _clock) = limiter();
+        let who = Subject::new().agent("did:agent:a").provider("openai");
+        let tight = CallLimits::new()
+            .requests_per_minute(5)
+            .tokens_per_minute(1_000);
+        for _ in 0..5 {
+            assert!(l
+                .check_with(&who, Cost::tokens(10), &tight)
+                .await
+                .unwrap()
+                .is_allowed());
+        }
+        let d = l.check_with(&who, Cost::tokens(10), &tight).await.unwrap();
+        assert_eq!(d.outcome(), Outcome::Denied);
+        assert_eq!(d.denied_by().unwrap().amount, 5);
+        // Both the policy's and the call's buckets spent: the policy's shows 5 requests used.
+        let rpm = l.usage(&who).await.unwrap()[0];
+        assert_eq!((rpm.amount, rpm.used), (60, 5));
+        // A tighter limit never admits what the policy's bucket refuses: spend the policy's
+        // minute, then a call that asks for 30 per minute is refused too.
+        for _ in 0..55 {
+            assert!(l.check(&who, Cost::ONE).await.unwrap().is_allowed());
+        }
+        let thirty = CallLimits::new().requests_per_minute(30);
+        let d = l.check_with(&who, Cost::ONE, &thirty).await.unwrap();
+        assert!(!d.is_allowed(), "{d}");
+        assert!(
+            d.statuses().iter().any(|s| s.amount == 60 && !s.admitted),
+            "the policy's bucket refuses: {d:?}"
+        );
+        // Peek spends nothing.
+        let before = l.usage(&who).await.unwrap()[0].used;
+        l.peek_with(&who, Cost::ONE, &thirty).await.unwrap();
+        assert_eq!(l.usage(&who).await.unwrap()[0].used, before);
+    }
+
+    #[tokio::test]
+    async fn loosening_needs_permission() {
+        let (l, _clock) = limiter();
+        let premium = Subject::new().agent("did:agent:premium").provider("openai");
+        let loose = CallLimits::new().requests_per_minute(200);
+        match l.check_with(&premium, Cost::ONE, &loose).await {
+            Err(Error::CallLimits(CallLimitsError::Loosens { policy, asked, .. })) => {
+                assert_eq!((policy, asked), (60, 200));
+            }
+            other => panic!("{other:?}"),
+        }
+        let allowed = loose.allow_loosening(true);
+        let mut admitted = 0;
+        while l
+            .check_with(&premium, Cost::ONE, &allowed)
+            .await
+            .unwrap()
+            .is_allowed()
+        {
+            admitted += 1;
+        }
+        assert_eq!(admitted, 200);
+        // The policy's own bucket was not spent by the loosened calls.
+        assert_eq!(l.usage(&premium).await.unwrap()[0].used, 0);
+    }
+
+    #[tokio::test]
+    async fn limits_that_change_nothing_are_refused() {
+        let (l, _clock) = limiter();
+        let who = Subject::new().tenant("t").provider("p");
+        let hourly = CallLimits::new().limit(LimitKind::Requests, 10, Window::HOUR);
+        let e = l.check_with(&who, Cost::ONE, &hourly).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::CallLimits(CallLimitsError::NothingToChange { .. })
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("requests per hour"), "{e}");
+        let zero = CallLimits::new().requests_per_minute(0);
+        assert!(l.check_with(&who, Cost::ONE, &zero).await.is_err());
+        // Nothing was spent by the refused calls.
+        assert_eq!(l.usage(&who).await.unwrap()[0].used, 0);
+    }
+
+    #[tokio::test]
+    async fn a_reservation_with_call_limits_settles_both_buckets() {
+        let (l, _clock) = limiter();
+        let who = Subject::new().user("u").provider("p");
+        let tight = CallLimits::new().tokens_per_minute(1_000);
+        let mut permit = l
+            .reserve_with(&who, Cost::tokens(800), &tight)
+            .await
+            .unwrap()
+            .into_result()
+            .unwrap();
+        let d = l.check_with(&who, Cost::tokens(300), &tight).await.unwrap();
+        assert!(!d.is_allowed(), "800 of the call's 1,000 are reserved");
+        permit.cancel().await.unwrap();
+        assert!(l
+            .check_with(&who, Cost::tokens(300), &tight)
+            .await
+            .unwrap()
+            .is_allowed());
+    }
+}
