@@ -53,6 +53,51 @@ impl CostBody {
     }
 }
 
+/// One limit a call asks for itself: `{"kind": "requests", "amount": 30, "per": "minute"}`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CallLimitBody {
+    /// `requests`, `tokens`, `input_tokens`, `output_tokens` or `concurrency`.
+    pub kind: String,
+    /// How much per window (for concurrency: calls in flight).
+    pub amount: u64,
+    /// The window (default `minute`; ignored for concurrency). It must be the window of a
+    /// limit that applies to the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per: Option<String>,
+}
+
+/// Turns the `limits` of a request into the call's own limits; `loosen` allows limits looser
+/// than the policy's (the admin token).
+///
+/// # Errors
+/// 400 naming the field at fault.
+pub fn call_limits(
+    limits: Option<&[CallLimitBody]>,
+    loosen: bool,
+) -> Result<tollgate::CallLimits, ApiError> {
+    let mut call = tollgate::CallLimits::new().allow_loosening(loosen);
+    for (i, l) in limits.unwrap_or_default().iter().enumerate() {
+        let kind: tollgate::LimitKind = l
+            .kind
+            .parse()
+            .map_err(|e| ApiError::bad_request(format!("limits[{i}].kind: {e}")))?;
+        let window = match &l.per {
+            None => tollgate::Window::MINUTE,
+            Some(p) => p
+                .parse()
+                .map_err(|e| ApiError::bad_request(format!("limits[{i}].per: {e}")))?,
+        };
+        if l.amount == 0 {
+            return Err(ApiError::bad_request(format!(
+                "limits[{i}].amount: must be at least 1"
+            )));
+        }
+        call = call.limit(kind, l.amount, window);
+    }
+    Ok(call)
+}
+
 /// The body of `/v1/check`, `/v1/peek` and `/v1/reserve`.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -66,6 +111,9 @@ pub struct DecisionRequest {
     /// Makes a check idempotent: a retry with the same id answers the first decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The call's own limits: tighter than the policy's (looser only with the admin token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Vec<CallLimitBody>>,
 }
 
 /// An attribute name or value as read from a request: borrowed from the body unless it had
@@ -145,6 +193,9 @@ pub struct DecisionRequestRef<'a> {
     /// Makes a check idempotent.
     #[serde(default, borrow)]
     pub request_id: Option<Str<'a>>,
+    /// The call's own limits.
+    #[serde(default)]
+    pub limits: Option<Vec<CallLimitBody>>,
 }
 
 /// Parses a decision request without copying its strings. Errors are those of
@@ -269,7 +320,9 @@ struct StatusOut<'a> {
     reset_after_ms: u64,
     retry_after_ms: u64,
     rule: &'static str,
-    window: Shown<&'a tollgate::Window>,
+    /// Absent for concurrency: slots are not spent per window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window: Option<Shown<&'a tollgate::Window>>,
 }
 
 impl<'a> StatusOut<'a> {
@@ -284,7 +337,7 @@ impl<'a> StatusOut<'a> {
             reset_after_ms: ms(s.reset_after),
             retry_after_ms: ms(s.retry_after),
             rule: s.rule,
-            window: Shown(&s.window),
+            window: (s.kind != tollgate::LimitKind::Concurrency).then_some(Shown(&s.window)),
         }
     }
 }
@@ -541,8 +594,10 @@ impl JsonOut {
         self.u64(ms(s.retry_after));
         self.raw(",\"rule\":");
         self.str(s.rule);
-        self.raw(",\"window\":");
-        self.display(s.window);
+        if s.kind != tollgate::LimitKind::Concurrency {
+            self.raw(",\"window\":");
+            self.display(s.window);
+        }
         self.raw("}");
     }
 }
@@ -589,19 +644,23 @@ pub fn decision_json(j: &Judged) -> Value {
     serde_json::to_value(DecisionOut::of(j, None)).unwrap_or(Value::Null)
 }
 
-/// The JSON of one limit's usage.
+/// The JSON of one limit's usage (without `window` for concurrency: slots are not spent per
+/// window).
 pub fn usage_json(u: &tollgate::LimitUsage) -> Value {
-    json!({
+    let mut v = json!({
         "rule": u.rule,
         "limit": u.label,
         "kind": u.kind.as_str(),
         "amount": u.amount,
-        "window": u.window.to_string(),
         "used": u.used,
         "capacity": u.capacity,
         "available": u.available,
         "reset_after_ms": ms(u.reset_after),
-    })
+    });
+    if u.kind != tollgate::LimitKind::Concurrency {
+        v["window"] = json!(u.window.to_string());
+    }
+    v
 }
 
 #[cfg(test)]

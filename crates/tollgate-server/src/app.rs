@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tollgate::store::Store;
-use tollgate::{Clock, Cost, Decision, LimitStatus, Limiter, Outcome, Permit, Policy, Subject};
+use tollgate::{
+    CallLimits, Clock, Cost, Decision, LimitStatus, Limiter, Outcome, Permit, Policy, Subject,
+};
 
 use crate::config::{Client, Config, Token};
 use crate::error::ApiError;
@@ -69,6 +71,37 @@ impl Principal {
         }
         Ok(())
     }
+}
+
+/// Why a reset of `subject` (in `rule`, if given) matched no bucket: the rules and the
+/// attributes each needs, so that `reset --user alice` against a rule on `user, model` says
+/// that `model` is missing.
+pub fn nothing_matched(policy: &Policy, subject: &Subject<'_>, rule: Option<&str>) -> String {
+    let needs = |r: &tollgate::Rule| {
+        let attrs: Vec<String> = r
+            .selectors()
+            .iter()
+            .map(|(a, m)| match m.as_str() {
+                "*" => a.to_string(),
+                v => format!("{a}={v}"),
+            })
+            .collect();
+        format!("{:?} needs {}", r.name(), attrs.join(", "))
+    };
+    let rules: Vec<String> = policy
+        .rules()
+        .iter()
+        .filter(|r| rule.is_none_or(|n| n == r.name()))
+        .map(needs)
+        .collect();
+    format!(
+        "nothing matched: no rule applies to {{{subject}}}, so no bucket was reset ({})",
+        if rules.is_empty() {
+            "the policy has no rules".to_owned()
+        } else {
+            rules.join("; ")
+        }
+    )
 }
 
 /// The parts of the configuration that a reload swaps.
@@ -437,19 +470,42 @@ impl<S: Store> App<S> {
         spend: bool,
         request_id: Option<&str>,
     ) -> Result<Judged, ApiError> {
+        self.decide_with(api, subject, cost, spend, request_id, &CallLimits::new())
+            .await
+    }
+
+    /// [`decide`](Self::decide) with the call's own limits (see [`CallLimits`]).
+    ///
+    /// # Errors
+    /// A store failure (503); call limits that loosen without permission (403) or change
+    /// nothing, or given with a request id (400).
+    pub async fn decide_with(
+        &self,
+        api: Api,
+        subject: &Subject<'_>,
+        cost: Cost,
+        spend: bool,
+        request_id: Option<&str>,
+        call: &CallLimits,
+    ) -> Result<Judged, ApiError> {
         let started = Instant::now();
         let rt = self.runtime.load();
+        if request_id.is_some() && !call.is_empty() {
+            return Err(ApiError::bad_request(
+                "limits: a call with its own limits cannot also have a request_id",
+            ));
+        }
         let first = match (spend, request_id) {
-            (false, _) => self.limiter.peek(subject, cost).await,
+            (false, _) => self.limiter.peek_with(subject, cost, call).await,
             (true, Some(id)) => self.limiter.check_idempotent(subject, cost, id).await,
-            (true, None) => self.limiter.check(subject, cost).await,
+            (true, None) => self.limiter.check_with(subject, cost, call).await,
         }
         .map_err(ApiError::store)?;
         let judged = if rt.shadow_involved(&first) {
             let enforced = if spend {
-                self.enforced.check(subject, cost).await
+                self.enforced.check_with(subject, cost, call).await
             } else {
-                self.enforced.peek(subject, cost).await
+                self.enforced.peek_with(subject, cost, call).await
             }
             .map_err(ApiError::store)?;
             if enforced.is_allowed() {
@@ -489,6 +545,7 @@ impl<S: Store> App<S> {
         subject: &Subject<'_>,
         estimate: Cost,
         owner: Principal,
+        call: &CallLimits,
     ) -> Result<Reserved, ApiError> {
         let started = Instant::now();
         let rt = self.runtime.load();
@@ -502,7 +559,7 @@ impl<S: Store> App<S> {
                 ));
             }
         }
-        let (permit, judged) = self.reserve_raw(subject, estimate).await?;
+        let (permit, judged) = self.reserve_raw_with(subject, estimate, call).await?;
         record(Api::Reserve, &judged, started);
         let Some(permit) = permit else {
             return Ok(Reserved {
@@ -536,10 +593,24 @@ impl<S: Store> App<S> {
         subject: &Subject<'_>,
         estimate: Cost,
     ) -> Result<(Option<Permit<Shared<S>>>, Judged), ApiError> {
+        self.reserve_raw_with(subject, estimate, &CallLimits::new())
+            .await
+    }
+
+    /// [`reserve_raw`](Self::reserve_raw) with the call's own limits.
+    ///
+    /// # Errors
+    /// As [`decide_with`](Self::decide_with).
+    pub async fn reserve_raw_with(
+        &self,
+        subject: &Subject<'_>,
+        estimate: Cost,
+        call: &CallLimits,
+    ) -> Result<(Option<Permit<Shared<S>>>, Judged), ApiError> {
         let rt = self.runtime.load();
         let first = self
             .limiter
-            .reserve(subject, estimate)
+            .reserve_with(subject, estimate, call)
             .await
             .map_err(ApiError::store)?;
         let (permit, judged) = match first {
@@ -556,7 +627,7 @@ impl<S: Store> App<S> {
             tollgate::Reservation::Denied(d) if rt.shadow_involved(&d) => {
                 match self
                     .enforced
-                    .reserve(subject, estimate)
+                    .reserve_with(subject, estimate, call)
                     .await
                     .map_err(ApiError::store)?
                 {

@@ -41,6 +41,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         env = "TOLLGATE_GRPC_URL",
+        hide_env_values = true,
         default_value = "http://127.0.0.1:8081"
     )]
     pub grpc_url: String,
@@ -73,7 +74,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub rate: Option<f64>,
     /// Threads that send the load [default: one per CPU core].
-    #[arg(long, env = "TOLLGATE_BENCH_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, env = "TOLLGATE_BENCH_WORKERS", hide_env_values = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
     /// No progress line.
     #[arg(long, short)]

@@ -1,12 +1,20 @@
 //! The command line: `tollgate serve`, `tollgate config check`, the clients of a running
 //! service (`check`, `peek`, `usage`, `reset`) and the load generator (`bench`). Every flag can
-//! also be given as a `TOLLGATE_*` environment variable.
+//! also be given as a `TOLLGATE_*` environment variable; `--help` never shows their values
+//! (they may hold credentials).
+//!
+//! `serve` also reads the variables other rate limiters are run with (see [`tollgate::env`]):
+//! `REDIS_URL` picks the Redis store when neither the command line nor the file picks a store,
+//! and `TOKEN_BUCKET_SIZE` / `TOKEN_REFILL_RATE` give every agent a token bucket when the file
+//! has no rules.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+
+use tollgate::env::EnvConfig;
 
 use crate::config::{Config, StoreConfig};
 use crate::server::{self, Options, Overrides};
@@ -45,38 +53,50 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Configuration file (TOML). Without one: the default policy and the memory store.
-    #[arg(long, short, env = "TOLLGATE_CONFIG")]
+    #[arg(long, short, env = "TOLLGATE_CONFIG", hide_env_values = true)]
     pub config: Option<PathBuf>,
     /// HTTP listen address [default: 127.0.0.1:8080].
-    #[arg(long, env = "TOLLGATE_HTTP")]
+    #[arg(long, env = "TOLLGATE_HTTP", hide_env_values = true)]
     pub http: Option<SocketAddr>,
     /// gRPC listen address, or `off` [default: 127.0.0.1:8081].
-    #[arg(long, env = "TOLLGATE_GRPC")]
+    #[arg(long, env = "TOLLGATE_GRPC", hide_env_values = true)]
     pub grpc: Option<String>,
-    /// Keep the buckets in this Redis server (redis:// or rediss:// URL).
-    #[arg(long, env = "TOLLGATE_REDIS", conflicts_with = "redis_cluster")]
+    /// Keep the buckets in this Redis server (redis:// or rediss:// URL). Wins over the
+    /// configuration file's store, which wins over REDIS_URL.
+    #[arg(
+        long,
+        env = "TOLLGATE_REDIS",
+        hide_env_values = true,
+        conflicts_with = "redis_cluster"
+    )]
     pub redis: Option<String>,
     /// A Redis Cluster seed node (repeat, or comma-separate in the environment variable).
     #[arg(
         long = "redis-cluster",
         env = "TOLLGATE_REDIS_CLUSTER",
+        hide_env_values = true,
         value_delimiter = ','
     )]
     pub redis_cluster: Vec<String>,
     /// Shadow mode for every rule: count denials, admit everything.
-    #[arg(long, env = "TOLLGATE_SHADOW")]
+    #[arg(long, env = "TOLLGATE_SHADOW", hide_env_values = true)]
     pub shadow: bool,
     /// Do not reload when the configuration file changes (SIGHUP still reloads).
-    #[arg(long, env = "TOLLGATE_NO_WATCH")]
+    #[arg(long, env = "TOLLGATE_NO_WATCH", hide_env_values = true)]
     pub no_watch: bool,
     /// Log format.
-    #[arg(long, env = "TOLLGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    #[arg(long, env = "TOLLGATE_LOG_FORMAT", hide_env_values = true, value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
     /// Log level or filter (`info`, `tollgate_server=debug`); RUST_LOG wins when set.
-    #[arg(long, env = "TOLLGATE_LOG_LEVEL", default_value = "info")]
+    #[arg(
+        long,
+        env = "TOLLGATE_LOG_LEVEL",
+        hide_env_values = true,
+        default_value = "info"
+    )]
     pub log_level: String,
     /// Threads that answer requests [default: one per CPU core].
-    #[arg(long, env = "TOLLGATE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, env = "TOLLGATE_WORKERS", hide_env_values = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
 }
 
@@ -94,7 +114,12 @@ pub enum ConfigCommand {
 #[derive(Debug, Clone, Args)]
 pub struct ClientOpts {
     /// The service's HTTP base URL.
-    #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "TOLLGATE_URL",
+        hide_env_values = true,
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub url: String,
     /// Bearer token.
     #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true)]
@@ -179,6 +204,26 @@ pub struct DecisionArgs {
     /// Idempotency key: a retry with the same id answers the first decision.
     #[arg(long)]
     pub request_id: Option<String>,
+    /// A limit of this call's own, tighter than the policy's (looser needs the admin token):
+    /// `requests=30` (per minute), `tokens=50000/minute`, `requests=500/hour`,
+    /// `concurrency=2`. Repeatable.
+    #[arg(long = "limit", value_name = "KIND=AMOUNT[/PER]", value_parser = parse_call_limit)]
+    pub limits: Vec<crate::api::CallLimitBody>,
+}
+
+fn parse_call_limit(s: &str) -> Result<crate::api::CallLimitBody, String> {
+    let bad =
+        || format!("{s:?} is not KIND=AMOUNT[/PER], such as requests=30 or tokens=50000/minute");
+    let (kind, rest) = s.split_once('=').ok_or_else(bad)?;
+    let (amount, per) = match rest.split_once('/') {
+        Some((a, p)) => (a, Some(p.trim().to_owned())),
+        None => (rest, None),
+    };
+    Ok(crate::api::CallLimitBody {
+        kind: kind.trim().to_owned(),
+        amount: amount.trim().parse().map_err(|_| bad())?,
+        per,
+    })
 }
 
 /// `tollgate usage`.
@@ -244,6 +289,9 @@ pub fn run(cli: Cli) -> ExitCode {
 fn config_check(file: &std::path::Path) -> ExitCode {
     match Config::load(file) {
         Ok(c) => {
+            for w in c.warnings() {
+                eprintln!("{}: warning: {w}", file.display());
+            }
             let store = match &c.store {
                 StoreConfig::Memory { .. } => "memory".to_owned(),
                 StoreConfig::Redis { url, .. } => {
@@ -289,7 +337,8 @@ fn config_check(file: &std::path::Path) -> ExitCode {
     }
 }
 
-fn overrides(a: &ServeArgs) -> Result<Overrides, String> {
+/// The command line's settings, and the environment's (which lose to the file's).
+fn overrides(a: &ServeArgs, env: &EnvConfig) -> Result<Overrides, String> {
     let grpc = match a.grpc.as_deref() {
         None => None,
         Some("off") => Some(None),
@@ -324,17 +373,79 @@ fn overrides(a: &ServeArgs) -> Result<Overrides, String> {
     } else {
         None
     };
+    let env_store = match &env.redis_url {
+        Some(u) => Some(StoreConfig::Redis {
+            url: check(u, tollgate::env::REDIS_URL)?,
+            options: Default::default(),
+        }),
+        None => None,
+    };
     Ok(Overrides {
         http: a.http,
         grpc,
         store,
         shadow: a.shadow,
+        env_store,
+        env_policy: env.policy.clone(),
     })
+}
+
+/// Where the store and the policy come from, in order of precedence (the first that is set
+/// wins): for the store, `--redis` / `--redis-cluster` (or `TOLLGATE_REDIS` /
+/// `TOLLGATE_REDIS_CLUSTER`), the file's `[redis]` or `[memory]`, `REDIS_URL`, the memory
+/// store; for the policy, the file's `[[rules]]`, `TOKEN_BUCKET_SIZE` / `TOKEN_REFILL_RATE`,
+/// the built-in policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sources {
+    /// What chose the store.
+    pub store: &'static str,
+    /// What chose the policy.
+    pub policy: &'static str,
+    /// Variables that are set but lose to a setting of higher precedence.
+    pub ignored: [Option<&'static str>; 2],
+}
+
+/// Where `file`'s store and policy come from once `o` is applied (see [`Sources`]).
+pub fn sources(file: &Config, o: &Overrides) -> Sources {
+    let store = if o.store.is_some() {
+        "the command line (--redis, --redis-cluster or TOLLGATE_REDIS*)"
+    } else if file.store_given {
+        "the configuration file"
+    } else if o.env_store.is_some() {
+        tollgate::env::REDIS_URL
+    } else {
+        "the default (memory)"
+    };
+    let policy = if file.policy_given {
+        "the configuration file"
+    } else if o.env_policy.is_some() {
+        "TOKEN_BUCKET_SIZE and TOKEN_REFILL_RATE"
+    } else {
+        "the built-in policy"
+    };
+    Sources {
+        store,
+        policy,
+        ignored: [
+            (o.env_store.is_some() && store != tollgate::env::REDIS_URL)
+                .then_some(tollgate::env::REDIS_URL),
+            (o.env_policy.is_some() && file.policy_given)
+                .then_some("TOKEN_BUCKET_SIZE and TOKEN_REFILL_RATE"),
+        ],
+    }
 }
 
 async fn serve(a: ServeArgs) -> ExitCode {
     init_logs(a.log_format, &a.log_level);
-    let overrides = match overrides(&a) {
+    let env = match EnvConfig::read() {
+        Ok(env) => env,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("tollgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let overrides = match overrides(&a, &env) {
         Ok(o) => o,
         Err(e) => {
             tracing::error!("{e}");
@@ -353,6 +464,19 @@ async fn serve(a: ServeArgs) -> ExitCode {
         },
         None => Config::default(),
     };
+    let from = sources(&config, &overrides);
+    tracing::info!(
+        store = from.store,
+        policy = from.policy,
+        "configuration sources"
+    );
+    for var in from.ignored.into_iter().flatten() {
+        tracing::warn!(
+            "{var} is set but not used: the store comes from {}, the policy from {}",
+            from.store,
+            from.policy
+        );
+    }
     let running = match server::start(Options {
         config,
         clock: None,
@@ -372,4 +496,112 @@ async fn serve(a: ServeArgs) -> ExitCode {
     running.shutdown().await;
     tracing::info!("tollgate stopped");
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn env(pairs: &[(&str, &str)]) -> EnvConfig {
+        EnvConfig::from_vars(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
+        .unwrap()
+    }
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(["tollgate", "serve"].iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Serve(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn effective(file: &str, args: &[&str], vars: &[(&str, &str)]) -> (Config, Sources) {
+        let file = Config::from_toml(file, "t.toml").unwrap();
+        let o = overrides(&serve_args(args), &env(vars)).unwrap();
+        let from = sources(&file, &o);
+        let mut c = file;
+        o.apply(&mut c);
+        (c, from)
+    }
+
+    fn url(c: &Config) -> Option<&str> {
+        match &c.store {
+            StoreConfig::Redis { url, .. } => Some(url),
+            _ => None,
+        }
+    }
+
+    const BUCKET: [(&str, &str); 2] = [("TOKEN_BUCKET_SIZE", "1000"), ("TOKEN_REFILL_RATE", "10")];
+
+    #[test]
+    fn redis_url_chooses_the_store_only_when_nothing_else_does() {
+        let r = ("REDIS_URL", "redis://env:6379/0");
+        let (c, from) = effective("", &[], &[r]);
+        assert_eq!(
+            (url(&c), from.store),
+            (Some("redis://env:6379/0"), "REDIS_URL")
+        );
+        assert_eq!(from.ignored, [None, None]);
+
+        let (c, from) = effective("", &["--redis", "redis://flag:1"], &[r]);
+        assert_eq!(url(&c), Some("redis://flag:1"));
+        assert_eq!(from.ignored[0], Some("REDIS_URL"));
+
+        let (c, from) = effective("[redis]\nurl = \"redis://file:2\"\n", &[], &[r]);
+        assert_eq!(url(&c), Some("redis://file:2"));
+        assert_eq!(from.store, "the configuration file");
+        assert_eq!(from.ignored[0], Some("REDIS_URL"));
+
+        let (c, _) = effective("[memory]\nmax_buckets = 10\n", &[], &[r]);
+        assert_eq!(url(&c), None, "an explicit [memory] wins over REDIS_URL");
+
+        let (c, from) = effective("", &[], &[]);
+        assert_eq!((url(&c), from.store), (None, "the default (memory)"));
+
+        let bad = overrides(&serve_args(&[]), &env(&[("REDIS_URL", "rediss://:pw@h")]));
+        assert!(bad.is_ok());
+    }
+
+    #[test]
+    fn the_token_bucket_variables_replace_only_the_built_in_policy() {
+        let (c, from) = effective("", &[], &BUCKET);
+        assert_eq!(c.policy.rules()[0].name(), tollgate::env::TOKEN_BUCKET_RULE);
+        assert_eq!(from.policy, "TOKEN_BUCKET_SIZE and TOKEN_REFILL_RATE");
+
+        let file = "[[rules]]\nname = \"mine\"\nmatch = { tenant = \"*\" }\nlimits = [{ kind = \"requests\", amount = 1, per = \"minute\" }]\n";
+        let (c, from) = effective(file, &[], &BUCKET);
+        assert_eq!(c.policy.rules()[0].name(), "mine");
+        assert_eq!(
+            from.ignored[1],
+            Some("TOKEN_BUCKET_SIZE and TOKEN_REFILL_RATE")
+        );
+
+        let (c, from) = effective("", &[], &[]);
+        assert_eq!(c.policy.rules()[0].name(), "default");
+        assert_eq!(from.policy, "the built-in policy");
+    }
+
+    #[test]
+    fn help_never_shows_an_environment_value() {
+        fn walk(cmd: &clap::Command, path: &str) {
+            for arg in cmd.get_arguments() {
+                if arg.get_env().is_some() {
+                    assert!(
+                        arg.is_hide_env_values_set(),
+                        "{path} --{}: its environment value would be shown in --help",
+                        arg.get_id()
+                    );
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        walk(&Cli::command(), "tollgate");
+    }
 }

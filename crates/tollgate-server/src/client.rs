@@ -1,6 +1,7 @@
 //! The CLI's clients of a running service: `check`, `peek`, `usage`, `reset`.
 //!
-//! Exit codes: 0 allowed (or done), 1 denied, 2 the request failed.
+//! Exit codes: 0 allowed (or done), 1 denied, 2 the request failed, 3 a reset that matched
+//! no bucket.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -13,6 +14,8 @@ use crate::cli::{ClientOpts, DecisionArgs, ResetArgs, UsageArgs};
 pub const DENIED: u8 = 1;
 /// Exit code of a failed request.
 pub const FAILED: u8 = 2;
+/// Exit code of a reset that matched no bucket.
+pub const NOTHING_MATCHED: u8 = 3;
 
 fn http_client() -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
@@ -65,6 +68,14 @@ fn ms(v: &Value, key: &str) -> String {
     tollgate::headers::go_duration(Duration::from_millis(n))
 }
 
+/// `per minute`, or `in flight` for a concurrency limit (which has no window).
+fn per(limit: &Value) -> String {
+    match limit.get("window").and_then(Value::as_str) {
+        Some(w) => format!("per {w}"),
+        None => "in flight".to_owned(),
+    }
+}
+
 /// A one-screen summary of a decision's JSON.
 pub fn summarize(body: &Value) -> String {
     let mut out = String::new();
@@ -88,7 +99,16 @@ pub fn summarize(body: &Value) -> String {
     } else {
         let code = body.get("error_code").and_then(Value::as_str).unwrap_or("");
         let by = body.get("denied_by");
+        let concurrency =
+            by.and_then(|b| b.get("kind")).and_then(Value::as_str) == Some("concurrency");
         match (body.get("retry_after_ms"), by) {
+            (Some(_), Some(by)) if concurrency => out.push_str(&format!(
+                "denied by rule {} (concurrency limit {}) [{code}]: no slot is free; one frees \
+                 when a call ends, at the latest in {} (wait with acquire)",
+                by.get("rule").unwrap_or(&Value::Null),
+                by.get("limit").and_then(Value::as_str).unwrap_or(""),
+                ms(body, "retry_after_ms")
+            )),
             (Some(_), Some(by)) => out.push_str(&format!(
                 "denied by rule {} ({} limit {}) [{code}]: retry after {}",
                 by.get("rule").unwrap_or(&Value::Null),
@@ -120,12 +140,12 @@ pub fn summarize(body: &Value) -> String {
         .flatten()
     {
         out.push_str(&format!(
-            "  {:<20} {:<14} {:>10}/{:<10} remaining, per {:<8} resets in {}{}\n",
+            "  {:<20} {:<14} {:>10}/{:<10} remaining, {:<12} resets in {}{}\n",
             l.get("rule").and_then(Value::as_str).unwrap_or(""),
             l.get("kind").and_then(Value::as_str).unwrap_or(""),
             l.get("remaining").and_then(Value::as_u64).unwrap_or(0),
             l.get("capacity").and_then(Value::as_u64).unwrap_or(0),
-            l.get("window").and_then(Value::as_str).unwrap_or(""),
+            per(l),
             ms(l, "reset_after_ms"),
             if l.get("admitted").and_then(Value::as_bool) == Some(false) {
                 "  <- denies"
@@ -157,6 +177,9 @@ pub async fn decision(a: DecisionArgs, spend: bool) -> ExitCode {
     let mut body = json!({ "subject": a.subject.to_map(), "cost": cost });
     if let Some(id) = &a.request_id {
         body["request_id"] = json!(id);
+    }
+    if !a.limits.is_empty() {
+        body["limits"] = json!(a.limits);
     }
     let path = if spend { "/v1/check" } else { "/v1/peek" };
     let rb = with_token(client.post(endpoint(&a.client, path)), &a.client).json(&body);
@@ -203,13 +226,13 @@ pub async fn usage(a: UsageArgs) -> ExitCode {
         Some(ls) if !ls.is_empty() => {
             for l in ls {
                 println!(
-                    "{:<20} {:<14} {:>10} used of {:<10} ({} available) per {:<8} resets in {}",
+                    "{:<20} {:<14} {:>10} used of {:<10} ({} available) {:<12} resets in {}",
                     l.get("rule").and_then(Value::as_str).unwrap_or(""),
                     l.get("kind").and_then(Value::as_str).unwrap_or(""),
                     l.get("used").and_then(Value::as_u64).unwrap_or(0),
                     l.get("capacity").and_then(Value::as_u64).unwrap_or(0),
                     l.get("available").and_then(Value::as_u64).unwrap_or(0),
-                    l.get("window").and_then(Value::as_str).unwrap_or(""),
+                    per(l),
                     ms(l, "reset_after_ms"),
                 );
             }
@@ -241,13 +264,22 @@ pub async fn reset(a: ResetArgs) -> ExitCode {
     if status != 200 {
         return fail(api_error(status, &answer));
     }
+    let reset = answer.get("reset").and_then(Value::as_bool) == Some(true);
     if a.client.json {
         println!("{answer}");
+    } else if reset {
+        let n = answer.get("buckets").and_then(Value::as_u64).unwrap_or(0);
+        println!("reset: {n} buckets (each is full again)");
     } else {
-        match answer.get("buckets").and_then(Value::as_u64) {
-            Some(n) => println!("reset: {n} buckets forgotten"),
-            None => println!("reset"),
-        }
+        let why = answer
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("nothing matched: no bucket was reset");
+        eprintln!("tollgate: {why}");
     }
-    ExitCode::SUCCESS
+    if reset {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(NOTHING_MATCHED)
+    }
 }

@@ -369,6 +369,12 @@ pub struct Config {
     pub forward_auth: ForwardAuthConfig,
     /// `[grpc]`.
     pub grpc: GrpcConfig,
+    /// Whether the file gave rules (`false`: [`policy`](Self::policy) is the built-in
+    /// default, which `TOKEN_BUCKET_SIZE` / `TOKEN_REFILL_RATE` may replace).
+    pub policy_given: bool,
+    /// Whether the file gave `[redis]` or `[memory]` (`false`: the memory store, which
+    /// `REDIS_URL` may replace).
+    pub store_given: bool,
 }
 
 impl Default for Config {
@@ -386,6 +392,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             forward_auth: ForwardAuthConfig::default(),
             grpc: GrpcConfig::default(),
+            policy_given: false,
+            store_given: false,
         }
     }
 }
@@ -656,7 +664,64 @@ fn token(
     Ok(Some(Token(value)))
 }
 
+/// The attributes tollgate itself names; any other is a custom label.
+const KNOWN_ATTRIBUTES: [&str; 6] = ["tenant", "agent", "user", "provider", "model", "tier"];
+
 impl Config {
+    /// What `tollgate config check` can tell is probably wrong without being an error: rules
+    /// and overrides that no subject the service sees can match.
+    ///
+    /// - A rule (or override) that selects an attribute that is neither one of tollgate's
+    ///   (`tenant`, `agent`, `user`, `provider`, `model`, `tier`) nor produced by
+    ///   `[forward_auth]` or `[grpc]`: only a client that sends that exact name matches it, so
+    ///   it is often a typo.
+    /// - An override that the rule's own selectors exclude (see
+    ///   [`tollgate::Rule::unreachable_overrides`]).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut produced: BTreeSet<&str> = KNOWN_ATTRIBUTES.into_iter().collect();
+        produced.extend(self.forward_auth.attributes.keys().map(String::as_str));
+        produced.extend(self.forward_auth.ip_attribute.as_deref());
+        produced.extend(self.grpc.descriptors.values().map(String::as_str));
+        produced.extend(self.grpc.domain_attribute.as_deref());
+        let mut out = Vec::new();
+        for rule in self.policy.rules() {
+            let mut named: Vec<(String, String)> = rule
+                .selectors()
+                .iter()
+                .map(|(a, _)| ("match".to_owned(), a.to_string()))
+                .collect();
+            named.extend(
+                rule.absent()
+                    .iter()
+                    .map(|a| ("absent".to_owned(), a.to_string())),
+            );
+            for (sel, set) in rule.overrides() {
+                named.extend(
+                    sel.iter()
+                        .map(|(a, _)| (format!("override {}", set.name()), a.to_string())),
+                );
+            }
+            for (place, attr) in named {
+                if !produced.contains(attr.as_str()) {
+                    out.push(format!(
+                        "rule {:?} ({place}) names attribute {attr:?}, which is not one of tollgate's \
+                         ({}) nor produced by [forward_auth] or [grpc]: only callers that send \
+                         {attr:?} themselves can match it (a typo?)",
+                        rule.name(),
+                        KNOWN_ATTRIBUTES.join(", ")
+                    ));
+                }
+            }
+            for (set, why) in rule.unreachable_overrides() {
+                out.push(format!(
+                    "rule {:?}: override {set} can never apply: {why}",
+                    rule.name()
+                ));
+            }
+        }
+        out
+    }
+
     /// Reads and validates a configuration file.
     ///
     /// # Errors
@@ -694,7 +759,17 @@ impl Config {
 
         // The policy part: `rules`, without the service's own `shadow` flags.
         let mut shadow_rules = BTreeSet::new();
+        let unmatched = match root.remove("unmatched") {
+            None => tollgate::Unmatched::Allow,
+            Some(u) => u
+                .get_ref()
+                .as_str()
+                .ok_or_else(|| "must be \"allow\" or \"deny\"".to_owned())
+                .and_then(str::parse)
+                .map_err(|m| at(&source, Some(u.span()), "unmatched", m))?,
+        };
         let rules = root.remove("rules");
+        let rules_given = rules.is_some();
         let policy = match rules {
             None => None,
             Some(mut rules) => {
@@ -755,6 +830,7 @@ impl Config {
         let mut config = Config {
             defines_rules: policy.is_some(),
             blank,
+            policy_given: rules_given,
             shadow_rules,
             ..Config::default()
         };
@@ -763,7 +839,8 @@ impl Config {
             Some(p) => p,
             None if config.server.allow_empty_policy => Policy::new(Vec::new())?,
             None => default_policy(),
-        };
+        }
+        .with_unmatched(unmatched);
         for r in &config.shadow_rules {
             // Every name came from a rule that built; this cannot fail, but stay honest.
             if config.policy.rule(r).is_none() {
@@ -899,6 +976,7 @@ impl Config {
                 max_buckets = Some(usize::try_from(*v.get_ref()).unwrap_or(usize::MAX));
             }
             self.store = StoreConfig::Memory { max_buckets };
+            self.store_given = true;
         }
         if let Some(r) = raw.redis {
             let span = r.span();
@@ -979,6 +1057,7 @@ impl Config {
                     ))
                 }
             };
+            self.store_given = true;
         }
 
         if let Some(a) = raw.auth {
@@ -1203,9 +1282,64 @@ limits = [{ kind = "requests", amount = 2, per = "hour" }]
     }
 
     #[test]
+    fn warnings_name_rules_no_subject_can_match() {
+        let c = Config::from_toml(
+            r#"
+[forward_auth]
+attributes = { tenant = "x-tenant-id", region = "x-region" }
+
+[[rules]]
+name = "typo"
+match = { tenat = "*", region = "*" }
+limits = [{ kind = "requests", amount = 1, per = "minute" }]
+
+[[rules]]
+name = "openai"
+match = { provider = "openai", tenant = "*" }
+limits = [{ kind = "requests", amount = 1, per = "minute" }]
+
+[[rules.overrides]]
+match = { provider = "anthropic" }
+limits = [{ kind = "requests", amount = 5, per = "minute" }]
+
+[[rules.overrides]]
+match = { provider = "openai", tenant = "vip" }
+limits = [{ kind = "requests", amount = 5, per = "minute" }]
+"#,
+            "w.toml",
+        )
+        .unwrap();
+        let w = c.warnings();
+        assert_eq!(w.len(), 2, "{w:#?}");
+        assert!(
+            w[0].contains("\"typo\"") && w[0].contains("\"tenat\""),
+            "{}",
+            w[0]
+        );
+        assert!(
+            !w.iter().any(|x| x.contains("\"region\"")),
+            "mapped by forward_auth"
+        );
+        assert!(
+            w[1].contains("provider=anthropic can never apply"),
+            "{}",
+            w[1]
+        );
+        assert!(Config::default().warnings().is_empty());
+    }
+
+    #[test]
     fn no_rules_means_the_default_policy_unless_an_empty_one_is_allowed() {
         let c = Config::from_toml("", "empty.toml").unwrap();
-        assert_eq!(c.policy.rules().len(), 1);
+        assert_eq!(c.policy.rules().len(), 4);
+        assert_eq!(c.policy.unmatched(), tollgate::Unmatched::Allow);
+        let c = Config::from_toml("unmatched = \"deny\"\n", "deny.toml").unwrap();
+        assert_eq!(c.policy.unmatched(), tollgate::Unmatched::Deny);
+        let e = Config::from_toml("\nunmatched = \"no\"\n", "bad.toml").unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.location.unwrap().line),
+            ("unmatched", 2)
+        );
         assert_eq!(c.store, StoreConfig::Memory { max_buckets: None });
         assert!(c.blank && !c.defines_rules);
         let c = Config::from_toml("# only a comment\n\n", "c.toml").unwrap();
@@ -1222,7 +1356,7 @@ limits = [{ kind = "requests", amount = 2, per = "hour" }]
         ] {
             let c = Config::from_toml(text, "t.toml").unwrap();
             assert!(!c.blank && !c.defines_rules, "{text}");
-            assert_eq!(c.policy.rules().len(), 1, "{text}");
+            assert_eq!(c.policy.rules().len(), default_policy().rules().len(), "{text}");
             let c = Config::from_toml(allowed, "t.toml").unwrap_or_else(|e| panic!("{e}"));
             assert!(c.policy.rules().is_empty(), "{allowed}");
         }

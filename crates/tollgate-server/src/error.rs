@@ -56,10 +56,16 @@ impl ApiError {
 
     /// 503 for a store failure (logged; the message is kept short for clients).
     pub fn store(e: tollgate::Error) -> Self {
-        tracing::warn!(error = %e, "store failure");
         match e {
             tollgate::Error::UnknownRule(r) => Self::not_found(format!("no rule named {r:?}")),
-            e => Self::unavailable(format!("the store could not decide: {e}")),
+            tollgate::Error::CallLimits(e @ tollgate::CallLimitsError::Loosens { .. }) => {
+                Self::forbidden(format!("limits: {e} (the admin token may loosen)"))
+            }
+            tollgate::Error::CallLimits(e) => Self::bad_request(format!("limits: {e}")),
+            e => {
+                tracing::warn!(error = %e, "store failure");
+                Self::unavailable(format!("the store could not decide: {e}"))
+            }
         }
     }
 

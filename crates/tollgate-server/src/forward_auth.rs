@@ -2,7 +2,8 @@
 //! HTTP `ext_authz`: any method on `/v1/forward-auth` (or below it, as Envoy appends the
 //! original path). The subject comes from request headers (`[forward_auth] attributes`), the
 //! estimated tokens from `tokens_header`, and optionally the client IP. It answers 200 with
-//! the rate-limit headers, or 429 with `Retry-After` and the headers; the call is spent when
+//! the rate-limit headers, or 429 with `Retry-After` and the headers (413 with
+//! `x-should-retry: false` for a cost that can never fit); the call is spent when
 //! admitted.
 //!
 //! The caller's token is read from `X-Tollgate-Token` (which the proxy adds) and otherwise
@@ -73,6 +74,9 @@ pub(crate) async fn forward_auth<S: Store>(
         .await?;
     let status = if j.is_allowed() {
         StatusCode::OK
+    } else if j.decision.outcome() == tollgate::Outcome::TooLarge {
+        // Waiting never helps: not a 429 that clients retry.
+        StatusCode::PAYLOAD_TOO_LARGE
     } else {
         StatusCode::TOO_MANY_REQUESTS
     };

@@ -222,6 +222,14 @@ fn decision_response(
     } else if j.decision.outcome() == tollgate::Outcome::Unavailable {
         // A rule that fails closed while the shared store is down: not a rate-limit denial.
         StatusCode::SERVICE_UNAVAILABLE
+    } else if deny_status != StatusCode::OK && j.decision.outcome() == tollgate::Outcome::Unmatched
+    {
+        // No rule covers the call and the policy denies such calls: waiting will not help.
+        StatusCode::FORBIDDEN
+    } else if deny_status != StatusCode::OK && j.decision.outcome() == tollgate::Outcome::TooLarge {
+        // A cost that can never fit: waiting never helps, so not a 429 that clients retry
+        // (the headers add `x-should-retry: false`).
+        StatusCode::PAYLOAD_TOO_LARGE
     } else {
         deny_status
     };
@@ -264,9 +272,10 @@ async fn decide<S: Store>(
         }
     }
     let cost = req.cost.to_cost();
+    let call = crate::api::call_limits(req.limits.as_deref(), who.is_admin())?;
     match api {
         Api::Reserve => {
-            let r = app.reserve(&subject, cost, who).await?;
+            let r = app.reserve(&subject, cost, who, &call).await?;
             let permit = r.id.as_deref().map(|id| PermitOut {
                 id,
                 expires_in_ms: u64::try_from(r.expires_in.as_millis()).unwrap_or(u64::MAX),
@@ -279,11 +288,15 @@ async fn decide<S: Store>(
             ))
         }
         Api::Peek => {
-            let j = app.decide(api, &subject, cost, false, None).await?;
+            let j = app
+                .decide_with(api, &subject, cost, false, None, &call)
+                .await?;
             Ok(decision_response(&j, style, StatusCode::OK, None))
         }
         _ => {
-            let j = app.decide(api, &subject, cost, true, request_id).await?;
+            let j = app
+                .decide_with(api, &subject, cost, true, request_id, &call)
+                .await?;
             Ok(decision_response(
                 &j,
                 style,
@@ -437,18 +450,32 @@ async fn reset<S: Store>(
                 attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
                 "subject",
             )?;
-            match rule {
+            let n = match rule {
                 Some(r) => limiter.reset_in(r, &subject).await,
                 None => limiter.reset(&subject).await,
             }
             .map_err(ApiError::store)?;
-            tracing::info!(subject = %subject, rule = ?rule, by = who.name(), "buckets reset");
-            json!({ "reset": true, "subject": attrs, "rule": rule })
+            tracing::info!(subject = %subject, rule = ?rule, buckets = n, by = who.name(), "buckets reset");
+            let mut answer =
+                json!({ "reset": n > 0, "buckets": n, "subject": attrs, "rule": rule });
+            if n == 0 {
+                answer["message"] = json!(crate::app::nothing_matched(
+                    &limiter.policy(),
+                    &subject,
+                    rule.as_deref()
+                ));
+            }
+            answer
         }
         (None, Some(r)) => {
             let n = limiter.reset_rule(r).await.map_err(ApiError::store)?;
             tracing::info!(rule = %r, buckets = n, by = who.name(), "rule reset");
-            json!({ "reset": true, "rule": r, "buckets": n })
+            let mut answer = json!({ "reset": n > 0, "rule": r, "buckets": n });
+            if n == 0 {
+                answer["message"] =
+                    json!(format!("rule {r:?} has no bucket in use: nothing to reset"));
+            }
+            answer
         }
     };
     Ok(Json(answer).into_response())

@@ -4,7 +4,7 @@
 //! reserve/commit/cancel/renew, usage, reset, forward-auth, `/metrics`, `/healthz`,
 //! `/readyz`, `/openapi.json`) and Envoy's gRPC rate limit service, over the in-memory store or
 //! Redis. With no configuration it runs tollgate's default policy (60 requests and 100,000
-//! tokens per minute per tenant and provider) on 127.0.0.1:8080 (HTTP) and 127.0.0.1:8081
+//! tokens per minute per caller and provider) on 127.0.0.1:8080 (HTTP) and 127.0.0.1:8081
 //! (gRPC).
 //!
 //! The same program is the service's client: `tollgate check | peek | usage | reset` print a
@@ -43,6 +43,7 @@ pub mod fuzzing;
 mod grpc;
 pub mod http;
 pub mod openapi;
+pub mod preflight;
 mod reload;
 pub mod server;
 pub mod store;

@@ -33,6 +33,18 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The Redis setting is wrong in a way that waiting will not fix (a wrong password, a
+    /// database that does not exist, a host name that does not resolve).
+    #[error(
+        "redis {target}: {reason}. This will not fix itself, so tollgate does not start \
+         (a Redis that is only down lets it start degraded)"
+    )]
+    Misconfigured {
+        /// The store, credentials redacted.
+        target: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The store could not be reached.
     #[error("store {target}: {source}")]
     Store {
@@ -185,6 +197,11 @@ pub struct Overrides {
     pub store: Option<StoreConfig>,
     /// `--shadow`.
     pub shadow: bool,
+    /// The store `REDIS_URL` names: used when neither the command line nor the file chose one.
+    pub env_store: Option<StoreConfig>,
+    /// The per-agent token bucket of `TOKEN_BUCKET_SIZE` / `TOKEN_REFILL_RATE`: the policy
+    /// when the file gives no rules.
+    pub env_policy: Option<tollgate::Policy>,
 }
 
 impl Overrides {
@@ -213,6 +230,11 @@ impl Overrides {
                 }
                 (other, _) => other,
             };
+        } else if let (false, Some(s)) = (config.store_given, &self.env_store) {
+            config.store = s.clone();
+        }
+        if let (false, Some(p)) = (config.policy_given, &self.env_policy) {
+            config.policy = p.clone().with_unmatched(config.policy.unmatched());
         }
         if self.shadow {
             config.server.shadow = true;
@@ -266,6 +288,20 @@ async fn open_redis(
 ) -> Result<Running, StartError> {
     let kind = if cluster { "redis-cluster" } else { "redis" };
     let config = redis_config(&options);
+    for node in &nodes {
+        match crate::preflight::check(node, options.connect_timeout).await {
+            crate::preflight::Preflight::Misconfigured(reason) => {
+                return Err(StartError::Misconfigured {
+                    target: redact(node),
+                    reason,
+                })
+            }
+            crate::preflight::Preflight::Down(why) => {
+                tracing::warn!(redis = %redact(node), error = %why, "Redis does not answer yet");
+            }
+            crate::preflight::Preflight::Ready => {}
+        }
+    }
     if options.fallback {
         // Connects in the background: the service starts while Redis is down, and the
         // rules' failure modes decide until it answers.

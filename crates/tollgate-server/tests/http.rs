@@ -58,10 +58,10 @@ async fn the_default_policy_checks_peeks_and_reports_usage() {
         1
     );
 
-    // A subject the policy does not match is unlimited.
+    // A call without a tenant is keyed on its user (the built-in policy's next rule).
     let u = s.check(None, json!({ "user": "x" }), json!({})).await;
     assert!(u.allowed());
-    assert_eq!(u.body["limits"], json!([]));
+    assert_eq!(u.body["limits"][0]["rule"], "default-user");
     s.stop().await;
 }
 
@@ -92,11 +92,13 @@ async fn a_denial_is_429_with_retry_after_and_the_headers() {
     assert_eq!(p.status, 200);
     assert!(!p.allowed());
 
-    // A cost that can never fit is its own outcome, without Retry-After.
+    // A cost that can never fit is its own outcome: 413, not to be retried, without
+    // Retry-After.
     let big = s
         .check(None, json!({ "tenant": "big" }), json!({ "requests": 5 }))
         .await;
-    assert_eq!(big.status, 429);
+    assert_eq!(big.status, 413);
+    assert_eq!(big.header("x-should-retry"), Some("false"));
     assert_eq!(big.body["outcome"], "too_large");
     assert_eq!(big.body["error_code"], "E4413");
     assert_eq!(big.header("retry-after"), None);

@@ -7,17 +7,20 @@
 //! seconds.
 //!
 //! In tollgate the bucket is one limit, "10 tokens per second with a burst of 1,000", in a rule
-//! partitioned by agent; the bucket size and rate would come from configuration. The code here
-//! is synchronous and uses [`BlockingLimiter`], the blocking face of the same limiter. A manual
-//! clock shows the refill without waiting for it.
+//! partitioned by agent. The fleet configures it through the environment, as before:
+//! `TOKEN_BUCKET_SIZE=1000` and `TOKEN_REFILL_RATE=10.0`, read by [`EnvConfig`] (which also
+//! reads `REDIS_URL`, the shared store; `tollgate serve` reads the same variables). The code
+//! here is synchronous and uses [`BlockingLimiter`], the blocking face of the same limiter. A
+//! manual clock shows the refill without waiting for it.
 //!
 //! Run it with `cargo run -p tollgate --example agent_token_bucket`.
 
 use std::time::Duration;
 
+use tollgate::env::EnvConfig;
 use tollgate::{
-    BlockingLimiter, Cost, DenyReason, Error, LimitKind, LimitSpec, LimitUsage, Limiter,
-    ManualClock, Outcome, Policy, Rule, Subject, Timestamp, Window,
+    BlockingLimiter, Cost, DenyReason, Error, LimitUsage, Limiter, ManualClock, Outcome, Subject,
+    Timestamp,
 };
 
 /// Tokens the bucket holds.
@@ -51,11 +54,30 @@ fn print_bucket(limiter: &BlockingLimiter, agent: &str) -> Result<LimitUsage, Er
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let policy = Policy::builder()
-        .rule(Rule::builder("agent-quota").per("agent").limit(
-            LimitSpec::new(LimitKind::Tokens, REFILL_PER_SECOND, Window::SECOND).burst(BUCKET_SIZE),
-        ))
-        .build()?;
+    println!("0. the bucket comes from the environment the fleet already sets");
+    // `EnvConfig::read()` reads the process environment; `from_vars` reads given variables.
+    let env = EnvConfig::from_vars([
+        ("TOKEN_BUCKET_SIZE".to_owned(), BUCKET_SIZE.to_string()),
+        (
+            "TOKEN_REFILL_RATE".to_owned(),
+            format!("{REFILL_PER_SECOND}.0"),
+        ),
+    ])?;
+    println!("    {env:?}");
+    // Without REDIS_URL the buckets stay in this process (with it: a RedisStore).
+    assert!(env.redis_url.is_none());
+    let policy = env
+        .policy
+        .ok_or("TOKEN_BUCKET_SIZE and TOKEN_REFILL_RATE are set")?;
+    assert_eq!(policy.rules()[0].name(), tollgate::env::TOKEN_BUCKET_RULE);
+    // A bad value is an error naming the variable, never a silent default.
+    let bad = EnvConfig::from_vars([
+        ("TOKEN_BUCKET_SIZE".to_owned(), "1k".to_owned()),
+        ("TOKEN_REFILL_RATE".to_owned(), "10".to_owned()),
+    ])
+    .unwrap_err();
+    println!("    TOKEN_BUCKET_SIZE=1k: {bad}");
+    assert_eq!(bad.var(), "TOKEN_BUCKET_SIZE");
     let clock = ManualClock::new(Timestamp::from_secs(1_700_000_000));
     let limiter = BlockingLimiter::new(Limiter::with_clock(policy, clock.clone()))?;
 
@@ -108,6 +130,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("    a 15 MB upload: {d}");
     assert_eq!(d.outcome(), Outcome::TooLarge);
     assert_eq!(d.retry_after(), None, "waiting would not help");
+    // Over HTTP (the service, the tower layer) this is a 413 whose headers tell SDKs not to
+    // retry: `x-should-retry: false`, and no Retry-After.
+    let h = tollgate::headers::headers(&d, tollgate::HeaderStyle::OpenAi);
+    assert!(h.contains(&("x-should-retry", "false".to_owned())));
+    println!("    its headers say: x-should-retry: false");
 
     println!("6. reserve an estimate, then settle what was actually spent");
     let permit = limiter

@@ -212,9 +212,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!((tpm.used, tpm.capacity), (200_000, 500_000));
 
     println!("7. reset the first agent's limits on {provider}");
-    limiter
+    // A reset says how many buckets it reset: none when no rule applies to the subject (the
+    // rule is per agent *and* provider, so an agent alone matches nothing).
+    let none = limiter.reset(&Subject::new().agent(agent)).await?;
+    println!("    reset of {agent} without a provider: {none} buckets (nothing matched)");
+    assert_eq!(none, 0);
+    let n = limiter
         .reset(&Subject::new().agent(agent).provider(provider))
         .await?;
+    println!("    reset of {agent} on {provider}: {n} buckets");
+    assert_eq!(n, 2, "RPM and TPM");
     print_usage(&limiter, agent, provider).await?;
     let rpm = usage_of(&limiter, agent, provider, LimitKind::Requests).await?;
     let tpm = usage_of(&limiter, agent, provider, LimitKind::Tokens).await?;

@@ -337,7 +337,13 @@ async fn reset(limiter: &Limiter) -> Result<(), Error> {
     let who = user_on("glm", "user_123");
     while limiter.check(&who, Cost::ONE).await?.is_allowed() {}
     assert!(status(limiter, &who).await?);
-    limiter.reset(&who).await?;
+    // A reset names how many buckets it reset; without the provider no rule applies, so it
+    // resets nothing and says so (the CLI exits 3, the HTTP body says "nothing matched").
+    assert_eq!(limiter.reset(&Subject::new().user("user_123")).await?, 0);
+    assert!(status(limiter, &who).await?);
+    let n = limiter.reset(&who).await?;
+    println!("    {n} buckets reset (minute, hour, day)");
+    assert_eq!(n, 3);
     assert!(!status(limiter, &who).await?);
     for u in limiter.usage(&who).await? {
         assert_eq!((u.used, u.available), (0, u.capacity));

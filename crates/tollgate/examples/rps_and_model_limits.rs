@@ -124,6 +124,25 @@ async fn async_rps() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Holds `n` parallel slots of `who` (each a reservation of 1,000 tokens).
+async fn hold_slots(
+    limiter: &Limiter,
+    who: &Subject<'_>,
+    n: usize,
+) -> Result<Vec<tollgate::Permit>, Box<dyn std::error::Error>> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        held.push(
+            limiter
+                .reserve(who, Cost::tokens(1_000))
+                .await?
+                .into_result()
+                .map_err(|d| d.to_string())?,
+        );
+    }
+    Ok(held)
+}
+
 /// Per-model RPM, TPM and parallel requests, with defaults for other models.
 fn model_policy() -> Result<Policy, PolicyError> {
     let limits = |rpm: u64, tpm: u64, parallel: u64| {
@@ -244,6 +263,15 @@ async fn model_limits() -> Result<(), Box<dyn std::error::Error>> {
     );
     assert_eq!(began, [0, 0, 0, 0, 0, 3, 3, 3]);
     assert_eq!(peak.load(Ordering::SeqCst), 5);
+    // Without waiting, a sixth call is refused: a parallel limit has no window, and its
+    // retry_after is only the latest moment a slot frees (the soonest lease expiry); a slot
+    // usually frees sooner, when a call ends, which `acquire` waits for.
+    let claude = Subject::new().model("claude-3");
+    let held: Vec<_> = hold_slots(&limiter, &claude, 5).await?;
+    let sixth = limiter.reserve(&claude, Cost::tokens(1_000)).await?;
+    println!("    a sixth call now: {}", sixth.decision());
+    assert!(!sixth.decision().to_string().contains(" per "));
+    drop(held);
 
     println!("7. run a future under a permit (the slot is held until it completes)");
     let turbo = Subject::new().model("gpt-3.5-turbo");

@@ -112,6 +112,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let get = |name: &str| h.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str());
     assert_eq!(get("retry-after"), Some("1800"));
+    // And in milliseconds, which the OpenAI and Anthropic SDKs read before Retry-After.
+    assert_eq!(get("retry-after-ms"), Some("1800000"));
     assert_eq!(get("x-ratelimit-limit-requests"), Some("100"));
     assert_eq!(get("x-ratelimit-remaining-requests"), Some("0"));
     assert!(get("ratelimit-policy").is_some_and(|p| p.contains("\"user-model.requests\";q=100")));

@@ -121,7 +121,7 @@ impl<S: Store> BlockingLimiter<S> {
     ///
     /// # Errors
     /// If the store fails.
-    pub fn reset(&self, subject: &Subject<'_>) -> Result<(), Error> {
+    pub fn reset(&self, subject: &Subject<'_>) -> Result<u64, Error> {
         self.rt.block_on(self.limiter.reset(subject))
     }
 

@@ -48,10 +48,14 @@ pub enum Outcome {
     /// The shared store is failing and a rule in `closed` failure mode applies: the call is
     /// refused as unavailable, which is not a rate-limit denial.
     Unavailable,
+    /// No rule's limits apply to the call and the policy says `unmatched = "deny"`: the call
+    /// is refused as not covered, which waiting will not change.
+    Unmatched,
 }
 
 impl Outcome {
-    /// A stable name: `allowed`, `denied`, `too_large`, `store_full` or `unavailable`.
+    /// A stable name: `allowed`, `denied`, `too_large`, `store_full`, `unavailable` or
+    /// `unmatched`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Outcome::Allowed => "allowed",
@@ -59,6 +63,7 @@ impl Outcome {
             Outcome::TooLarge => "too_large",
             Outcome::StoreFull => "store_full",
             Outcome::Unavailable => "unavailable",
+            Outcome::Unmatched => "unmatched",
         }
     }
 }
@@ -87,11 +92,13 @@ pub enum DenyReason {
     StoreFull,
     /// The shared store is failing and the rule fails closed.
     Unavailable,
+    /// No rule applies to the call and the policy denies such calls.
+    Unmatched,
 }
 
 impl DenyReason {
     /// The stable machine-readable code: `requests`, `tokens`, `concurrency`, `quota`,
-    /// `too_large`, `store_full` or `unavailable`.
+    /// `too_large`, `store_full`, `unavailable` or `unmatched`.
     pub const fn code(self) -> &'static str {
         match self {
             DenyReason::Requests => "requests",
@@ -101,12 +108,13 @@ impl DenyReason {
             DenyReason::TooLarge => "too_large",
             DenyReason::StoreFull => "store_full",
             DenyReason::Unavailable => "unavailable",
+            DenyReason::Unmatched => "unmatched",
         }
     }
 
     /// The numeric error code in the `E44xx` family gateways already use: `E4404` requests
     /// per window, `E4405` tokens per window, `E4406` concurrency, `E4407` quota, `E4413` too
-    /// large, `E4503` unavailable, `E4400` anything else.
+    /// large, `E4503` unavailable, `E4403` unmatched, `E4400` anything else.
     pub const fn error_code(self) -> &'static str {
         match self {
             DenyReason::Requests => "E4404",
@@ -116,6 +124,7 @@ impl DenyReason {
             DenyReason::TooLarge => "E4413",
             DenyReason::StoreFull => "E4400",
             DenyReason::Unavailable => "E4503",
+            DenyReason::Unmatched => "E4403",
         }
     }
 
@@ -135,6 +144,7 @@ impl DenyReason {
             Outcome::TooLarge => Some(DenyReason::TooLarge),
             Outcome::StoreFull => Some(DenyReason::StoreFull),
             Outcome::Unavailable => Some(DenyReason::Unavailable),
+            Outcome::Unmatched => Some(DenyReason::Unmatched),
             Outcome::Denied => by_limit(),
         }
     }
@@ -208,7 +218,9 @@ impl Decision {
     }
 
     /// For a denial by a limit ([`Outcome::Denied`]): the earliest time after which the same
-    /// call would be admitted if nothing else happened. `None` for every other outcome:
+    /// call would be admitted if nothing else happened. For a denial by a concurrency limit,
+    /// that is when the soonest lease expires: a slot frees earlier when a call ends, which
+    /// [`Limiter::acquire`](crate::Limiter::acquire) waits for. `None` for every other outcome:
     /// allowed, a cost that can never be admitted, the store at its cap, the store
     /// unavailable.
     pub fn retry_after(&self) -> Option<Duration> {
@@ -236,6 +248,15 @@ impl fmt::Display for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.outcome, self.denied_by()) {
             (Outcome::Allowed, _) => f.write_str("allowed"),
+            // A slot frees when a call in flight ends, which nobody can foresee: what is
+            // known is when the soonest lease expires, at the latest.
+            (Outcome::Denied, Some(s)) if s.kind == LimitKind::Concurrency => write!(
+                f,
+                "denied by rule {:?} (at most {} in flight): no slot is free; one frees \
+                 when a call ends, and at the latest when the soonest lease expires, in {:?} \
+                 (acquire waits for it)",
+                s.rule, s.amount, self.retry_after
+            ),
             (Outcome::Denied, Some(s)) => write!(
                 f,
                 "denied by rule {:?} ({} {} per {}): retry after {:?}",
@@ -248,6 +269,9 @@ impl fmt::Display for Decision {
             ),
             (Outcome::StoreFull, _) => f.write_str("denied: the store is at its bucket cap"),
             (Outcome::Unavailable, _) => f.write_str("denied: the rate limit store is unavailable"),
+            (Outcome::Unmatched, _) => f.write_str(
+                "denied: no rule applies to this call, and the policy denies unmatched calls",
+            ),
             (_, None) => f.write_str("denied"),
         }
     }

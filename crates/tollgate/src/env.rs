@@ -245,12 +245,10 @@ impl EnvConfig {
 fn check_redis_url(url: &str) -> Result<(), EnvError> {
     let scheme = url.split_once("://").map(|(s, _)| s);
     match scheme {
-        Some("redis" | "rediss" | "redis+unix" | "unix") => Ok(()),
+        Some("redis" | "rediss") => Ok(()),
         Some(other) => Err(EnvError::Invalid {
             var: REDIS_URL,
-            message: format!(
-                "unsupported scheme {other:?}: use redis://, rediss:// or redis+unix://"
-            ),
+            message: format!("unsupported scheme {other:?}: use redis:// or rediss://"),
         }),
         None => Err(EnvError::Invalid {
             var: REDIS_URL,

@@ -98,6 +98,10 @@ pub enum Error {
     /// No rule has this name.
     #[error("no rule named {0:?}")]
     UnknownRule(String),
+    /// A call's own limits cannot be applied (they loosen the policy without permission,
+    /// or change nothing that applies).
+    #[error("call limits: {0}")]
+    CallLimits(#[from] crate::call_limits::CallLimitsError),
     /// A policy file could not be read.
     #[error("reading {path}: {source}")]
     Io {

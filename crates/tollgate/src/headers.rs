@@ -80,8 +80,14 @@ pub fn render(
     render_retry_after(decision, buf, emit);
 }
 
-/// Renders `Retry-After` alone, as [`render`] does (nothing when the decision has no
-/// `retry_after`).
+/// Renders the headers that tell a client whether and when to retry, as [`render`] does
+/// whatever the style:
+///
+/// - a denial that waiting cures: `Retry-After` (whole seconds, rounded up, at least 1) and
+///   `retry-after-ms` (milliseconds, rounded up), which the OpenAI and Anthropic SDKs read;
+/// - a cost that can never fit ([`Outcome::TooLarge`](crate::Outcome::TooLarge)):
+///   `x-should-retry: false`, which those SDKs obey, so they do not retry what can never
+///   be admitted.
 pub fn render_retry_after(
     decision: &Decision,
     buf: &mut Vec<u8>,
@@ -91,7 +97,27 @@ pub fn render_retry_after(
         let start = buf.len();
         write_u64(buf, ceil_secs(d).max(1));
         emit("retry-after", start..buf.len());
+        let start = buf.len();
+        let ms = u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+        write_u64(buf, ms);
+        emit("retry-after-ms", start..buf.len());
+    } else if decision.outcome() == crate::Outcome::TooLarge {
+        let start = buf.len();
+        buf.extend_from_slice(b"false");
+        emit("x-should-retry", start..buf.len());
     }
+}
+
+/// The headers of [`render_retry_after`] alone, as `(name, value)` pairs: what a denial
+/// carries when no rate-limit header style is wanted.
+pub fn retry_headers(decision: &Decision) -> Vec<(&'static str, String)> {
+    let mut buf = Vec::with_capacity(32);
+    let mut spans = Vec::with_capacity(2);
+    render_retry_after(decision, &mut buf, |name, range| spans.push((name, range)));
+    spans
+        .into_iter()
+        .map(|(name, range)| (name, String::from_utf8_lossy(&buf[range]).into_owned()))
+        .collect()
 }
 
 /// `Retry-After` in whole seconds, rounded up so that a client never retries too early.
@@ -336,6 +362,14 @@ mod tests {
         }
         if let Some(retry) = retry_after_by_format(decision) {
             out.push(("retry-after", retry));
+            let ms = decision
+                .retry_after()
+                .unwrap_or_default()
+                .as_nanos()
+                .div_ceil(1_000_000);
+            out.push(("retry-after-ms", ms.to_string()));
+        } else if decision.outcome() == crate::Outcome::TooLarge {
+            out.push(("x-should-retry", "false".to_owned()));
         }
         out
     }
@@ -458,6 +492,27 @@ mod tests {
                 .await
                 .unwrap(),
         );
+        let too_large = l.check(&who, Cost::tokens(5_000)).await.unwrap();
+        assert_eq!(too_large.outcome(), crate::Outcome::TooLarge);
+        let h = headers(&too_large, HeaderStyle::OpenAi);
+        assert!(h.contains(&("x-should-retry", "false".to_owned())), "{h:?}");
+        assert!(
+            !h.iter().any(|(n, _)| n.starts_with("retry-after")),
+            "{h:?}"
+        );
+        decisions.push(too_large);
+        let denied = decisions
+            .iter()
+            .find(|d| d.retry_after().is_some())
+            .unwrap();
+        let h = headers(denied, HeaderStyle::Ietf);
+        let ms = denied
+            .retry_after()
+            .unwrap()
+            .as_nanos()
+            .div_ceil(1_000_000)
+            .to_string();
+        assert!(h.contains(&("retry-after-ms", ms)), "{h:?}");
         assert!(decisions.iter().any(|d| !d.is_allowed()));
         assert!(decisions.iter().any(|d| d.is_allowed()));
         for d in &decisions {

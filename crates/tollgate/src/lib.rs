@@ -57,6 +57,7 @@ struct ReadmeDoctests;
 
 mod admission;
 mod blocking;
+pub mod call_limits;
 mod clock;
 mod cost;
 mod decision;
@@ -80,6 +81,7 @@ mod wait;
 
 pub use admission::{Admission, Denier};
 pub use blocking::{BlockingLimiter, BlockingPermit};
+pub use call_limits::{CallLimit, CallLimits, CallLimitsError};
 pub use clock::TokioClock;
 pub use cost::Cost;
 pub use decision::{Decision, DenyReason, LimitStatus, Outcome};
@@ -87,7 +89,7 @@ pub use error::{Error, Location, PolicyError, StoreError};
 pub use headers::HeaderStyle;
 pub use limiter::{LimitUsage, Limiter};
 pub use permit::{Permit, Reservation};
-pub use policy::{default_policy, Policy, Rule};
+pub use policy::{default_policy, Policy, Rule, Unmatched};
 pub use prepared::Prepared;
 pub use rps::{Limited, RateLimiter};
 pub use stats::StatsSnapshot;

@@ -29,7 +29,7 @@ use crate::wait::WaitQueues;
 /// use tollgate::{Cost, Limiter, Subject};
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), tollgate::Error> {
-/// // The built-in policy: 60 requests and 100,000 tokens per minute per tenant and provider.
+/// // The built-in policy: 60 requests and 100,000 tokens per minute per caller and provider.
 /// let limiter = Limiter::new();
 /// let who = Subject::new().tenant("acme").provider("openai");
 /// let decision = limiter.check(&who, Cost::tokens(1_500)).await?;
@@ -541,7 +541,12 @@ impl<S: Store> Limiter<S> {
         answer: &mut impl Answer,
     ) -> Option<Result<(tollgate_core::Timestamp, Route), Error>> {
         if ops.is_empty() {
+            let unmatched = self.inner.policy.with(|p| p.unmatched());
+            if unmatched == crate::policy::Unmatched::Deny {
+                answer.settle(Outcome::Unmatched, None, Duration::ZERO);
+            }
             if mode == Mode::Spend {
+                crate::policy::note_unmatched(unmatched);
                 let sample = self.inner.stats.begin_unmeasured();
                 self.inner.stats.record(sample, answer.outcome(), None);
             }
@@ -798,27 +803,33 @@ impl<S: Store> Limiter<S> {
     }
 
     /// Forgets the buckets of every limit that applies to `subject`: they are full again.
+    /// Returns how many buckets that is (one per limit of every rule that applies, whether it
+    /// had been spent from or not): 0 when no rule applies to `subject`, so nothing was reset.
     ///
     /// # Errors
     /// Only if the store fails.
-    pub async fn reset(&self, subject: &Subject<'_>) -> Result<(), Error> {
+    pub async fn reset(&self, subject: &Subject<'_>) -> Result<u64, Error> {
         let keys: Vec<S::Key> = self
             .plan(subject, &Cost::requests(0), false)
             .ops
             .into_iter()
             .map(|op| op.key)
             .collect();
+        if keys.is_empty() {
+            return Ok(0);
+        }
         self.inner.store.reset(&keys).await?;
         self.inner.released.notify_waiters();
-        Ok(())
+        Ok(u64::try_from(keys.len()).unwrap_or(u64::MAX))
     }
 
     /// Forgets the buckets of the rule called `rule` for `subject`'s partition only (other
-    /// rules, and other partitions of this rule, keep their state).
+    /// rules, and other partitions of this rule, keep their state). Returns how many buckets
+    /// that is: 0 when the rule does not apply to `subject`.
     ///
     /// # Errors
     /// [`Error::UnknownRule`] if the policy has no such rule; or a store failure.
-    pub async fn reset_in(&self, rule: &str, subject: &Subject<'_>) -> Result<(), Error> {
+    pub async fn reset_in(&self, rule: &str, subject: &Subject<'_>) -> Result<u64, Error> {
         if self.inner.policy.with(|p| p.rule(rule).is_none()) {
             return Err(Error::UnknownRule(rule.to_owned()));
         }
@@ -828,9 +839,12 @@ impl<S: Store> Limiter<S> {
             .filter(|(_, m)| m.rule == rule)
             .map(|(op, _)| op.key.clone())
             .collect();
+        if keys.is_empty() {
+            return Ok(0);
+        }
         self.inner.store.reset(&keys).await?;
         self.inner.released.notify_waiters();
-        Ok(())
+        Ok(u64::try_from(keys.len()).unwrap_or(u64::MAX))
     }
 
     /// Forgets every bucket of the rule called `rule`, for every partition. Returns how many

@@ -58,13 +58,14 @@
 //! | outcome | response | the inner service |
 //! | --- | --- | --- |
 //! | [`Allowed`](Outcome::Allowed) | the inner service's, with the rate-limit headers added | called |
-//! | [`Denied`](Outcome::Denied) | `429 Too Many Requests`, the headers and `Retry-After` | not called |
-//! | [`TooLarge`](Outcome::TooLarge) | `413 Content Too Large` (see below), the headers, no `Retry-After` | not called |
+//! | [`Denied`](Outcome::Denied) | `429 Too Many Requests`, the headers, `Retry-After` and `retry-after-ms` | not called |
+//! | [`TooLarge`](Outcome::TooLarge) | `413 Content Too Large` (see below), the headers and `x-should-retry: false`, no `Retry-After` | not called |
 //! | [`StoreFull`](Outcome::StoreFull), [`Unavailable`](Outcome::Unavailable) (a failing store under a rule that fails closed) | `503 Service Unavailable`, the headers | not called |
 //! | store error | `503 Service Unavailable`, or with [`fail_open`](RateLimitLayer::fail_open) the inner service's response without headers | not called, or called unlimited |
 //!
 //! A `TooLarge` cost (more tokens than a bucket can ever hold) answers **413** by default,
-//! not 429: waiting never helps, and clients and SDKs retry 429s. The estimate usually comes
+//! not 429, with `x-should-retry: false`: waiting never helps, clients and SDKs retry 429s,
+//! and the OpenAI and Anthropic SDKs obey that header (tollgate's HTTP service answers the same). The estimate usually comes
 //! from the request's content (prompt and `max_tokens`), so "content too large" is what the
 //! client has to fix. [`too_large_status`](RateLimitLayer::too_large_status) changes it.
 //!
@@ -76,15 +77,16 @@
 //! [`LimiterFailure`], so an outer layer (`tower::util::MapResponse`, axum's `map_response`)
 //! can render its own body.
 //!
-//! A subject that no rule matches is unlimited: the request passes, with no headers.
+//! A subject that no rule matches is unlimited: the request passes, with no headers; under a
+//! policy with `unmatched = "deny"` it is refused with `403 Forbidden` (type `not_covered`).
 //!
 //! # Headers
 //!
 //! [`HeaderStyle::Both`] by default: OpenAI's `x-ratelimit-*` and the IETF `RateLimit-Policy` and
 //! `RateLimit` fields, rendered by [`headers::headers`]. On success they replace headers of the
 //! same name that the inner service set (a proxy's upstream limits are not the client's).
-//! [`header_style(None)`](RateLimitLayer::header_style) adds none, except `Retry-After` on
-//! denials.
+//! [`header_style(None)`](RateLimitLayer::header_style) adds none, except `Retry-After` and
+//! `retry-after-ms` on denials and `x-should-retry: false` on a cost that can never fit.
 //!
 //! # The permit lives as long as the response
 //!
@@ -751,9 +753,7 @@ where
 fn add_headers(map: &mut HeaderMap, decision: &Decision, style: Option<HeaderStyle>) {
     let pairs = match style {
         Some(style) => headers::headers(decision, style),
-        None => headers::retry_after_header(decision)
-            .map(|v| vec![("retry-after", v)])
-            .unwrap_or_default(),
+        None => headers::retry_headers(decision),
     };
     for (name, value) in pairs {
         if let (Ok(name), Ok(value)) = (
@@ -773,6 +773,8 @@ fn refusal<B, S: Store>(decision: &Decision, config: Config) -> Response<RateLim
             (StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded")
         }
         Outcome::TooLarge => (config.too_large, "request_too_large"),
+        // No rule covers the request and the policy denies such requests.
+        Outcome::Unmatched => (StatusCode::FORBIDDEN, "not_covered"),
         // The store is full, or failing under a rule that fails closed: not the caller's doing.
         Outcome::StoreFull | Outcome::Unavailable => {
             (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable")

@@ -233,6 +233,7 @@ async fn header_style_none_keeps_only_retry_after() {
     let denied = svc.oneshot(request("a", 0)).await.unwrap();
     assert_eq!(denied.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(header(&denied, "retry-after").as_deref(), Some("60"));
+    assert_eq!(header(&denied, "retry-after-ms").as_deref(), Some("60000"));
     assert!(!denied
         .headers()
         .keys()
@@ -254,6 +255,7 @@ async fn too_large_answers_413_by_default_or_429_without_retry_after() {
     let res = svc.oneshot(request("a", 5_000)).await.unwrap();
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(header(&res, "retry-after"), None);
+    assert_eq!(header(&res, "x-should-retry").as_deref(), Some("false"));
     assert_eq!(
         header(&res, "x-ratelimit-limit-tokens").as_deref(),
         Some("1000")
@@ -274,6 +276,7 @@ async fn too_large_answers_413_by_default_or_429_without_retry_after() {
     let res = svc.oneshot(request("a", 5_000)).await.unwrap();
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(header(&res, "retry-after"), None);
+    assert_eq!(header(&res, "x-should-retry").as_deref(), Some("false"));
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 

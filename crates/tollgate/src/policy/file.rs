@@ -37,6 +37,9 @@ type Span = Range<usize>;
 pub struct PolicyFile {
     #[serde(default)]
     rules: Vec<Spanned<RawRule>>,
+    /// `allow` (default) or `deny`: what happens to calls no rule applies to.
+    #[serde(default)]
+    unmatched: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +48,8 @@ struct RawRule {
     name: Spanned<String>,
     #[serde(rename = "match", default)]
     selectors: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    #[serde(default)]
+    absent: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     limits: Option<Spanned<Vec<Spanned<RawLimit>>>>,
     #[serde(default)]
@@ -139,6 +144,15 @@ impl PolicyFile {
     /// # Errors
     /// A [`PolicyError`] with the file, line, column, rule and field.
     pub fn into_policy(self, source: &str, file: &str) -> Result<Policy, PolicyError> {
+        let unmatched = match &self.unmatched {
+            None => super::Unmatched::Allow,
+            Some(u) => u.get_ref().parse().map_err(|message| PolicyError {
+                rule: None,
+                field: "unmatched".into(),
+                message,
+                location: Some(locate(source, file, u.span().start)),
+            })?,
+        };
         let mut rules = Vec::with_capacity(self.rules.len());
         let mut name_spans = Vec::with_capacity(self.rules.len());
         for raw in self.rules {
@@ -156,7 +170,7 @@ impl PolicyFile {
                 .map_err(|e| located(e, &spans))?;
             rules.push(rule);
         }
-        Policy::new(rules).map_err(|e| {
+        let policy = Policy::new(rules).map_err(|e| {
             let at = e
                 .rule
                 .as_deref()
@@ -175,7 +189,8 @@ impl PolicyFile {
                 })
                 .map(|start| locate(source, file, start));
             PolicyError { location: at, ..e }
-        })
+        })?;
+        Ok(policy.with_unmatched(unmatched))
     }
 }
 
@@ -196,6 +211,13 @@ fn to_builder(raw: RawRule, spans: &mut Spans) -> Result<super::RuleBuilder, Pol
         for (attr, value) in sel.into_inner() {
             spans.add(format!("match.{attr}"), value.span());
             b = b.when(attr, value.into_inner());
+        }
+    }
+    if let Some(absent) = raw.absent {
+        spans.add("absent", absent.span());
+        for (i, attr) in absent.into_inner().into_iter().enumerate() {
+            spans.add(format!("absent[{i}]"), attr.span());
+            b = b.absent(attr.into_inner());
         }
     }
     if let Some(limits) = raw.limits {

@@ -22,10 +22,61 @@ pub use selector::{Matcher, Selectors};
 use crate::error::PolicyError;
 use crate::subject::Subject;
 
+/// What happens to a call that no rule's limits apply to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Unmatched {
+    /// Admit it, unlimited (the default).
+    #[default]
+    Allow,
+    /// Refuse it ([`Outcome::Unmatched`](crate::Outcome::Unmatched)): every call must be
+    /// covered by some rule.
+    Deny,
+}
+
+impl Unmatched {
+    /// `allow` or `deny`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Unmatched::Allow => "allow",
+            Unmatched::Deny => "deny",
+        }
+    }
+}
+
+impl std::str::FromStr for Unmatched {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "allow" => Ok(Unmatched::Allow),
+            "deny" => Ok(Unmatched::Deny),
+            other => Err(format!("{other:?} is not allow or deny")),
+        }
+    }
+}
+
+/// Counts a call that no rule's limits apply to (`tollgate_unmatched_total{action}`), and
+/// logs it: the first, then at every power of two, so that a misrouted flood shows in the log
+/// without filling it.
+pub(crate) fn note_unmatched(unmatched: Unmatched) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEEN: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+    let action = unmatched.as_str();
+    metrics::counter!("tollgate_unmatched_total", "action" => action).increment(1);
+    let n = SEEN[usize::from(unmatched == Unmatched::Deny)].fetch_add(1, Ordering::Relaxed) + 1;
+    if n.is_power_of_two() {
+        tracing::warn!(
+            unmatched = action,
+            calls = n,
+            "a call matched no rule of the policy (unmatched = {action}); {n} such calls so far"
+        );
+    }
+}
+
 /// A validated set of rules.
 #[derive(Clone, Debug)]
 pub struct Policy {
     rules: Vec<Rule>,
+    unmatched: Unmatched,
 }
 
 impl Policy {
@@ -45,12 +96,31 @@ impl Policy {
                 ));
             }
         }
-        Ok(Policy { rules })
+        Ok(Policy {
+            rules,
+            unmatched: Unmatched::Allow,
+        })
     }
 
     /// Starts a policy.
     pub fn builder() -> PolicyBuilder {
-        PolicyBuilder { rules: Vec::new() }
+        PolicyBuilder {
+            rules: Vec::new(),
+            unmatched: Unmatched::Allow,
+        }
+    }
+
+    /// What happens to a call that no rule's limits apply to (default
+    /// [`Unmatched::Allow`]). Either way such calls are counted in
+    /// `tollgate_unmatched_total{action}` and logged (sparingly).
+    pub fn unmatched(&self) -> Unmatched {
+        self.unmatched
+    }
+
+    /// This policy with `unmatched` as what happens to calls no rule applies to.
+    pub fn with_unmatched(mut self, unmatched: Unmatched) -> Policy {
+        self.unmatched = unmatched;
+        self
     }
 
     /// The rules, in order.
@@ -78,7 +148,10 @@ impl Policy {
             Some(r) => *r = rule,
             None => rules.push(rule),
         }
-        Policy { rules }
+        Policy {
+            rules,
+            unmatched: self.unmatched,
+        }
     }
 }
 
@@ -86,9 +159,16 @@ impl Policy {
 #[derive(Debug)]
 pub struct PolicyBuilder {
     rules: Vec<RuleBuilder>,
+    unmatched: Unmatched,
 }
 
 impl PolicyBuilder {
+    /// What happens to calls no rule applies to (default [`Unmatched::Allow`]).
+    pub fn unmatched(mut self, unmatched: Unmatched) -> Self {
+        self.unmatched = unmatched;
+        self
+    }
+
     /// Adds a rule.
     pub fn rule(mut self, rule: RuleBuilder) -> Self {
         self.rules.push(rule);
@@ -105,6 +185,6 @@ impl PolicyBuilder {
             .into_iter()
             .map(RuleBuilder::build)
             .collect::<Result<Vec<_>, _>>()?;
-        Policy::new(rules)
+        Ok(Policy::new(rules)?.with_unmatched(self.unmatched))
     }
 }

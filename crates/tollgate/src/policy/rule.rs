@@ -67,6 +67,8 @@ pub struct Rule {
     pub(crate) name: &'static str,
     pub(crate) id: u32,
     pub(crate) selectors: Selectors,
+    /// Attributes a subject must not have for the rule to apply.
+    pub(crate) absent: Vec<Attr>,
     pub(crate) partition: Vec<Attr>,
     pub(crate) default: LimitSet,
     /// Most specific first; ties keep declaration order.
@@ -83,6 +85,7 @@ impl Rule {
         RuleBuilder {
             name: name.into(),
             selectors: Vec::new(),
+            absent: Vec::new(),
             limits: Vec::new(),
             overrides: Vec::new(),
             failure_mode: crate::store::FailureMode::default(),
@@ -99,7 +102,19 @@ impl Rule {
         self.failure_mode
     }
 
-    /// The attributes the rule partitions by (selected with `*`).
+    /// What the rule selects: a subject must have every one of these attributes, with a
+    /// matching value, for the rule to apply.
+    pub fn selectors(&self) -> &Selectors {
+        &self.selectors
+    }
+
+    /// Attributes a subject must not have for the rule to apply (so that rules can take
+    /// turns: the built-in policy keys on the tenant, else the agent, else the user).
+    pub fn absent(&self) -> &[Attr] {
+        &self.absent
+    }
+
+    /// The attributes the rule partitions by (selected with `*` or `*?`).
     pub fn partition(&self) -> &[Attr] {
         &self.partition
     }
@@ -107,7 +122,13 @@ impl Rule {
     /// Whether the rule applies to `subject`.
     #[inline]
     pub fn matches(&self, subject: &Subject<'_>) -> bool {
-        self.selectors.matches(subject)
+        self.selectors.matches(subject) && self.lacks_absent(subject)
+    }
+
+    /// Whether `subject` has none of the attributes the rule needs absent.
+    #[inline(always)]
+    fn lacks_absent(&self, subject: &Subject<'_>) -> bool {
+        self.absent.is_empty() || self.absent.iter().all(|a| subject.get(a).is_none())
     }
 
     /// Whether the rule applies to `subject` and, if so, its partition values pushed onto
@@ -122,15 +143,19 @@ impl Rule {
     ) -> bool {
         for (attr, matcher) in &self.selectors.0 {
             let Some(v) = subject.get(attr) else {
+                if matches!(matcher, Matcher::EachOrAbsent) {
+                    values.push("");
+                    continue;
+                }
                 return false;
             };
             match matcher {
-                Matcher::Each => values.push(v),
+                Matcher::Each | Matcher::EachOrAbsent => values.push(v),
                 m if m.matches(v) => {}
                 _ => return false,
             }
         }
-        true
+        self.lacks_absent(subject)
     }
 
     /// The limit set for `subject`: the most specific matching override, or the defaults.
@@ -149,6 +174,45 @@ impl Rule {
         self.source.clone()
     }
 
+    /// The overrides (and tiers) with what each selects, most specific first.
+    pub fn overrides(&self) -> impl Iterator<Item = (&Selectors, &LimitSet)> {
+        self.overrides.iter().map(|o| (&o.when, &o.set))
+    }
+
+    /// The overrides no subject can reach, each with why: an override selecting a value the
+    /// rule's own match excludes (`provider = "anthropic"` in a rule on `provider = "openai"`),
+    /// or an attribute the rule needs absent.
+    pub fn unreachable_overrides(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        for o in &self.overrides {
+            for (attr, m) in &o.when.0 {
+                if self.absent.contains(attr) {
+                    out.push((
+                        o.set.name,
+                        format!("it selects {attr}, which the rule needs absent"),
+                    ));
+                    continue;
+                }
+                let Some((_, rule_m)) = self.selectors.0.iter().find(|(a, _)| a == attr) else {
+                    continue;
+                };
+                // An exact value is a subject's value: it must pass the rule's matcher.
+                if let Matcher::Exact(v) = m {
+                    if !rule_m.matches(v) {
+                        out.push((
+                            o.set.name,
+                            format!(
+                                "it selects {attr} = {v:?}, which the rule's match ({attr} = {:?}) excludes",
+                                rule_m.as_str()
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Every limit set of the rule: the defaults, then the overrides.
     pub fn limit_sets(&self) -> impl Iterator<Item = &LimitSet> {
         std::iter::once(&self.default).chain(self.overrides.iter().map(|o| &o.set))
@@ -160,6 +224,7 @@ impl Rule {
 pub struct RuleBuilder {
     name: String,
     selectors: Vec<(String, String)>,
+    absent: Vec<String>,
     limits: Vec<LimitSpec>,
     /// `(field name, selectors, limits)`: the field is `overrides[i]` or `tiers.<name>`.
     overrides: Vec<RawOverride>,
@@ -174,6 +239,13 @@ impl RuleBuilder {
     /// per value), a glob such as `"gpt-4*"`, or an exact value.
     pub fn when(mut self, attr: impl Into<String>, value: impl Into<String>) -> Self {
         self.selectors.push((attr.into(), value.into()));
+        self
+    }
+
+    /// Applies only to subjects without `attr`: rules can take turns, one keyed on the
+    /// tenant, the next on the agent of calls without a tenant.
+    pub fn absent(mut self, attr: impl Into<String>) -> Self {
+        self.absent.push(attr.into());
         self
     }
 
@@ -257,9 +329,33 @@ impl RuleBuilder {
         let partition = selectors
             .0
             .iter()
-            .filter(|(_, m)| matches!(m, Matcher::Each))
+            .filter(|(_, m)| matches!(m, Matcher::Each | Matcher::EachOrAbsent))
             .map(|(a, _)| a.clone())
             .collect();
+        let mut absent: Vec<Attr> = Vec::with_capacity(self.absent.len());
+        for (i, name) in self.absent.iter().enumerate() {
+            let name = name.trim();
+            if name.is_empty() || name.len() > 64 {
+                return Err(err(
+                    format!("absent[{i}]"),
+                    format!("{name:?} is not an attribute name (1 to 64 bytes)"),
+                ));
+            }
+            let attr = Attr::named(name);
+            if selectors.0.iter().any(|(a, _)| *a == attr) {
+                return Err(err(
+                    format!("absent[{i}]"),
+                    format!("{attr} is also in match: no subject could match the rule"),
+                ));
+            }
+            if absent.contains(&attr) {
+                return Err(err(
+                    format!("absent[{i}]"),
+                    format!("{attr} is listed twice"),
+                ));
+            }
+            absent.push(attr);
+        }
         let (name, id) = intern(&rule_name);
         // A rule may have no default limits when it has overrides (tiers only): subjects that
         // match no override are then not limited by it.
@@ -289,7 +385,11 @@ impl RuleBuilder {
                     "must name at least one attribute".into(),
                 ));
             }
-            if when.0.iter().any(|(_, m)| matches!(m, Matcher::Each)) {
+            if when
+                .0
+                .iter()
+                .any(|(_, m)| matches!(m, Matcher::Each | Matcher::EachOrAbsent))
+            {
                 return Err(err(
                     format!("{field}.match"),
                     "an override selects values; \"*\" belongs in the rule's match".into(),
@@ -318,6 +418,7 @@ impl RuleBuilder {
             name,
             id,
             selectors,
+            absent,
             partition,
             default,
             overrides,

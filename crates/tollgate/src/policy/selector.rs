@@ -11,6 +11,9 @@ use crate::subject::{Attr, Subject};
 pub enum Matcher {
     /// `"*"`: any value, and one bucket per distinct value (the rule partitions by it).
     Each,
+    /// `"*?"`: like `"*"`, and a subject without the attribute matches too, all such subjects
+    /// sharing one bucket (as if the value were empty).
+    EachOrAbsent,
     /// An exact value.
     Exact(Box<str>),
     /// A glob such as `gpt-4*`: matching values share one bucket.
@@ -18,11 +21,14 @@ pub enum Matcher {
 }
 
 impl Matcher {
-    /// Reads a selector value: `*` partitions, a pattern with `*`, `?` or `[` is a glob,
-    /// anything else is exact.
+    /// Reads a selector value: `*` partitions, `*?` partitions and also matches a subject
+    /// without the attribute, a pattern with `*`, `?` or `[` is a glob, anything else is exact.
     pub fn parse(value: &str) -> Result<Self, String> {
         if value == "*" {
             return Ok(Matcher::Each);
+        }
+        if value == "*?" {
+            return Ok(Matcher::EachOrAbsent);
         }
         if value.contains(['*', '?', '[']) {
             let glob = GlobBuilder::new(value)
@@ -39,7 +45,7 @@ impl Matcher {
     #[inline]
     pub fn matches(&self, value: &str) -> bool {
         match self {
-            Matcher::Each => true,
+            Matcher::Each | Matcher::EachOrAbsent => true,
             Matcher::Exact(v) => **v == *value,
             Matcher::Glob(_, g) => g.is_match(value),
         }
@@ -49,6 +55,7 @@ impl Matcher {
     pub fn as_str(&self) -> &str {
         match self {
             Matcher::Each => "*",
+            Matcher::EachOrAbsent => "*?",
             Matcher::Exact(v) | Matcher::Glob(v, _) => v,
         }
     }
@@ -71,12 +78,20 @@ impl PartialEq for Matcher {
 pub struct Selectors(pub(crate) Vec<(Attr, Matcher)>);
 
 impl Selectors {
-    /// Whether every matcher matches the subject (a missing attribute never matches).
+    /// Whether every matcher matches the subject (a missing attribute matches only `*?`).
     #[inline]
     pub fn matches(&self, subject: &Subject<'_>) -> bool {
+        self.0.iter().all(|(attr, m)| match subject.get(attr) {
+            Some(v) => m.matches(v),
+            None => matches!(m, Matcher::EachOrAbsent),
+        })
+    }
+
+    /// Whether the matchers partition by `attr` (select it with `*` or `*?`).
+    pub fn partitions_by(&self, attr: &Attr) -> bool {
         self.0
             .iter()
-            .all(|(attr, m)| subject.get(attr).is_some_and(|v| m.matches(v)))
+            .any(|(a, m)| a == attr && matches!(m, Matcher::Each | Matcher::EachOrAbsent))
     }
 
     /// How specific the selectors are: exact matches first, then globs.
@@ -92,6 +107,11 @@ impl Selectors {
             .filter(|(_, m)| matches!(m, Matcher::Glob(..)))
             .count();
         (exact, globs)
+    }
+
+    /// The selected attributes with their matchers, in the rule's order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Attr, &Matcher)> {
+        self.0.iter().map(|(a, m)| (a, m))
     }
 
     /// A stable text form, `attr=value` joined by `,`, used to name limit sets.
@@ -117,6 +137,7 @@ mod tests {
         assert!(Matcher::parse("openai").unwrap().matches("openai"));
         assert!(!Matcher::parse("openai").unwrap().matches("openai2"));
         assert!(Matcher::parse("*").unwrap().matches("x"));
+        assert!(matches!(Matcher::parse("*?"), Ok(Matcher::EachOrAbsent)));
         assert!(Matcher::parse("[").is_err());
     }
 }

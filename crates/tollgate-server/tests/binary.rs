@@ -1,0 +1,288 @@
+//! The `tollgate` binary: `serve` and the environment (`REDIS_URL`, `TOKEN_BUCKET_SIZE` /
+//! `TOKEN_REFILL_RATE`), `--help` (which never shows an environment value), and the CLI's
+//! answers (a reset that matches nothing exits non-zero).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tollgate_test::RedisServer;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
+
+/// A `tollgate serve` child, killed on drop.
+struct Served {
+    child: Child,
+    http: String,
+    /// The rest of the log: kept, so that the thread reading it keeps draining the pipe.
+    _log: mpsc::Receiver<String>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `tollgate` command with none of the variables these tests set inherited.
+fn tollgate() -> Command {
+    let mut cmd = Command::new(BIN);
+    for var in [
+        "REDIS_URL",
+        "TOKEN_BUCKET_SIZE",
+        "TOKEN_REFILL_RATE",
+        "TOLLGATE_REDIS",
+        "TOLLGATE_REDIS_CLUSTER",
+        "TOLLGATE_CONFIG",
+        "TOLLGATE_URL",
+        "TOLLGATE_TOKEN",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Starts `tollgate serve` on free ports with `env`, and returns once it listens.
+// The child is waited for in `Served`'s `Drop`.
+#[allow(clippy::zombie_processes)]
+fn serve(env: &[(&str, &str)]) -> Served {
+    let mut cmd = tollgate();
+    cmd.args([
+        "serve",
+        "--http",
+        "127.0.0.1:0",
+        "--grpc",
+        "off",
+        "--log-format",
+        "json",
+    ]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("tollgate serve did not report its address"));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["message"] == "tollgate listening" {
+            let http = format!("http://{}", v["http"].as_str().unwrap());
+            return Served {
+                child,
+                http,
+                _log: rx,
+            };
+        }
+    }
+}
+
+/// The body of `GET /readyz`, over a plain socket.
+fn readyz(s: &Served) -> String {
+    use std::io::{Read, Write};
+    let addr = s.http.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        conn,
+        "GET /readyz HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+fn client(s: &Served, args: &[&str]) -> std::process::Output {
+    tollgate()
+        .args(args)
+        .env("TOLLGATE_URL", &s.http)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn help_does_not_print_secrets_from_the_environment() {
+    for args in [
+        &["serve", "--help"][..],
+        &["check", "--help"],
+        &["bench", "--help"],
+    ] {
+        let out = tollgate()
+            .args(args)
+            .env("TOLLGATE_REDIS", "redis://:hunter2-redis@10.0.0.5:6379/0")
+            .env("TOLLGATE_TOKEN", "hunter2-token-0123456789")
+            .env("TOLLGATE_URL", "http://user:hunter2-url@host:8080")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("TOLLGATE_"), "{help}");
+        assert!(
+            !help.contains("hunter2"),
+            "{args:?} shows a secret:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn redis_url_puts_the_buckets_in_redis() {
+    let redis = RedisServer::start().unwrap();
+    let s = serve(&[("REDIS_URL", &redis.url())]);
+    // The store connects in the background: wait until it answers (a decision made before
+    // that would be the failure mode's, and leave nothing in Redis).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !readyz(&s).contains("\"status\":\"ready\"") {
+        assert!(Instant::now() < deadline, "Redis never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(readyz(&s).contains("\"store\":\"redis\""));
+    // A decision can still fall back (the fallback's deadline is 25 ms, and a busy host may
+    // miss it): some of a few decisions must reach Redis.
+    let mut reached = false;
+    for _ in 0..20 {
+        let out = client(&s, &["check", "--tenant", "acme", "--provider", "openai"]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        if redis.cli(&["DBSIZE"]).unwrap().trim() != "0" {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "no decision left a bucket in Redis");
+}
+
+#[test]
+fn the_token_bucket_variables_give_each_agent_a_bucket() {
+    let s = serve(&[("TOKEN_BUCKET_SIZE", "100"), ("TOKEN_REFILL_RATE", "0.5")]);
+    let out = client(&s, &["check", "--agent", "a1", "--tokens", "100"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = client(&s, &["check", "--agent", "a1", "--tokens", "1"]);
+    assert_eq!(out.status.code(), Some(1), "the bucket is empty: {out:?}");
+    // One token every two seconds.
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("agent-token-bucket"), "{text}");
+    let out = client(&s, &["check", "--agent", "a2", "--tokens", "100"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "agents have separate buckets: {out:?}"
+    );
+}
+
+#[test]
+fn bad_environment_values_stop_serve_naming_the_variable() {
+    for (var, value, needle) in [
+        (
+            "TOKEN_BUCKET_SIZE",
+            "lots",
+            "TOKEN_BUCKET_SIZE: must be a whole number",
+        ),
+        ("REDIS_URL", "localhost:6379", "REDIS_URL: not a URL"),
+    ] {
+        let mut cmd = tollgate();
+        cmd.args(["serve", "--http", "127.0.0.1:0", "--grpc", "off"])
+            .env(var, value);
+        if var == "TOKEN_BUCKET_SIZE" {
+            cmd.env("TOKEN_REFILL_RATE", "1");
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "want {needle:?}: {err}");
+    }
+}
+
+#[test]
+fn a_reset_that_matches_nothing_exits_non_zero() {
+    // The per-agent bucket of the environment: a tenant alone matches no rule.
+    let s = serve(&[("TOKEN_BUCKET_SIZE", "10"), ("TOKEN_REFILL_RATE", "1")]);
+    let out = client(&s, &["reset", "--tenant", "acme"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nothing matched"), "{err}");
+    assert!(
+        err.contains("needs agent"),
+        "names the missing attribute: {err}"
+    );
+
+    let out = client(&s, &["reset", "--agent", "a1"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("reset: 1 buckets"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn config_check_warns_about_rules_no_subject_can_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.toml");
+    std::fs::write(
+        &path,
+        "[[rules]]\nname = \"typo\"\nmatch = { tenat = \"*\" }\nlimits = [{ kind = \"requests\", amount = 1, per = \"minute\" }]\n",
+    )
+    .unwrap();
+    let out = tollgate()
+        .args(["config", "check", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "a warning is not an error: {out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("warning: rule \"typo\""), "{err}");
+    assert!(err.contains("\"tenat\""), "{err}");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/tollgate.toml");
+    let out = tollgate()
+        .args(["config", "check", example])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("warning"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn check_takes_the_calls_own_limits() {
+    let s = serve(&[]);
+    let args = [
+        "check",
+        "--agent",
+        "a",
+        "--provider",
+        "p",
+        "--limit",
+        "requests=1/minute",
+    ];
+    let out = client(&s, &args);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = client(&s, &args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the call's own 1 per minute: {out:?}"
+    );
+    let out = client(&s, &["check", "--agent", "a", "--provider", "p"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the policy's 60 per minute: {out:?}"
+    );
+    let out = client(&s, &["check", "--agent", "a", "--limit", "requests=one"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
