@@ -32,6 +32,7 @@ use hdrhistogram::Histogram;
 use tollgate::store::redis::{RedisConfig, RedisStore};
 use tollgate::{Cost, LimitKind, LimitSpec, Limiter, Policy, Reservation, Rule, Subject, Window};
 
+pub mod report;
 pub mod server_stats;
 
 use server_stats::{ServerStats, StatsDelta};
