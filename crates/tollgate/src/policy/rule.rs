@@ -183,7 +183,7 @@ impl RuleBuilder {
     }
 
     /// What the rule's limits do while the shared store fails (default
-    /// [`FailureMode::Open`](crate::store::FailureMode::Open)).
+    /// [`FailureMode::Open`]).
     pub fn failure_mode(mut self, mode: crate::store::FailureMode) -> Self {
         self.failure_mode = mode;
         self
