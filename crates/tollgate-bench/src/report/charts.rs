@@ -114,7 +114,9 @@ fn bar_chart(spec: &Bars<'_>) -> Result<String, Error> {
             }
             // The figure inside its bar, at the start, clear of the whisker.
             let (px, py) = chart.backend_coord(&(0.0, y(i)));
-            let value = TextStyle::from((FONT, 12).into_font().color(&WHITE))
+            let value = (FONT, 12)
+                .into_font()
+                .color(&WHITE)
                 .pos(Pos::new(HPos::Left, VPos::Center));
             root.draw(&Text::new(format_value(b.median), (px + 6, py), value))
                 .map_err(err)?;
@@ -127,7 +129,9 @@ fn bar_chart(spec: &Bars<'_>) -> Result<String, Error> {
                 )])
                 .map_err(err)?;
             let (px, py) = chart.backend_coord(&(*x, n as f64 - 0.5));
-            let style = TextStyle::from((FONT, 12).into_font().color(&ANCHOR))
+            let style = (FONT, 12)
+                .into_font()
+                .color(&ANCHOR)
                 .pos(Pos::new(HPos::Left, VPos::Top));
             root.draw(&Text::new((*name).to_string(), (px + 4, py + 2), style))
                 .map_err(err)?;
