@@ -1,7 +1,7 @@
 -- min_three.lua: the smallest three-limit decision this store's rules allow, as a lower bound
 -- for tollgate's fast_decide.lua + fast_settle.lua with `--limits 3` (requests GCRA, tokens
 -- GCRA, concurrency; the permit dropped at once). Not used by tollgate itself; see
--- docs/bench-redis.md. Within the issue's constraints: a key per limit, each with a TTL, time
+-- docs/bench-redis.md. Within tollgate's rules: a key per limit, each with a TTL, time
 -- from TIME, expiring leases in a sorted set, one script call per decision. It does no
 -- idempotency, no trimming of expired leases, no verdict reply and no signature, and it
 -- releases the lease in the same call (tollgate sends the release later, in a batched

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every measurement of docs/bench-redis.md, in one session, each against its own fresh private
+# Every measurement of docs/bench-redis.md, in one run, each against its own fresh private
 # redis-server (or six-node cluster) on a free loopback port, started and killed by
 # tollgate-bench-redis. Never touches any other Redis.
 #
@@ -12,7 +12,7 @@
 # Servers and load generators run under `nice -n $NICE` (default -15; 0 to leave the priority as
 # it is) so that other jobs on a shared machine disturb the measurement less. CLOSED_ONLY=1 runs
 # only the ceilings and the closed-loop cases (no open loop, no cluster). OPEN_ONLY=RATE runs only
-# the open-loop cases, at RATE decisions per second (instead of half of this session's maximum).
+# the open-loop cases, at RATE decisions per second (instead of half of this run's maximum).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 OUT=${1:-bench-results}

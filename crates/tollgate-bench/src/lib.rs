@@ -4,7 +4,8 @@
 //! [`RedisStore`], against one Redis server or a Redis Cluster, for a set time; then reports
 //! decisions per second, allowed and denied counts, errors, latency percentiles, and (from
 //! `INFO commandstats` and `INFO cpu` of the servers) how many Redis calls and how much Redis
-//! CPU one decision took. `docs/bench-redis.md` at the repository root records the figures.
+//! CPU one decision took. `BENCHMARKS.md` records the figures (`docs/bench-redis.md` in full);
+//! [`report`] writes that page's tables and charts from `docs/bench/results.toml`.
 //!
 //! Two ways to drive the load:
 //!
@@ -32,6 +33,7 @@ use hdrhistogram::Histogram;
 use tollgate::store::redis::{RedisConfig, RedisStore};
 use tollgate::{Cost, LimitKind, LimitSpec, Limiter, Policy, Reservation, Rule, Subject, Window};
 
+pub mod report;
 pub mod server_stats;
 
 use server_stats::{ServerStats, StatsDelta};

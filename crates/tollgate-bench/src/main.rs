@@ -1,5 +1,5 @@
 //! `tollgate-bench`: concurrent tollgate decisions against a Redis server or cluster. See the
-//! library docs (`tollgate_bench`) and `docs/bench-redis.md`.
+//! library docs (`tollgate_bench`), `BENCHMARKS.md` and `docs/bench-redis.md`.
 
 use clap::Parser;
 

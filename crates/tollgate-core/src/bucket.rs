@@ -6,7 +6,8 @@ use crate::algorithms::gcra::Gcra;
 use crate::algorithms::sliding_log::SlidingLog;
 use crate::algorithms::sliding_window::SlidingWindow;
 use crate::clock::Timestamp;
-use crate::limit::{Algorithm, Limit};
+use crate::kind::Algorithm;
+use crate::limit::Limit;
 use crate::verdict::{Usage, Verdict};
 
 /// The state of one limit for one partition.

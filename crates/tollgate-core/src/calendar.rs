@@ -1,13 +1,14 @@
 //! Calendar alignment of fixed windows: day and month boundaries at a fixed offset from UTC.
+//!
+//! [`UtcOffset`] is read from text in `names.rs`.
 
 use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, Datelike, NaiveDate};
 
 use crate::clock::Timestamp;
 use crate::error::LimitError;
-use crate::limit::Window;
+use crate::window::Window;
 
 const MICROS_PER_SEC: i128 = 1_000_000;
 
@@ -43,35 +44,6 @@ impl fmt::Display for UtcOffset {
         let sign = if self.0 < 0 { '-' } else { '+' };
         let abs = self.0.unsigned_abs();
         write!(f, "{sign}{:02}:{:02}", abs / 3600, (abs % 3600) / 60)
-    }
-}
-
-impl FromStr for UtcOffset {
-    type Err = LimitError;
-    /// `Z`, `UTC`, `+05:30`, `-08:00` or `+0100`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || LimitError::BadUtcOffset(s.to_owned());
-        if s == "Z" || s.eq_ignore_ascii_case("utc") {
-            return Ok(UtcOffset::UTC);
-        }
-        let (sign, rest) = match s.as_bytes().first() {
-            Some(b'+') => (1, &s[1..]),
-            Some(b'-') => (-1, &s[1..]),
-            _ => return Err(bad()),
-        };
-        let digits: String = rest.chars().filter(|c| *c != ':').collect();
-        if digits.len() != 4 || !digits.chars().all(|c| c.is_ascii_digit()) {
-            return Err(bad());
-        }
-        let hours: i32 = digits[..2].parse().map_err(|_| bad())?;
-        let minutes: i32 = digits[2..].parse().map_err(|_| bad())?;
-        if minutes >= 60 {
-            return Err(bad());
-        }
-        // hours and minutes are at most two digits each: no overflow.
-        #[allow(clippy::arithmetic_side_effects)]
-        let seconds = sign * (hours * 3600 + minutes * 60);
-        UtcOffset::from_seconds(seconds).map_err(|_| bad())
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::limit::{Algorithm, LimitKind};
+use crate::kind::{Algorithm, LimitKind};
 
 /// Why a limit could not be built. Each variant names the field at fault.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -27,21 +27,29 @@
 #![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+// The modules from the bottom up; each uses only modules before it in this list, so none
+// imports another in a circle: `clock`, `kind` and `verdict` use nothing of the crate; `error`
+// names kinds; `window` counts in the clock's microseconds; `calendar` aligns windows to days
+// and months; `names` reads kinds, algorithms, windows and offsets from text; `limit`
+// validates them into a `Limit`; `algorithms` decide with limits; `bucket` dispatches to them.
 pub mod algorithms;
 mod bucket;
 mod calendar;
 mod clock;
 mod error;
+mod kind;
 mod limit;
+mod names;
 mod verdict;
+mod window;
 
 pub use algorithms::concurrency::LeaseId;
 pub use bucket::BucketState;
 pub use calendar::{fixed_window, UtcOffset};
 pub use clock::{duration_to_micros_ceil, Clock, ManualClock, SystemClock, Timestamp};
 pub use error::LimitError;
-pub use limit::{
-    parse_duration, Algorithm, GcraParams, Limit, LimitKind, LimitSpec, Window, DEFAULT_LEASE,
-    MAX_WINDOW,
-};
+pub use kind::{Algorithm, LimitKind};
+pub use limit::{GcraParams, Limit, LimitSpec, DEFAULT_LEASE};
+pub use names::parse_duration;
 pub use verdict::{Usage, Verdict};
+pub use window::{Window, MAX_WINDOW};

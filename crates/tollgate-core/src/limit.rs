@@ -5,206 +5,16 @@
 
 use std::fmt;
 use std::num::NonZeroU64;
-use std::str::FromStr;
 use std::time::Duration;
 
 use crate::calendar::UtcOffset;
+use crate::clock::duration_to_micros_ceil;
 use crate::error::LimitError;
-
-/// The longest window a limit may have: ten years. Long enough for any budget, short enough that
-/// all arithmetic on windows stays far from overflow.
-pub const MAX_WINDOW: Duration = Duration::from_secs(10 * 366 * 86_400);
+use crate::kind::{Algorithm, LimitKind};
+use crate::window::{Window, MAX_WINDOW};
 
 /// The default lease of a concurrency slot: a holder that dies loses its slot after this long.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(300);
-
-/// What a limit counts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum LimitKind {
-    /// Calls.
-    Requests,
-    /// Tokens (input and output together).
-    Tokens,
-    /// Prompt tokens only.
-    InputTokens,
-    /// Completion tokens only.
-    OutputTokens,
-    /// Calls in flight at the same time.
-    Concurrency,
-}
-
-impl LimitKind {
-    /// All kinds, in a fixed order.
-    pub const ALL: [LimitKind; 5] = [
-        LimitKind::Requests,
-        LimitKind::Tokens,
-        LimitKind::InputTokens,
-        LimitKind::OutputTokens,
-        LimitKind::Concurrency,
-    ];
-
-    /// The name used in configuration and on the wire.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            LimitKind::Requests => "requests",
-            LimitKind::Tokens => "tokens",
-            LimitKind::InputTokens => "input_tokens",
-            LimitKind::OutputTokens => "output_tokens",
-            LimitKind::Concurrency => "concurrency",
-        }
-    }
-
-    /// Whether a reservation of this kind is settled against actual usage.
-    pub const fn is_token_kind(self) -> bool {
-        matches!(
-            self,
-            LimitKind::Tokens | LimitKind::InputTokens | LimitKind::OutputTokens
-        )
-    }
-}
-
-impl fmt::Display for LimitKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for LimitKind {
-    type Err = LimitError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        LimitKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| LimitError::UnknownKind(s.to_owned()))
-    }
-}
-
-/// How a limit decides.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Algorithm {
-    /// The generic cell rate algorithm with token-bucket semantics: smooth refill, bursts up to
-    /// `burst`. One timestamp of state.
-    Gcra,
-    /// A rolling window approximated from the previous and current fixed windows. Two counters.
-    SlidingWindow,
-    /// An exact rolling window that remembers every admitted call. Best for small limits.
-    SlidingLog,
-    /// A counter that resets at each window boundary, aligned to the calendar.
-    FixedWindow,
-    /// Leases on in-flight slots, each with an expiry.
-    Concurrency,
-}
-
-impl Algorithm {
-    /// All algorithms, in a fixed order.
-    pub const ALL: [Algorithm; 5] = [
-        Algorithm::Gcra,
-        Algorithm::SlidingWindow,
-        Algorithm::SlidingLog,
-        Algorithm::FixedWindow,
-        Algorithm::Concurrency,
-    ];
-
-    /// The name used in configuration.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Algorithm::Gcra => "gcra",
-            Algorithm::SlidingWindow => "sliding_window",
-            Algorithm::SlidingLog => "sliding_log",
-            Algorithm::FixedWindow => "fixed_window",
-            Algorithm::Concurrency => "concurrency",
-        }
-    }
-}
-
-impl fmt::Display for Algorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Algorithm {
-    type Err = LimitError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Algorithm::ALL
-            .into_iter()
-            .find(|a| a.as_str() == s)
-            .ok_or_else(|| LimitError::UnknownAlgorithm(s.to_owned()))
-    }
-}
-
-/// The period a limit's amount refers to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Window {
-    /// A fixed length. `Window::Length(86_400 s)` with a fixed window is a calendar day.
-    Length(Duration),
-    /// A calendar month (fixed windows only: months differ in length).
-    Month,
-}
-
-impl Window {
-    /// One second.
-    pub const SECOND: Window = Window::Length(Duration::from_secs(1));
-    /// One minute.
-    pub const MINUTE: Window = Window::Length(Duration::from_secs(60));
-    /// One hour.
-    pub const HOUR: Window = Window::Length(Duration::from_secs(3600));
-    /// One day (a calendar day for fixed windows).
-    pub const DAY: Window = Window::Length(Duration::from_secs(86_400));
-
-    /// The window length in microseconds, or `None` for a calendar month.
-    pub fn micros(self) -> Option<u64> {
-        match self {
-            Window::Length(d) => Some(crate::clock::duration_to_micros_ceil(d)),
-            Window::Month => None,
-        }
-    }
-
-    /// The nominal length: a month counts as 30 days (used for display and TTL estimates only).
-    pub fn nominal(self) -> Duration {
-        match self {
-            Window::Length(d) => d,
-            Window::Month => Duration::from_secs(30 * 86_400),
-        }
-    }
-}
-
-impl fmt::Display for Window {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Window::Month => f.write_str("month"),
-            Window::Length(d) => match d.as_secs() {
-                1 if d.subsec_nanos() == 0 => f.write_str("second"),
-                60 if d.subsec_nanos() == 0 => f.write_str("minute"),
-                3600 if d.subsec_nanos() == 0 => f.write_str("hour"),
-                86_400 if d.subsec_nanos() == 0 => f.write_str("day"),
-                _ => write!(f, "{}us", crate::clock::duration_to_micros_ceil(*d)),
-            },
-        }
-    }
-}
-
-impl FromStr for Window {
-    type Err = LimitError;
-    /// `second`, `minute`, `hour`, `day`, `month`, or a duration such as `30s`, `90m`, `1h30m`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "second" | "sec" | "s" => Ok(Window::SECOND),
-            "minute" | "min" | "m" => Ok(Window::MINUTE),
-            "hour" | "h" => Ok(Window::HOUR),
-            "day" | "d" => Ok(Window::DAY),
-            "month" => Ok(Window::Month),
-            other => parse_duration(other)
-                .map(Window::Length)
-                .ok_or_else(|| LimitError::BadWindow(other.to_owned())),
-        }
-    }
-}
-
-/// Parses durations such as `250ms`, `30s`, `1h30m`, `7d` (humantime's syntax).
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    humantime::parse_duration(s.trim()).ok()
-}
 
 /// An unvalidated description of a limit; [`LimitSpec::build`] turns it into a [`Limit`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -314,7 +124,7 @@ impl LimitSpec {
                 if d > MAX_WINDOW {
                     return Err(LimitError::WindowTooLong(d));
                 }
-                let us = crate::clock::duration_to_micros_ceil(d);
+                let us = duration_to_micros_ceil(d);
                 if us == 0 && algorithm != Algorithm::Concurrency {
                     return Err(LimitError::ZeroWindow);
                 }
@@ -325,7 +135,7 @@ impl LimitSpec {
         if lease > MAX_WINDOW {
             return Err(LimitError::WindowTooLong(lease));
         }
-        let lease_us = crate::clock::duration_to_micros_ceil(lease);
+        let lease_us = duration_to_micros_ceil(lease);
         if lease_us == 0 {
             return Err(LimitError::ZeroLease);
         }
@@ -564,25 +374,5 @@ mod tests {
             .unwrap();
         assert_eq!(l.gcra().scale, 7);
         assert_eq!(l.gcra().step, 1_000_000);
-    }
-
-    #[test]
-    fn windows_and_durations_parse() {
-        assert_eq!("minute".parse::<Window>().unwrap(), Window::MINUTE);
-        assert_eq!(
-            "1h30m".parse::<Window>().unwrap(),
-            Window::Length(Duration::from_secs(5400))
-        );
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86_400)));
-        assert_eq!(parse_duration("m"), None);
-        assert_eq!(parse_duration("99999999999999999999d"), None);
-        assert!("fortnight".parse::<Window>().is_err());
-        assert_eq!("tokens".parse::<LimitKind>().unwrap(), LimitKind::Tokens);
-        assert!("bytes".parse::<LimitKind>().is_err());
-        assert_eq!(
-            "sliding_log".parse::<Algorithm>().unwrap(),
-            Algorithm::SlidingLog
-        );
     }
 }

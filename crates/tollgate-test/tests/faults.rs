@@ -610,8 +610,8 @@ async fn a_cluster_master_fails_over() {
         false,
         &mut report,
     );
-    // The issue bounds latency for a single Redis's kill -9 and SIGSTOP (checked above, in the
-    // other test); here it asks that decisions continue and come back. On two cores shared with
+    // Latency is bounded for a single Redis's kill -9 and SIGSTOP (checked above, in the
+    // other test); here decisions must continue and come back. On two cores shared with
     // six redis-servers, a failover's replica resync (a fork) delays the load by a few ms, so
     // this window's latencies are reported, not bounded.
     report.push_str(&format!(

@@ -2,9 +2,9 @@
 //! that both libraries see the same machine.
 //!
 //! `check.rs` (criterion) times each case for a few seconds, one after another. On a machine
-//! whose speed changes from second to second (a virtual machine whose host is busy: the one
-//! this was written on reported a third of its time stolen), two cases measured seconds apart
-//! can differ by a fifth with nothing changed, and so can their ratio. Here each case builds both targets, fills and
+//! whose speed changes from second to second (a virtual machine whose host is busy, with a
+//! third of its time stolen in `top`), two cases measured seconds apart can differ by a fifth
+//! with nothing changed, and so can their ratio. Here each case builds both targets, fills and
 //! spot-checks them as `check.rs` does, then times short batches of each in turn (tollgate,
 //! governor, governor, tollgate, …), so that every tollgate batch has a governor batch beside
 //! it. A case's figure is the median over its rounds of the ratio within a round; the

@@ -115,7 +115,7 @@ impl FixedWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limit::{Algorithm, LimitKind, LimitSpec, Window};
+    use crate::{Algorithm, LimitKind, LimitSpec, Window};
 
     fn limit(window: Window) -> Limit {
         LimitSpec::new(LimitKind::Tokens, 1000, window)

@@ -264,7 +264,7 @@ impl Gcra {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limit::{LimitKind, LimitSpec, Window};
+    use crate::{LimitKind, LimitSpec, Window};
     use std::time::Duration;
 
     fn limit(amount: u64, window: Window, burst: u64) -> Limit {

@@ -168,7 +168,7 @@ impl SlidingLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limit::{Algorithm, LimitKind, LimitSpec, Window};
+    use crate::{Algorithm, LimitKind, LimitSpec, Window};
     use std::time::Duration;
 
     fn limit(amount: u64) -> Limit {
