@@ -1,13 +1,22 @@
-//! The HTTP clients that call the upstreams: one per upstream (its own timeouts and, for
-//! HTTPS, the system's root certificates plus the private CA its configuration names), over
-//! rustls.
+//! The HTTP clients that call the upstreams: one per upstream (its own connect timeout and,
+//! for HTTPS, the system's root certificates plus the private CA its configuration names),
+//! hyper's pooled HTTP/1.1 client over rustls.
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
 use crate::config::Upstream;
+
+/// The client of one upstream.
+pub type UpstreamClient =
+    hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Why an upstream's client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +46,7 @@ pub enum ClientError {
 ///
 /// # Errors
 /// A private CA file that cannot be read, or TLS that cannot be set up.
-pub fn build(upstream: &Upstream) -> Result<reqwest::Client, ClientError> {
+pub fn build(upstream: &Upstream) -> Result<UpstreamClient, ClientError> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {
@@ -60,25 +69,29 @@ pub fn build(upstream: &Upstream) -> Result<reqwest::Client, ClientError> {
             roots.add(c).map_err(|e| err(e.to_string()))?;
         }
     }
-    let tls_err = |message: String| ClientError::Tls {
-        upstream: upstream.name.clone(),
-        message,
-    };
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| tls_err(e.to_string()))?
+    .map_err(|e| ClientError::Tls {
+        upstream: upstream.name.clone(),
+        message: e.to_string(),
+    })?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .connect_timeout(upstream.connect_timeout)
-        .read_timeout(upstream.idle_timeout)
-        .tcp_nodelay(true)
-        .pool_idle_timeout(std::time::Duration::from_secs(60))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| tls_err(e.to_string()))
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(upstream.connect_timeout));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .build(https),
+    )
 }

@@ -66,7 +66,7 @@ pub use crate::client::ClientError;
 /// An upstream with its client.
 pub(crate) struct Live {
     pub(crate) config: Upstream,
-    pub(crate) client: reqwest::Client,
+    pub(crate) client: client::UpstreamClient,
 }
 
 /// The gateway over a limiter. Cloning shares it.

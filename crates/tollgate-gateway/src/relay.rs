@@ -14,8 +14,11 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{any, post};
 use bytes::Bytes;
-use futures::Stream;
+use std::future::Future;
+
+use futures::{Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 use tollgate::store::Store;
 use tollgate::{Cost, Decision, LimitKind, Outcome, Reservation, Subject};
@@ -436,24 +439,23 @@ async fn call<S: Store>(
     if let (KeyMode::Managed, Some(key)) = (config.key_mode, &up.config.key) {
         p.set_key(&mut headers, &key.0);
     }
-    let url = upstream_url(up, p, parts);
-    let send = up
-        .client
-        .request(parts.method.clone(), url)
-        .headers(headers)
-        .body(payload)
-        .send();
+    let send = match upstream_request(up, p, parts, headers, payload) {
+        Ok(r) => up.client.request(r),
+        Err(m) => {
+            ticket.failed();
+            return error(p, ErrorKind::BadGateway, &m);
+        }
+    };
     let resp = match tokio::time::timeout(up.config.timeout, send).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             ticket.failed();
-            let (kind, what) = if e.is_timeout() {
-                (ErrorKind::Timeout, "timed out")
-            } else {
-                (ErrorKind::BadGateway, "could not be reached")
-            };
-            tracing::warn!(request_id = %log.request_id, upstream = %up.config.name, error = %e, "upstream {what}");
-            return error(p, kind, &format!("The upstream {what}."));
+            tracing::warn!(request_id = %log.request_id, upstream = %up.config.name, error = %e, "upstream could not be reached");
+            return error(
+                p,
+                ErrorKind::BadGateway,
+                "The upstream could not be reached.",
+            );
         }
         Err(_) => {
             ticket.failed();
@@ -464,15 +466,16 @@ async fn call<S: Store>(
             );
         }
     };
-    let status = resp.status();
+    let (resp_parts, resp_body) = resp.into_parts();
+    let status = resp_parts.status;
     ticket.answered(status.as_u16());
     inner.learned.observe(
         &up.config.name,
         &caller.tenant,
-        p.observe(resp.headers(), now_micros(gw)),
+        p.observe(&resp_parts.headers, now_micros(gw)),
     );
-    let mut out_headers = HeaderMap::with_capacity(resp.headers().len() + 2);
-    for (k, v) in resp.headers() {
+    let mut out_headers = HeaderMap::with_capacity(resp_parts.headers.len() + 2);
+    for (k, v) in &resp_parts.headers {
         if relayed(k) {
             out_headers.append(k.clone(), v.clone());
         }
@@ -483,8 +486,8 @@ async fn call<S: Store>(
     if degraded {
         out_headers.insert("x-tollgate-degraded", HeaderValue::from_static("true"));
     }
-    let is_sse = resp
-        .headers()
+    let is_sse = resp_parts
+        .headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|c| c.starts_with("text/event-stream"));
@@ -493,7 +496,9 @@ async fn call<S: Store>(
         if status == StatusCode::TOO_MANY_REQUESTS {
             crate::metrics::upstream_429(&up.config.name);
         }
-        let body = resp.bytes().await.unwrap_or_default();
+        let body = read_all(resp_body, up.config.idle_timeout)
+            .await
+            .unwrap_or_default();
         ticket.failed();
         return respond(status, out_headers, Body::from(body));
     }
@@ -501,7 +506,9 @@ async fn call<S: Store>(
     if is_sse {
         let reader = p.stream_reader(endpoint, injected);
         let stream = RelayStream {
-            upstream: Box::pin(resp.bytes_stream()),
+            upstream: Box::pin(resp_body.into_data_stream()),
+            idle: up.config.idle_timeout,
+            timer: Box::pin(tokio::time::sleep(up.config.idle_timeout)),
             framer: Framer::new(),
             reader,
             ticket: Some(ticket),
@@ -512,7 +519,7 @@ async fn call<S: Store>(
         return respond(status, out_headers, Body::from_stream(stream));
     }
 
-    match resp.bytes().await {
+    match read_all(resp_body, up.config.idle_timeout).await {
         Ok(body) => {
             let usage = serde_json::from_slice::<Value>(&body)
                 .ok()
@@ -527,6 +534,37 @@ async fn call<S: Store>(
             error(p, ErrorKind::BadGateway, "The upstream's answer broke off.")
         }
     }
+}
+
+/// Reads a whole answer, each read within `idle`.
+async fn read_all(body: hyper::body::Incoming, idle: Duration) -> Result<Bytes, String> {
+    let mut stream = body.into_data_stream();
+    let mut out = bytes::BytesMut::new();
+    loop {
+        match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(Ok(b))) => out.extend_from_slice(&b),
+            Ok(Some(Err(e))) => return Err(e.to_string()),
+            Ok(None) => return Ok(out.freeze()),
+            Err(_) => return Err("the upstream went silent".into()),
+        }
+    }
+}
+
+/// The request to send upstream.
+fn upstream_request(
+    up: &Live,
+    p: &dyn Provider,
+    parts: &http::request::Parts,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<http::Request<Full<Bytes>>, String> {
+    let mut req = http::Request::new(Full::new(body));
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = upstream_url(up, p, parts)
+        .parse()
+        .map_err(|e| format!("The upstream URL is not valid: {e}"))?;
+    *req.headers_mut() = headers;
+    Ok(req)
 }
 
 async fn cancel<S: Store>(permits: Vec<tollgate::Permit<S>>) {
@@ -571,29 +609,25 @@ async fn unmetered<S: Store>(
     if let (true, Some(key)) = (managed, &up.config.key) {
         p.set_key(&mut headers, &key.0);
     }
-    let mut req = up
-        .client
-        .request(parts.method.clone(), upstream_url(up, p, parts))
-        .headers(headers);
-    if !bytes.is_empty() {
-        req = req.body(bytes);
-    }
-    match tokio::time::timeout(up.config.timeout, req.send()).await {
+    let req = match upstream_request(up, p, parts, headers, bytes) {
+        Ok(r) => r,
+        Err(m) => return error(p, ErrorKind::BadGateway, &m),
+    };
+    let _ = gw;
+    match tokio::time::timeout(up.config.timeout, up.client.request(req)).await {
         Ok(Ok(resp)) => {
-            let status = resp.status();
+            let (parts, body) = resp.into_parts();
             let mut out = HeaderMap::new();
-            for (k, v) in resp.headers() {
+            for (k, v) in &parts.headers {
                 if relayed(k) {
                     out.append(k.clone(), v.clone());
                 }
             }
-            let _ = gw;
-            match resp.bytes().await {
-                Ok(b) => respond(status, out, Body::from(b)),
+            match read_all(body, up.config.idle_timeout).await {
+                Ok(b) => respond(parts.status, out, Body::from(b)),
                 Err(_) => error(p, ErrorKind::BadGateway, "The upstream's answer broke off."),
             }
         }
-        Ok(Err(e)) if e.is_timeout() => error(p, ErrorKind::Timeout, "The upstream timed out."),
         Ok(Err(_)) => error(
             p,
             ErrorKind::BadGateway,
@@ -607,7 +641,7 @@ async fn unmetered<S: Store>(
     }
 }
 
-type Upstream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+type Upstream = Pin<Box<dyn Stream<Item = Result<Bytes, hyper::Error>> + Send>>;
 
 /// A streamed answer on its way to the client: each event is relayed as soon as it is
 /// whole, read on the way (usage, output text), and the ticket settled when the stream
@@ -615,6 +649,9 @@ type Upstream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 /// cancels, the upstream call).
 struct RelayStream<S: Store> {
     upstream: Upstream,
+    /// How long the upstream may stay silent, and the timer of the current silence.
+    idle: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
     framer: Framer,
     reader: Box<dyn StreamReader>,
     ticket: Option<Ticket<S>>,
@@ -654,8 +691,22 @@ impl<S: Store> Stream for RelayStream<S> {
             if this.done {
                 return Poll::Ready(None);
             }
-            match this.upstream.as_mut().poll_next(cx) {
+            let polled = match this.upstream.as_mut().poll_next(cx) {
+                Poll::Pending => match this.timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the upstream went silent",
+                    )))),
+                    Poll::Pending => Poll::Pending,
+                },
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(std::io::Error::other(e)))),
+                Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(b))),
+                Poll::Ready(None) => Poll::Ready(None),
+            };
+            match polled {
                 Poll::Ready(Some(Ok(bytes))) => {
+                    let deadline = tokio::time::Instant::now() + this.idle;
+                    this.timer.as_mut().reset(deadline);
                     this.framer.push(&bytes);
                     this.take_events();
                 }
@@ -668,7 +719,7 @@ impl<S: Store> Stream for RelayStream<S> {
                             this.reader.output_text(),
                         );
                     }
-                    return Poll::Ready(Some(Err(std::io::Error::other(e))));
+                    return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Ready(None) => {
                     this.done = true;

@@ -75,6 +75,15 @@ pub struct ServeArgs {
     /// Log level or filter (`info`, `tollgate_server=debug`); RUST_LOG wins when set.
     #[arg(long, env = "TOLLGATE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Relay a model provider's API (the gateway): `openai=URL` or `anthropic=URL`, with the
+    /// provider's base URL as its SDK takes it (repeatable; `NAME:KIND=URL` names it).
+    #[arg(
+        long = "upstream",
+        env = "TOLLGATE_UPSTREAM",
+        value_delimiter = ',',
+        value_name = "KIND=URL"
+    )]
+    pub upstreams: Vec<String>,
     /// Threads that answer requests [default: one per CPU core].
     #[arg(long, env = "TOLLGATE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
@@ -324,7 +333,12 @@ fn overrides(a: &ServeArgs) -> Result<Overrides, String> {
     } else {
         None
     };
+    let mut scratch = tollgate_gateway::config::GatewayConfig::default();
+    for u in &a.upstreams {
+        scratch.add_upstream_arg(u)?;
+    }
     Ok(Overrides {
+        upstreams: a.upstreams.clone(),
         http: a.http,
         grpc,
         store,

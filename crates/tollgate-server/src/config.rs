@@ -345,6 +345,8 @@ pub struct Config {
     pub forward_auth: ForwardAuthConfig,
     /// `[grpc]`.
     pub grpc: GrpcConfig,
+    /// `[[upstreams]]` and `[gateway]`: the LLM gateway (off without upstreams).
+    pub gateway: tollgate_gateway::config::GatewayConfig,
 }
 
 impl Default for Config {
@@ -360,6 +362,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             forward_auth: ForwardAuthConfig::default(),
             grpc: GrpcConfig::default(),
+            gateway: Default::default(),
         }
     }
 }
@@ -719,11 +722,16 @@ impl Config {
             }
         };
 
+        // The gateway reads its own tables.
+        root.remove("upstreams");
+        root.remove("gateway");
+        let gateway = tollgate_gateway::config::GatewayConfig::from_toml(text, file)?;
         let de = toml::de::Deserializer::from(Spanned::new(doc_span, root));
         let raw = RawConfig::deserialize(de).map_err(|e| toml_err(e, "toml"))?;
         let mut config = Config {
             policy,
             shadow_rules,
+            gateway,
             ..Config::default()
         };
         config.apply(raw, &source)?;

@@ -32,6 +32,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The gateway could not be set up (an upstream's CA file or TLS).
+    #[error("gateway: {0}")]
+    Gateway(#[from] tollgate_gateway::ClientError),
     /// The store could not be reached.
     #[error("store {target}: {source}")]
     Store {
@@ -182,6 +185,8 @@ pub struct Overrides {
     pub store: Option<StoreConfig>,
     /// `--shadow`.
     pub shadow: bool,
+    /// `--upstream KIND=URL` (validated by the command line), added to the file's upstreams.
+    pub upstreams: Vec<String>,
 }
 
 impl Overrides {
@@ -213,6 +218,11 @@ impl Overrides {
         }
         if self.shadow {
             config.server.shadow = true;
+        }
+        for u in &self.upstreams {
+            if let Err(e) = config.gateway.add_upstream_arg(u) {
+                tracing::error!("{e}");
+            }
         }
     }
 }
@@ -314,7 +324,8 @@ pub async fn start_with<S: ServedStore>(
     if !config.auth.enabled() {
         tracing::warn!("no tokens configured: the API is open to every caller (reset included)");
     }
-    let app = Arc::new(App::new(config, store, clock, kind));
+    let gateway = config.gateway.clone();
+    let app = Arc::new(App::new(config, store, Arc::clone(&clock), kind));
     let (tx, rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
@@ -326,6 +337,16 @@ pub async fn start_with<S: ServedStore>(
             source,
         })?;
     let router = crate::http::router(Arc::clone(&app), server.max_body_bytes);
+    // The gateway's provider paths and /v1/estimate, with their own body limit.
+    let router = router.merge(
+        tollgate_gateway::Gateway::new(
+            gateway,
+            app.limiter().clone(),
+            app.limiter().store().clone(),
+            clock,
+        )?
+        .router(),
+    );
     let stop = stopped(rx.clone());
     tasks.push(tokio::spawn(crate::http::serve(
         http_listener,
