@@ -105,6 +105,8 @@ pub struct Seen {
     pub cancelled: bool,
     /// The fake broke the stream on purpose (`x-fake-fail-after`).
     pub failed_on_purpose: bool,
+    /// When the request was read.
+    pub arrived: Option<std::time::Instant>,
 }
 
 #[derive(Default)]
@@ -323,6 +325,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S, share
             path: req.path.clone(),
             headers: req.headers.clone(),
             body: serde_json::from_slice(&req.body).unwrap_or(Value::Null),
+            arrived: Some(std::time::Instant::now()),
             ..Seen::default()
         };
         let keep = answer(&req, &mut seen, &shared, &mut r, &mut w).await;
