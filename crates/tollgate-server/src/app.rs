@@ -431,6 +431,9 @@ impl<S: Store> App<S> {
         {
             tracing::warn!("listener addresses and body limits change only on restart");
         }
+        if config.gateway != old.config.gateway {
+            tracing::warn!("the gateway's upstreams and keys change only on restart");
+        }
         if config.store != old.config.store {
             tracing::warn!(
                 "the store changes only on restart; keeping {:?}",

@@ -95,6 +95,16 @@ pub struct ServeArgs {
         default_value = "info"
     )]
     pub log_level: String,
+    /// Relay a model provider's API (the gateway): `openai=URL` or `anthropic=URL`, with the
+    /// provider's base URL as its SDK takes it (repeatable; `NAME:KIND=URL` names it).
+    #[arg(
+        long = "upstream",
+        env = "TOLLGATE_UPSTREAM",
+        hide_env_values = true,
+        value_delimiter = ',',
+        value_name = "KIND=URL"
+    )]
+    pub upstreams: Vec<String>,
     /// Threads that answer requests [default: one per CPU core].
     #[arg(long, env = "TOLLGATE_WORKERS", hide_env_values = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
@@ -380,7 +390,12 @@ fn overrides(a: &ServeArgs, env: &EnvConfig) -> Result<Overrides, String> {
         }),
         None => None,
     };
+    let mut scratch = tollgate_gateway::config::GatewayConfig::default();
+    for u in &a.upstreams {
+        scratch.add_upstream_arg(u)?;
+    }
     Ok(Overrides {
+        upstreams: a.upstreams.clone(),
         http: a.http,
         grpc,
         store,

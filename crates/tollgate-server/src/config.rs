@@ -375,6 +375,8 @@ pub struct Config {
     /// Whether the file gave `[redis]` or `[memory]` (`false`: the memory store, which
     /// `REDIS_URL` may replace).
     pub store_given: bool,
+    /// `[[upstreams]]` and `[gateway]`: the LLM gateway (off without upstreams).
+    pub gateway: tollgate_gateway::config::GatewayConfig,
 }
 
 impl Default for Config {
@@ -394,6 +396,7 @@ impl Default for Config {
             grpc: GrpcConfig::default(),
             policy_given: false,
             store_given: false,
+            gateway: Default::default(),
         }
     }
 }
@@ -825,6 +828,10 @@ impl Config {
             }
         };
 
+        // The gateway reads its own tables.
+        root.remove("upstreams");
+        root.remove("gateway");
+        let gateway = tollgate_gateway::config::GatewayConfig::from_toml(text, file)?;
         let de = toml::de::Deserializer::from(Spanned::new(doc_span, root));
         let raw = RawConfig::deserialize(de).map_err(|e| toml_err(e, "toml"))?;
         let mut config = Config {
@@ -832,6 +839,7 @@ impl Config {
             blank,
             policy_given: rules_given,
             shadow_rules,
+            gateway,
             ..Config::default()
         };
         config.apply(raw, &source)?;

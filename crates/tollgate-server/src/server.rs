@@ -45,6 +45,9 @@ pub enum StartError {
         /// What is wrong.
         reason: String,
     },
+    /// The gateway could not be set up (an upstream's CA file or TLS).
+    #[error("gateway: {0}")]
+    Gateway(#[from] tollgate_gateway::ClientError),
     /// The store could not be reached.
     #[error("store {target}: {source}")]
     Store {
@@ -202,6 +205,8 @@ pub struct Overrides {
     /// The per-agent token bucket of `TOKEN_BUCKET_SIZE` / `TOKEN_REFILL_RATE`: the policy
     /// when the file gives no rules.
     pub env_policy: Option<tollgate::Policy>,
+    /// `--upstream KIND=URL` (validated by the command line), added to the file's upstreams.
+    pub upstreams: Vec<String>,
 }
 
 impl Overrides {
@@ -238,6 +243,11 @@ impl Overrides {
         }
         if self.shadow {
             config.server.shadow = true;
+        }
+        for u in &self.upstreams {
+            if let Err(e) = config.gateway.add_upstream_arg(u) {
+                tracing::error!("{e}");
+            }
         }
     }
 }
@@ -353,7 +363,8 @@ pub async fn start_with<S: ServedStore>(
     if !config.auth.enabled() {
         tracing::warn!("no tokens configured: the API is open to every caller (reset included)");
     }
-    let app = Arc::new(App::new(config, store, clock, kind));
+    let gateway = config.gateway.clone();
+    let app = Arc::new(App::new(config, store, Arc::clone(&clock), kind));
     let (tx, rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
@@ -367,6 +378,16 @@ pub async fn start_with<S: ServedStore>(
     let router = crate::http::router(Arc::clone(&app), server.max_body_bytes);
     // One connection cap for both listeners: they share the process's descriptors.
     let conns = Arc::new(Connections::new(&server));
+    // The gateway's provider paths and /v1/estimate, with their own body limit.
+    let router = router.merge(
+        tollgate_gateway::Gateway::new(
+            gateway,
+            app.limiter().clone(),
+            app.limiter().store().clone(),
+            clock,
+        )?
+        .router(),
+    );
     let stop = stopped(rx.clone());
     tasks.push(tokio::spawn(crate::http::serve(
         http_listener,

@@ -26,6 +26,9 @@
 //! once it is fully healthy; [`RedisCluster::wait_healthy`] waits for the same again after a
 //! failover or a [`reshard`](RedisCluster::reshard).
 //!
+//! [`FakeUpstream`] is a fake model provider (OpenAI's and Anthropic's APIs, streaming and
+//! not) on a loopback port, for the gateway's end-to-end tests.
+//!
 //! The binaries are `redis-server` and `redis-cli` from the `PATH`, or the paths in
 //! `TOLLGATE_REDIS_SERVER` and `TOLLGATE_REDIS_CLI`. Nothing here ever connects to a port it did
 //! not start a server on.
@@ -42,8 +45,10 @@ mod server;
 mod service;
 mod slot;
 pub mod strategies;
+pub mod upstream;
 
 pub use cluster::RedisCluster;
 pub use server::{free_port, RedisServer};
 pub use service::{tollgate_binary, CpuHogs, Service};
 pub use slot::key_slot;
+pub use upstream::FakeUpstream;
