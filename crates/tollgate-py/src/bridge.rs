@@ -10,9 +10,9 @@
 //!   The loop then drains the queue on its own thread, with the GIL, and completes the
 //!   futures: the runtime's threads never wait for the GIL, and many answers that finish
 //!   together cost the loop one wake-up.
-//! - Cancelling the asyncio future (a cancelled task, a timeout) aborts the Rust task, which
-//!   drops the future where it waits: a waiter leaves its queue, a rate limiter's reserved slot
-//!   is given back. An output that arrives for a cancelled future is dropped unconverted, and
+//! - Cancelling the asyncio future (a cancelled task, a timeout) drops the Rust future at once,
+//!   before the cancelled task resumes: a waiter leaves its queue, a rate limiter's reserved
+//!   slot is given back. An output that arrives for a cancelled future is dropped unconverted, and
 //!   what it holds cleans up in `Drop` (a permit nobody received is refunded).
 
 use std::any::Any;
@@ -213,11 +213,14 @@ fn complete(py: Python<'_>, w: Waiting, out: Box<dyn Any + Send>) -> PyResult<()
     Ok(())
 }
 
-/// Called when a bridged future is done: if it was cancelled, aborts its task and forgets it.
+/// Called when a bridged future is done: if it was cancelled, drops the Rust future at once
+/// (so that what it held is given back before the cancelled task runs again), ends its task
+/// and forgets it.
 #[pyclass(frozen, module = "tollgate._tollgate")]
 struct CancelHook {
     bridge: Py<LoopBridge>,
     id: u64,
+    slot: Arc<dyn Cancel>,
     abort: tokio::task::AbortHandle,
 }
 
@@ -228,11 +231,48 @@ impl CancelHook {
             .call_method0(pyo3::intern!(py, "cancelled"))?
             .is_truthy()?
         {
+            self.slot.cancel();
             self.abort.abort();
             let forgotten = self.bridge.get().waiting.lock().remove(&self.id);
             drop(forgotten);
         }
         Ok(())
+    }
+}
+
+/// A future that its task polls from a shared slot, so that a cancellation can drop it at
+/// once from the event loop's thread (aborting a task drops its future later, on the
+/// runtime's schedule).
+struct Slot<T> {
+    fut: Mutex<Option<BoxFuture<T>>>,
+}
+
+/// Drops a slot's future, whatever its output type.
+trait Cancel: Send + Sync {
+    fn cancel(&self);
+}
+
+impl<T: Send + 'static> Cancel for Slot<T> {
+    fn cancel(&self) {
+        let fut = self.fut.lock().take();
+        drop(fut);
+    }
+}
+
+impl<T> Slot<T> {
+    /// Polls the future in the slot: its output, or `None` once it has been dropped.
+    fn poll(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
+        let mut slot = self.fut.lock();
+        let Some(fut) = slot.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        match fut.as_mut().poll(cx) {
+            std::task::Poll::Ready(out) => {
+                *slot = None;
+                std::task::Poll::Ready(Some(out))
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
     }
 }
 
@@ -332,13 +372,19 @@ where
         },
     );
     let shared = Arc::clone(&b.shared);
+    let slot = Arc::new(Slot {
+        fut: Mutex::new(Some(pending)),
+    });
+    let polled = Arc::clone(&slot);
     let task = runtime().spawn(async move {
-        let out = pending.await;
-        shared.finish(id, Box::new(out));
+        if let Some(out) = std::future::poll_fn(|cx| polled.poll(cx)).await {
+            shared.finish(id, Box::new(out));
+        }
     });
     let hook = CancelHook {
         bridge: bridge.clone().unbind(),
         id,
+        slot,
         abort: task.abort_handle(),
     };
     future.call_method1(pyo3::intern!(py, "add_done_callback"), (hook,))?;

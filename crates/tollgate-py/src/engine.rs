@@ -104,7 +104,8 @@ pub(crate) fn block_on<T: Send>(
     };
     let mut fut = std::pin::pin!(fut);
     loop {
-        let step = py.detach(|| rt.block_on(tokio::time::timeout(slice, fut.as_mut())));
+        let step =
+            py.detach(|| rt.block_on(async { tokio::time::timeout(slice, fut.as_mut()).await }));
         match step {
             Ok(v) => return Ok(v),
             Err(_elapsed) => py.check_signals()?,
