@@ -29,7 +29,9 @@ use crate::policy::{policy_arg, Policy};
 /// ``fallback=False``: each call to Redis has a ``deadline`` (seconds), a circuit breaker
 /// opens after repeated failures, and while Redis fails each rule follows its
 /// ``failure_mode`` (``open`` admits, ``closed`` refuses as unavailable, ``local`` enforces
-/// ``1/instances`` of each limit in memory); such decisions say ``degraded``.
+/// ``1/instances`` of each limit in memory); such decisions say ``degraded``. The
+/// constructor connects if Redis answers; if it does not, the limiter starts anyway and keeps
+/// trying in the background (with ``fallback=False`` it raises ``StoreError``).
 ///
 /// Every method takes the subject as keywords (``tenant``, ``agent``, ``user``,
 /// ``provider``, ``model``, ``tier``, and custom ``labels={...}``) and the cost (``tokens``,
@@ -111,28 +113,44 @@ fn build(py: Python<'_>, policy: tollgate::Policy, args: StoreArgs<'_>) -> PyRes
             expected_instances: args.instances.max(1),
             ..FallbackConfig::default()
         };
-        // Connects in the background: the limiter answers at once, by the rules' failure
-        // modes until Redis does.
-        let _guard = engine::runtime().enter();
-        let primary = RedisStore::connect_lazy(&nodes, args.cluster, config);
+        // Connects now if Redis answers (so that the first decisions are Redis's); if it
+        // does not, the store keeps trying in the background and the rules' failure modes
+        // decide until it answers.
+        let primary = match connect(py, &nodes, args.cluster, config.clone())? {
+            Ok(store) => store,
+            Err(_) => {
+                let _guard = engine::runtime().enter();
+                RedisStore::connect_lazy(&nodes, args.cluster, config)
+            }
+        };
         let store = FallbackStore::with_config(primary, fallback, clock);
         return Ok(Backend::Fallback(tollgate::Limiter::with_store(
             policy, store,
         )));
     }
-    let connected = engine::block_on(
+    let store =
+        connect(py, &nodes, args.cluster, config)?.map_err(|e| errors::store_error(py, &e))?;
+    Ok(Backend::Redis(tollgate::Limiter::with_store(policy, store)))
+}
+
+/// Connects to Redis (a server, or a cluster by its seeds), with the GIL released.
+fn connect(
+    py: Python<'_>,
+    nodes: &[String],
+    cluster: bool,
+    config: RedisConfig,
+) -> PyResult<Result<RedisStore, tollgate::StoreError>> {
+    engine::block_on(
         py,
         async move {
-            if args.cluster {
-                RedisStore::connect_cluster(&nodes, config).await
+            if cluster {
+                RedisStore::connect_cluster(nodes, config).await
             } else {
                 RedisStore::connect_with(&nodes[0], config).await
             }
         },
         None,
-    )?;
-    let store = connected.map_err(|e| errors::store_error(py, &e))?;
-    Ok(Backend::Redis(tollgate::Limiter::with_store(policy, store)))
+    )
 }
 
 /// The answer of a decision, as Python's `Decision`.
