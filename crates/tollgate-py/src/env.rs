@@ -80,7 +80,8 @@ fn bad(var: &str, value: &str, want: &str) -> PolicyError {
 }
 
 /// One bucket of `size` tokens per agent, refilled at `rate` tokens per second: `size`
-/// tokens per the time a full refill takes, with bursts of `size`.
+/// tokens per the time a full refill takes, with bursts of `size`. While a shared store
+/// fails, each instance enforces the bucket locally (the `local` failure mode).
 fn token_bucket(size: u64, rate: f64) -> Result<Policy, PolicyError> {
     let refill = Duration::try_from_secs_f64(size as f64 / rate).map_err(|_| {
         bad(
@@ -93,6 +94,7 @@ fn token_bucket(size: u64, rate: f64) -> Result<Policy, PolicyError> {
         .rule(
             Rule::builder("token-bucket")
                 .per("agent")
+                .failure_mode(tollgate::store::FailureMode::Local)
                 .limit(LimitSpec::new(LimitKind::Tokens, size, Window::Length(refill)).burst(size)),
         )
         .build()

@@ -33,6 +33,11 @@ use crate::policy::{policy_arg, Policy};
 /// constructor connects if Redis answers; if it does not, the limiter starts anyway and keeps
 /// trying in the background (with ``fallback=False`` it raises ``StoreError``).
 ///
+/// ``prefix`` is the first segment of every Redis key (default ``tollgate``);
+/// ``connect_timeout`` and ``timeout`` bound connecting and each Redis command, in seconds.
+/// ``clock`` (a ``ManualClock``) makes the memory store's time a test's; ``max_buckets`` caps
+/// the buckets it tracks.
+///
 /// Every method takes the subject as keywords (``tenant``, ``agent``, ``user``,
 /// ``provider``, ``model``, ``tier``, and custom ``labels={...}``) and the cost (``tokens``,
 /// ``requests`` (default 1), optionally ``input_tokens`` / ``output_tokens``).
@@ -55,6 +60,8 @@ struct StoreArgs<'a> {
     clock: Option<PyRef<'a, ManualClock>>,
     max_buckets: Option<usize>,
     prefix: Option<String>,
+    connect_timeout: f64,
+    timeout: f64,
 }
 
 fn redis_urls(redis: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<String>>> {
@@ -97,7 +104,11 @@ fn build(py: Python<'_>, policy: tollgate::Policy, args: StoreArgs<'_>) -> PyRes
             "redis: several URLs are the seeds of a Redis Cluster: pass cluster=True",
         ));
     }
-    let mut config = RedisConfig::default();
+    let mut config = RedisConfig {
+        connect_timeout: seconds("connect_timeout", args.connect_timeout)?,
+        response_timeout: seconds("timeout", args.timeout)?,
+        ..RedisConfig::default()
+    };
     if let Some(p) = args.prefix {
         config.prefix = p;
     }
@@ -202,7 +213,8 @@ impl Limiter {
     #[new]
     #[pyo3(signature = (
         policy = None, *, redis = None, cluster = false, fallback = true, deadline = 0.025,
-        instances = 1, clock = None, max_buckets = None, prefix = None
+        instances = 1, clock = None, max_buckets = None, prefix = None, connect_timeout = 1.0,
+        timeout = 1.0
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -216,6 +228,8 @@ impl Limiter {
         clock: Option<PyRef<'_, ManualClock>>,
         max_buckets: Option<usize>,
         prefix: Option<String>,
+        connect_timeout: f64,
+        timeout: f64,
     ) -> PyResult<Self> {
         let policy = policy_arg(py, policy)?;
         let args = StoreArgs {
@@ -227,6 +241,8 @@ impl Limiter {
             clock,
             max_buckets,
             prefix,
+            connect_timeout,
+            timeout,
         };
         Ok(Limiter {
             backend: build(py, policy, args)?,

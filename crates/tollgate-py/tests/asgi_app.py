@@ -61,7 +61,12 @@ def limiter_from_env() -> tollgate.Limiter:
     url = os.environ.get("TOLLGATE_TEST_REDIS")
     if url:
         return tollgate.Limiter(
-            POLICY, redis=url, prefix=os.environ.get("TOLLGATE_TEST_PREFIX"), deadline=2.0
+            POLICY,
+            redis=url,
+            prefix=os.environ.get("TOLLGATE_TEST_PREFIX"),
+            connect_timeout=30.0,
+            timeout=30.0,
+            deadline=30.0,
         )
     return tollgate.Limiter(POLICY)
 

@@ -118,6 +118,12 @@ def prefix(request: pytest.FixtureRequest) -> str:
     return f"t{os.getpid()}-{request.node.name}".replace("[", "-").replace("]", "")
 
 
+#: Options for limiters on the tests' Redis: on a busy host a command may take a while without
+#: Redis being in trouble, so connecting and each command get time, and the fallback store's
+#: deadline (the time after which it decides without Redis) is long.
+PATIENT = dict(connect_timeout=30.0, timeout=30.0, deadline=30.0)
+
+
 def write_policy(tmp_path: Path, toml: str, name: str = "policy.toml") -> Path:
     path = tmp_path / name
     path.write_text(toml)

@@ -11,7 +11,7 @@ import sys
 import threading
 
 import tollgate
-from conftest import RedisServer
+from conftest import PATIENT, RedisServer
 
 # 1,000 requests per 30 days: nothing refills while the test runs.
 LIMIT = """
@@ -68,8 +68,9 @@ import asyncio, json, sys, threading
 import tollgate
 
 url, prefix, policy = sys.argv[1], sys.argv[2], sys.argv[3]
+# Generous timeouts: four processes share a busy host's cores with Redis.
 limiter = tollgate.Limiter(tollgate.Policy.from_toml(policy), redis=url, prefix=prefix,
-                           fallback=False)
+                           fallback=False, connect_timeout=30, timeout=30)
 print("ready", flush=True)
 sys.stdin.readline()  # every process starts together
 
@@ -118,14 +119,18 @@ def test_four_processes_on_one_redis_admit_exactly_1000(
 
 
 def _forked_child(url: str, prefix: str, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    limiter = tollgate.Limiter(tollgate.Policy.from_toml(LIMIT), redis=url, prefix=prefix)
+    limiter = tollgate.Limiter(
+        tollgate.Policy.from_toml(LIMIT), redis=url, prefix=prefix, **PATIENT
+    )
     d = limiter.check(tenant="forked")
     out.put((d.allowed, d.degraded, os.getpid()))
 
 
 def test_a_forked_child_runs_its_own_engine(redis_server: RedisServer, prefix: str) -> None:
     """The parent's runtime threads do not survive fork: the child makes its own."""
-    parent = tollgate.Limiter(tollgate.Policy.from_toml(LIMIT), redis=redis_server.url, prefix=prefix)
+    parent = tollgate.Limiter(
+        tollgate.Policy.from_toml(LIMIT), redis=redis_server.url, prefix=prefix, **PATIENT
+    )
     assert parent.check(tenant="forked").allowed
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 import tollgate
-from conftest import RedisServer
+from conftest import PATIENT, RedisServer
 
 HOURLY = tollgate.Policy.from_toml(
     """
@@ -33,10 +33,7 @@ ACME = dict(tenant="acme")
 @pytest.fixture(params=["fallback", "direct"])
 def limiter(request: pytest.FixtureRequest, redis_server: RedisServer, prefix: str) -> tollgate.Limiter:
     fallback = request.param == "fallback"
-    # A generous deadline: on a busy host Redis may be slow without failing.
-    return tollgate.Limiter(
-        HOURLY, redis=redis_server.url, prefix=prefix, fallback=fallback, deadline=2.0
-    )
+    return tollgate.Limiter(HOURLY, redis=redis_server.url, prefix=prefix, fallback=fallback, **PATIENT)
 
 
 def test_check_peek_usage_reset_on_redis(limiter: tollgate.Limiter) -> None:
@@ -135,7 +132,7 @@ def test_redis_stopped_mid_run_answers_by_each_rules_failure_mode(
 ) -> None:
     # Two instances share the limits: while degraded, a "local" rule enforces half of each.
     limiter = tollgate.Limiter(
-        FAILURE_MODES, redis=own_redis.url, prefix=prefix, instances=2, deadline=2.0
+        FAILURE_MODES, redis=own_redis.url, prefix=prefix, instances=2, **PATIENT
     )
     for tier in ("open", "closed", "local"):
         d = limiter.check(tenant="acme", tier=tier)
@@ -169,7 +166,7 @@ def test_redis_stopped_mid_run_answers_by_each_rules_failure_mode(
 
 
 async def test_redis_stopped_mid_run_async_and_permits(own_redis: RedisServer, prefix: str) -> None:
-    limiter = tollgate.Limiter(FAILURE_MODES, redis=own_redis.url, prefix=prefix, deadline=2.0)
+    limiter = tollgate.Limiter(FAILURE_MODES, redis=own_redis.url, prefix=prefix, **PATIENT)
     assert (await limiter.acheck(tenant="acme", tier="open")).allowed
     own_redis.kill()
     d = await limiter.acheck(tenant="acme", tier="open")
@@ -185,7 +182,9 @@ async def test_redis_stopped_mid_run_async_and_permits(own_redis: RedisServer, p
 def test_without_the_fallback_redis_stopped_is_a_store_error(
     own_redis: RedisServer, prefix: str
 ) -> None:
-    limiter = tollgate.Limiter(FAILURE_MODES, redis=own_redis.url, prefix=prefix, fallback=False)
+    limiter = tollgate.Limiter(
+        FAILURE_MODES, redis=own_redis.url, prefix=prefix, fallback=False, **PATIENT
+    )
     assert limiter.check(tenant="acme", tier="open").allowed
     own_redis.kill()
     with pytest.raises(tollgate.StoreError) as e:

@@ -94,3 +94,9 @@ class StoreError(TollgateError):
     def __init__(self, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+
+
+# Shown as tollgate.RateLimited (and so on) in tracebacks: the package exports them there.
+for _cls in (TollgateError, RateLimited, PolicyError, StoreError):
+    _cls.__module__ = "tollgate"
+del _cls

@@ -221,6 +221,8 @@ class Limiter:
         clock: ManualClock | None = None,
         max_buckets: int | None = None,
         prefix: str | None = None,
+        connect_timeout: float = 1.0,
+        timeout: float = 1.0,
     ) -> None: ...
     @classmethod
     def from_env(cls, **kwargs: Any) -> Any: ...
