@@ -60,6 +60,7 @@ mod blocking;
 mod clock;
 mod cost;
 mod decision;
+pub mod env;
 mod error;
 pub mod headers;
 pub mod key;
