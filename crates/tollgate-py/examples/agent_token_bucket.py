@@ -4,7 +4,8 @@ locally while Redis is unreachable.
 The scenario: agents of a fleet spend tokens (compute, API, bandwidth) from a bucket of
 TOKEN_BUCKET_SIZE tokens each, refilled at TOKEN_REFILL_RATE tokens per second. With
 REDIS_URL set every node shares the buckets; when Redis fails, a circuit breaker stops asking
-it and each node enforces the bucket locally, saying so (`degraded`).
+it, and decisions go on without it, saying so (`degraded`): admitted (fail-open), or, with a
+rule's `failure_mode = "local"`, each node enforcing the bucket itself.
 
 Run it: python crates/tollgate-py/examples/agent_token_bucket.py   (REDIS_URL=... optional)
 """
@@ -53,12 +54,31 @@ async def main() -> None:
         assert await check_and_consume("agent-7", 10)
     await limiter.areset(agent="agent-7")
 
-    # Redis unreachable: decisions go on, locally, and say they are degraded.
-    down = tollgate.Limiter.from_env(redis=f"redis://127.0.0.1:{unused_port()}", clock=clock)
-    decisions = [await down.acheck(agent="agent-7", tokens=100) for _ in range(11)]
+    # Redis unreachable: decisions go on, and say they are degraded. The environment's
+    # bucket fails open (admits); a policy can keep enforcing each bucket locally instead,
+    # with `failure_mode = "local"`.
+    size, rate = os.environ["TOKEN_BUCKET_SIZE"], os.environ["TOKEN_REFILL_RATE"]
+    dead = f"redis://127.0.0.1:{unused_port()}"
+    fail_open = tollgate.Limiter.from_env(redis=dead, clock=clock)
+    decisions = [await fail_open.acheck(agent="agent-7", tokens=100) for _ in range(11)]
+    assert all(d.allowed and d.degraded for d in decisions)
+    local = tollgate.Limiter(
+        tollgate.Policy.from_toml(
+            f"""
+            [[rules]]
+            name = "agent-token-bucket"
+            match = {{ agent = "*" }}
+            failure_mode = "local"
+            limits = [{{ kind = "tokens", amount = {int(float(rate))}, per = "1s", burst = {size} }}]
+            """
+        ),
+        redis=dead,
+        clock=clock,
+    )
+    decisions = [await local.acheck(agent="agent-7", tokens=100) for _ in range(11)]
     assert all(d.degraded for d in decisions)
     assert [d.allowed for d in decisions] == [True] * 10 + [False]
-    print("redis down: degraded, local bucket enforced; breaker", down.breaker)
+    print("redis down: fail-open admits, local enforces the bucket; breaker", local.breaker)
     print("ok")
 
 

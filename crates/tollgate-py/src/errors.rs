@@ -68,17 +68,21 @@ pub(crate) fn policy_error(py: Python<'_>, e: &tollgate::PolicyError) -> PyErr {
 /// `tollgate.PolicyError` for a policy given in a form that is not a policy (a bad keyword,
 /// an unknown key of a model's limits): `field` names what was wrong.
 pub(crate) fn policy_input(py: Python<'_>, field: &str, message: &str) -> PyErr {
+    policy_input_message(py, field, &format!("{field}: {message}"))
+}
+
+/// `tollgate.PolicyError` for an environment variable that cannot be used; `field` names it.
+pub(crate) fn env_error(py: Python<'_>, e: &tollgate::env::EnvError) -> PyErr {
+    policy_input_message(py, e.var(), &e.to_string())
+}
+
+/// `tollgate.PolicyError` with `message` as it is, naming `field`.
+fn policy_input_message(py: Python<'_>, field: &str, message: &str) -> PyErr {
     let kwargs = PyDict::new(py);
     if let Err(e) = kwargs.set_item("field", field) {
         return e;
     }
-    raise(
-        py,
-        &POLICY_ERROR,
-        "PolicyError",
-        format!("{field}: {message}"),
-        Some(&kwargs),
-    )
+    raise(py, &POLICY_ERROR, "PolicyError", message, Some(&kwargs))
 }
 
 /// `tollgate.StoreError` for a store that could not answer.

@@ -10,8 +10,7 @@
 //! - `backend`: one type over the stores a Python user can choose;
 //! - `args`: the subject and cost from keyword arguments;
 //! - the Python classes: `limiter`, `decision`, `permit`, `policy`, `rps`, `clock`;
-//! - `errors`: the library's errors as the package's exceptions;
-//! - `env`: the configuration the environment gives (`Limiter.from_env`).
+//! - `errors`: the library's errors as the package's exceptions.
 
 use pyo3::prelude::*;
 
@@ -21,7 +20,6 @@ mod bridge;
 mod clock;
 mod decision;
 mod engine;
-mod env;
 mod errors;
 mod limiter;
 mod permit;

@@ -249,11 +249,13 @@ impl Limiter {
         })
     }
 
-    /// A limiter configured the way the seeds' users configure theirs: ``REDIS_URL`` moves
-    /// the buckets to Redis (behind the fallback store); ``TOKEN_BUCKET_SIZE`` and
-    /// ``TOKEN_REFILL_RATE`` (tokens per second) make the policy a token bucket per
-    /// ``agent``. With neither set, the built-in policy on the memory store. Keyword
-    /// arguments are passed on to the constructor (and win over the environment).
+    /// A limiter configured by the environment, as services that rate-limit through it
+    /// configure theirs: ``REDIS_URL`` moves the buckets to Redis (behind the fallback
+    /// store); ``TOKEN_BUCKET_SIZE`` (tokens) and ``TOKEN_REFILL_RATE`` (tokens per second),
+    /// set together, make the policy one token bucket per ``agent`` (the rule
+    /// ``agent-token-bucket``). With none set, the built-in policy on the memory store.
+    /// Keyword arguments are passed on to the constructor and win over the environment. A
+    /// variable that cannot be used raises ``PolicyError`` naming it (``field``).
     #[classmethod]
     #[pyo3(signature = (**kwargs))]
     fn from_env<'py>(
@@ -261,7 +263,7 @@ impl Limiter {
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = cls.py();
-        let env = crate::env::EnvConfig::read().map_err(|e| errors::policy_error(py, &e))?;
+        let env = tollgate::env::EnvConfig::read().map_err(|e| errors::env_error(py, &e))?;
         let merged = PyDict::new(py);
         if let Some(policy) = env.policy {
             merged.set_item("policy", Policy { inner: policy })?;

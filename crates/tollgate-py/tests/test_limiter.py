@@ -233,6 +233,7 @@ def test_from_env_reads_the_token_bucket_variables(monkeypatch: pytest.MonkeyPat
     clock = tollgate.ManualClock()
     limiter = tollgate.Limiter.from_env(clock=clock)
     assert isinstance(limiter, tollgate.Limiter) and limiter.store == "memory"
+    assert limiter.policy.rules == ["agent-token-bucket"]
     assert limiter.check(agent="a1", tokens=100).allowed
     d = limiter.check(agent="a1", tokens=10)
     assert not d.allowed and d.retry_after == pytest.approx(1.0, abs=1e-5)
@@ -251,9 +252,15 @@ def test_from_env_without_variables_is_the_built_in_policy(monkeypatch: pytest.M
 
 def test_from_env_names_a_bad_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOKEN_BUCKET_SIZE", "lots")
+    monkeypatch.setenv("TOKEN_REFILL_RATE", "10")
     with pytest.raises(tollgate.PolicyError) as e:
         tollgate.Limiter.from_env()
-    assert e.value.field == "TOKEN_BUCKET_SIZE"
+    assert e.value.field == "TOKEN_BUCKET_SIZE" and "lots" in str(e.value)
+    # The two bucket variables go together.
+    monkeypatch.delenv("TOKEN_BUCKET_SIZE")
+    with pytest.raises(tollgate.PolicyError) as e:
+        tollgate.Limiter.from_env()
+    assert e.value.field == "TOKEN_REFILL_RATE"
 
 
 def test_from_env_with_redis_url_uses_redis_behind_the_fallback(
