@@ -10,12 +10,14 @@
 //! - `backend`: one type over the stores a Python user can choose;
 //! - `args`: the subject and cost from keyword arguments;
 //! - the Python classes: `limiter`, `decision`, `permit`, `policy`, `rps`, `clock`;
-//! - `errors`: the library's errors as the package's exceptions.
+//! - `errors`: the library's errors as the package's exceptions;
+//! - `bench`: the Rust-side loop the benchmark compares `Limiter.check` with.
 
 use pyo3::prelude::*;
 
 mod args;
 mod backend;
+mod bench;
 mod bridge;
 mod clock;
 mod decision;
@@ -43,6 +45,7 @@ fn _tollgate(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<clock::ManualClock>()?;
     m.add_class::<bridge::Ready>()?;
     m.add_function(wrap_pyfunction!(engine::_after_fork_in_child, m)?)?;
+    m.add_function(wrap_pyfunction!(bench::_rust_check_loop, m)?)?;
     // A forked child must not use the parent's runtime, whose threads it does not have.
     let kwargs = pyo3::types::PyDict::new(py);
     kwargs.set_item("after_in_child", m.getattr("_after_fork_in_child")?)?;
