@@ -881,3 +881,127 @@ impl<P: Store> Store for FallbackStore<P> {
         self.guarded(self.primary.reset_rule(rule, rule_id)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(deadline_ms: u64, max_wait_ms: u64) -> FallbackStore<MemoryStore> {
+        let config = FallbackConfig {
+            deadline: Duration::from_millis(deadline_ms),
+            max_wait: Duration::from_millis(max_wait_ms),
+            consecutive_failures: 1,
+            ..FallbackConfig::default()
+        };
+        FallbackStore::with_config(MemoryStore::new(), config, SystemClock::new())
+    }
+
+    fn usual(ms: u64) -> WireHealth {
+        WireHealth {
+            usual: Duration::from_millis(ms),
+            ..WireHealth::default()
+        }
+    }
+
+    #[test]
+    fn the_threshold_is_the_usual_latency_between_the_deadline_and_250_ms() {
+        let s = store(25, 5000);
+        let t = |ms| s.threshold(&usual(ms));
+        assert_eq!(
+            t(0),
+            Duration::from_millis(25),
+            "no sample yet: the deadline"
+        );
+        assert_eq!(t(3), Duration::from_millis(25));
+        assert_eq!(
+            t(40),
+            Duration::from_millis(40),
+            "a busy host's usual latency"
+        );
+        assert_eq!(t(4000), SILENCE_CEILING, "however slow Redis usually is");
+        assert_eq!(
+            store(25, 100).threshold(&usual(4000)),
+            Duration::from_millis(100),
+            "never beyond max_wait"
+        );
+        assert_eq!(
+            store(400, 5000).threshold(&usual(0)),
+            Duration::from_millis(400),
+            "never below the deadline"
+        );
+    }
+
+    #[test]
+    fn only_a_connection_error_since_the_call_began_or_a_long_silence_is_blamed() {
+        let s = store(25, 5000);
+        let started = Instant::now();
+        let now = started + Duration::from_millis(30);
+        let earlier_error = WireHealth {
+            last_error: Some(started - Duration::from_millis(1)),
+            ..usual(1)
+        };
+        assert!(matches!(
+            s.blame(&earlier_error, started, now),
+            Blame::Nothing(_)
+        ));
+        let error = WireHealth {
+            last_error: Some(started + Duration::from_millis(2)),
+            ..usual(1)
+        };
+        assert_eq!(s.blame(&error, started, now), Blame::Errors);
+        let silent = WireHealth {
+            silence: Duration::from_millis(30),
+            in_flight: 4,
+            ..usual(1)
+        };
+        assert_eq!(
+            s.blame(&silent, started, now),
+            Blame::Silent(Duration::from_millis(30))
+        );
+        // A busy connection that keeps answering: look again when its silence could first
+        // pass the threshold.
+        let answering = WireHealth {
+            silence: Duration::from_millis(5),
+            in_flight: 128,
+            backlog: 900,
+            ..usual(1)
+        };
+        assert_eq!(
+            s.blame(&answering, started, now),
+            Blame::Nothing(now + Duration::from_millis(20))
+        );
+        // The same silence on a host where Redis usually takes 60 ms is not a failure.
+        let slow_host = WireHealth {
+            silence: Duration::from_millis(30),
+            ..usual(60)
+        };
+        assert!(matches!(
+            s.blame(&slow_host, started, now),
+            Blame::Nothing(_)
+        ));
+    }
+
+    #[test]
+    fn an_overloaded_call_never_opens_the_breaker() {
+        let s = store(25, 5000);
+        let now = Instant::now();
+        for _ in 0..10 {
+            let gate = s.breaker.gate(now);
+            s.breaker.record(&gate, Judged::Overloaded, now);
+        }
+        assert_eq!(s.breaker_state(), BreakerState::Closed);
+        let gate = s.breaker.gate(now);
+        s.breaker.record(&gate, Judged::Failed, now);
+        assert_eq!(
+            s.breaker_state(),
+            BreakerState::Open,
+            "one failure opens it here"
+        );
+    }
+
+    #[test]
+    fn a_primary_that_reports_nothing_is_judged_by_the_deadline() {
+        let s = store(25, 5000);
+        assert_eq!(s.silence_threshold(), Duration::from_millis(25));
+    }
+}
