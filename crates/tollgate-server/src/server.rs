@@ -297,7 +297,7 @@ async fn open_redis(
     options: RedisOptions,
 ) -> Result<Running, StartError> {
     let kind = if cluster { "redis-cluster" } else { "redis" };
-    let config = redis_config(&options);
+    let mut config = redis_config(&options);
     for node in &nodes {
         match crate::preflight::check(node, options.connect_timeout).await {
             crate::preflight::Preflight::Misconfigured(reason) => {
@@ -313,14 +313,17 @@ async fn open_redis(
         }
     }
     if options.fallback {
-        // Connects in the background: the service starts while Redis is down, and the
-        // rules' failure modes decide until it answers.
-        let primary = RedisStore::connect_lazy(&nodes, cluster, config);
         let fallback = FallbackConfig {
             deadline: options.deadline,
             expected_instances: options.instances,
             ..FallbackConfig::default()
         };
+        // The fallback finds a Redis that stops answering by its silence; a slow answer from a
+        // Redis that keeps answering (a busy host) is waited for, up to the fallback's bound.
+        config.response_timeout = config.response_timeout.max(fallback.max_wait);
+        // Connects in the background: the service starts while Redis is down, and the
+        // rules' failure modes decide until it answers.
+        let primary = RedisStore::connect_lazy(&nodes, cluster, config);
         let store = FallbackStore::with_config(primary, fallback, Arc::clone(&clock));
         return start_with(opts, store, clock, kind).await;
     }

@@ -194,7 +194,12 @@ impl ServedStore for FallbackStore<RedisStore> {
     /// Always able to decide: while Redis is down the rules' failure modes do. The probe goes
     /// to Redis directly (within its response timeout), so that it does not move the breaker.
     async fn health(&self) -> Health {
-        let deadline = self.primary().config().response_timeout;
+        // At most 1 s, however long the fallback lets a slow call wait.
+        let deadline = self
+            .primary()
+            .config()
+            .response_timeout
+            .min(std::time::Duration::from_secs(1));
         let primary = match tokio::time::timeout(deadline, probe(self.primary())).await {
             Ok(r) => r,
             Err(_) => Err(StoreError::Timeout(deadline)),

@@ -10,28 +10,31 @@
 //! So the breaker judges Redis by what belongs to Redis, as the store reports it
 //! ([`Store::wire_health`]):
 //!
-//! - A connection error (refused, reset, closed) fails the call at once, and counts.
+//! - A connection error (refused, reset, closed) fails the call at once, and counts; so does
+//!   one seen while a slow call waits (a cluster node that cannot be reached).
 //! - Silence: a connection that has had requests written and no reply read for longer than
 //!   the threshold. The threshold is Redis's usual latency on this host, the smoothed wire time
 //!   (request handed to the connection to reply read) plus four times its mean deviation, as
 //!   TCP sets its retransmission timeout; never less than [`FallbackConfig::deadline`]
-//!   (25 ms) and never more than a quarter of [`FallbackConfig::max_wait`] (250 ms). A silence
-//!   counts only if a second look, a millisecond later, finds the same connection still
-//!   without a reply: a process that the host did not run for a while finds every connection
-//!   silent when it wakes, until it reads the replies that arrived meanwhile.
+//!   (25 ms) and never more than 250 ms. Silence is counted only while this process runs its
+//!   tasks (see [`WireHealth::silence`]): a process that the host did not run for a while
+//!   finds every connection silent when it wakes, until it reads the replies that arrived
+//!   meanwhile, and that is not Redis's silence.
 //! - Calls queued on this host and not yet written (the Redis store's backlog, the
 //!   `tollgate_redis_backlog` gauge) and time spent waiting for a CPU are load, never a
 //!   failure of Redis.
 //!
 //! A call is therefore answered by the failure modes only while Redis is at fault, or once it
-//! has waited [`FallbackConfig::max_wait`] (1 s), the bound on every decision: a caller on a
-//! busy host may wait longer than the deadline for an exact answer. Such a call, unanswered
-//! after `max_wait` while Redis answers others, is answered by the failure modes and counted
-//! as `overloaded` ([`FallbackStats::overloaded`], `tollgate_store_overloaded_total`), not as a
-//! failure. So a killed Redis is noticed at its first refused call, a paused or unreachable one
-//! after the threshold (the deadline, on a host where Redis answers in well under it), and no
-//! decision waits longer than `max_wait`. A primary that reports nothing of its connections
-//! is judged by the deadline alone: a call that misses it fails.
+//! has waited [`FallbackConfig::max_wait`] (5 s), the bound on every decision. The deadline is
+//! no longer how long a call may take: a caller on a busy host waits for the exact answer
+//! as long as Redis keeps answering. A call still unanswered after `max_wait` while Redis
+//! answers others is answered by the failure modes and counted as `overloaded`
+//! ([`FallbackStats::overloaded`], `tollgate_store_overloaded_total`), not as a failure. So a
+//! killed Redis is noticed at its first refused call, a paused or unreachable one once its
+//! silence passes the threshold (the deadline, on a host where Redis answers in well under
+//! it: a decision waits the deadline and no longer), and no decision waits longer than
+//! `max_wait`. A primary that reports nothing of its connections is judged by the deadline
+//! alone: a call that misses it fails.
 //!
 //! # The breaker and the failure modes
 //!
@@ -89,6 +92,10 @@ pub const LOCAL: Route = Route(1);
 /// The least time between two looks at a slow call's primary.
 const LOOK_AGAIN: Duration = Duration::from_millis(1);
 
+/// The most silence a primary is allowed before it counts as failing, however slow it
+/// usually answers.
+const SILENCE_CEILING: Duration = Duration::from_millis(250);
+
 /// What the primary's connections say about a slow call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Blame {
@@ -109,10 +116,12 @@ pub struct FallbackConfig {
     /// that reports nothing of its connections ([`Store::wire_health`] is `None`), the longest
     /// a call may take.
     pub deadline: Duration,
-    /// The longest any decision waits on the primary, whatever the reason (default 1 s). A
+    /// The longest any decision waits on the primary, whatever the reason (default 5 s). A
     /// call still unanswered then, although the primary is not failing (this host is too busy
     /// to get the answer through), is answered by the failure modes and counted as
-    /// `overloaded`, not as a failure of the primary. Never less than `deadline`.
+    /// `overloaded`, not as a failure of the primary. Never less than `deadline`. A primary
+    /// with its own, shorter, response timeout ends such calls sooner (the Redis store's
+    /// `RedisConfig::response_timeout`): give it at least this.
     pub max_wait: Duration,
     /// Consecutive failures that open the breaker (default 5).
     pub consecutive_failures: u32,
@@ -138,7 +147,7 @@ impl Default for FallbackConfig {
     fn default() -> Self {
         FallbackConfig {
             deadline: Duration::from_millis(25),
-            max_wait: Duration::from_secs(1),
+            max_wait: Duration::from_secs(5),
             consecutive_failures: 5,
             failure_rate: 0.5,
             rate_window: 100,
@@ -505,7 +514,7 @@ impl<P: Store> FallbackStore<P> {
     }
 
     /// The silence above which the primary counts as failing now: its usual latency, at
-    /// least the deadline and at most a quarter of `max_wait` (see the [module docs](self));
+    /// least the deadline and at most 250 ms (see the [module docs](self));
     /// the deadline for a primary that reports nothing of its connections.
     pub fn silence_threshold(&self) -> Duration {
         self.primary
@@ -585,11 +594,11 @@ impl<P: Store> FallbackStore<P> {
     }
 
     /// The silence above which the primary is at fault: its usual latency, at least the
-    /// deadline and at most a quarter of `max_wait` (so that a silent primary is found well
-    /// within `max_wait`, however slow it usually is).
+    /// deadline and at most [`SILENCE_CEILING`] (so that a silent primary is found soon,
+    /// however slow it usually is), and never more than `max_wait`.
     fn threshold(&self, health: &WireHealth) -> Duration {
         let floor = self.config.deadline;
-        let ceiling = (self.max_wait() / 4).max(floor);
+        let ceiling = SILENCE_CEILING.min(self.max_wait()).max(floor);
         health.usual.clamp(floor, ceiling)
     }
 
@@ -870,5 +879,129 @@ impl<P: Store> Store for FallbackStore<P> {
         self.cache.map.lock().clear();
         self.local.reset_rule(rule, rule_id).await?;
         self.guarded(self.primary.reset_rule(rule, rule_id)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(deadline_ms: u64, max_wait_ms: u64) -> FallbackStore<MemoryStore> {
+        let config = FallbackConfig {
+            deadline: Duration::from_millis(deadline_ms),
+            max_wait: Duration::from_millis(max_wait_ms),
+            consecutive_failures: 1,
+            ..FallbackConfig::default()
+        };
+        FallbackStore::with_config(MemoryStore::new(), config, SystemClock::new())
+    }
+
+    fn usual(ms: u64) -> WireHealth {
+        WireHealth {
+            usual: Duration::from_millis(ms),
+            ..WireHealth::default()
+        }
+    }
+
+    #[test]
+    fn the_threshold_is_the_usual_latency_between_the_deadline_and_250_ms() {
+        let s = store(25, 5000);
+        let t = |ms| s.threshold(&usual(ms));
+        assert_eq!(
+            t(0),
+            Duration::from_millis(25),
+            "no sample yet: the deadline"
+        );
+        assert_eq!(t(3), Duration::from_millis(25));
+        assert_eq!(
+            t(40),
+            Duration::from_millis(40),
+            "a busy host's usual latency"
+        );
+        assert_eq!(t(4000), SILENCE_CEILING, "however slow Redis usually is");
+        assert_eq!(
+            store(25, 100).threshold(&usual(4000)),
+            Duration::from_millis(100),
+            "never beyond max_wait"
+        );
+        assert_eq!(
+            store(400, 5000).threshold(&usual(0)),
+            Duration::from_millis(400),
+            "never below the deadline"
+        );
+    }
+
+    #[test]
+    fn only_a_connection_error_since_the_call_began_or_a_long_silence_is_blamed() {
+        let s = store(25, 5000);
+        let started = Instant::now();
+        let now = started + Duration::from_millis(30);
+        let earlier_error = WireHealth {
+            last_error: Some(started - Duration::from_millis(1)),
+            ..usual(1)
+        };
+        assert!(matches!(
+            s.blame(&earlier_error, started, now),
+            Blame::Nothing(_)
+        ));
+        let error = WireHealth {
+            last_error: Some(started + Duration::from_millis(2)),
+            ..usual(1)
+        };
+        assert_eq!(s.blame(&error, started, now), Blame::Errors);
+        let silent = WireHealth {
+            silence: Duration::from_millis(30),
+            in_flight: 4,
+            ..usual(1)
+        };
+        assert_eq!(
+            s.blame(&silent, started, now),
+            Blame::Silent(Duration::from_millis(30))
+        );
+        // A busy connection that keeps answering: look again when its silence could first
+        // pass the threshold.
+        let answering = WireHealth {
+            silence: Duration::from_millis(5),
+            in_flight: 128,
+            backlog: 900,
+            ..usual(1)
+        };
+        assert_eq!(
+            s.blame(&answering, started, now),
+            Blame::Nothing(now + Duration::from_millis(20))
+        );
+        // The same silence on a host where Redis usually takes 60 ms is not a failure.
+        let slow_host = WireHealth {
+            silence: Duration::from_millis(30),
+            ..usual(60)
+        };
+        assert!(matches!(
+            s.blame(&slow_host, started, now),
+            Blame::Nothing(_)
+        ));
+    }
+
+    #[test]
+    fn an_overloaded_call_never_opens_the_breaker() {
+        let s = store(25, 5000);
+        let now = Instant::now();
+        for _ in 0..10 {
+            let gate = s.breaker.gate(now);
+            s.breaker.record(&gate, Judged::Overloaded, now);
+        }
+        assert_eq!(s.breaker_state(), BreakerState::Closed);
+        let gate = s.breaker.gate(now);
+        s.breaker.record(&gate, Judged::Failed, now);
+        assert_eq!(
+            s.breaker_state(),
+            BreakerState::Open,
+            "one failure opens it here"
+        );
+    }
+
+    #[test]
+    fn a_primary_that_reports_nothing_is_judged_by_the_deadline() {
+        let s = store(25, 5000);
+        assert_eq!(s.silence_threshold(), Duration::from_millis(25));
     }
 }
