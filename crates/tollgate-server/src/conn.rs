@@ -598,26 +598,27 @@ impl Connections {
         }
     }
 
-    /// Whether one more connection may be accepted now: under the cap, or at it once a quiet
-    /// connection has been asked to close.
-    fn make_room(&self) -> bool {
-        self.live.load(Ordering::Acquire) < self.cap || self.evict_one()
+    fn at_cap(&self) -> bool {
+        self.live.load(Ordering::Acquire) >= self.cap
     }
 
-    /// Asks the oldest quiet connection to close, preferring those that never completed a
-    /// request. False if every connection is answering a request.
-    fn evict_one(&self) -> bool {
+    /// The connection to close to make room: the oldest quiet one, preferring those that
+    /// never completed a request. None if every connection is answering a request.
+    fn victim(&self) -> Option<Arc<Conn>> {
         let open = self.open.lock();
         let candidates = || {
             open.values()
                 .filter(|c| c.counted.load(Ordering::Acquire) && c.evictable())
         };
-        let victim = candidates()
+        candidates()
             .find(|c| c.done.load(Ordering::Acquire) == 0)
             .or_else(|| candidates().next())
-            .cloned();
-        drop(open);
-        let Some(c) = victim else { return false };
+            .cloned()
+    }
+
+    /// Asks the [`victim`](Self::victim) to close. False if there is none.
+    fn evict_one(&self) -> bool {
+        let Some(c) = self.victim() else { return false };
         if c.uncount() {
             self.live.fetch_sub(1, Ordering::AcqRel);
         }
@@ -718,10 +719,12 @@ impl Acceptor {
         }
     }
 
-    /// The next connection (with `TCP_NODELAY`: small requests and answers).
+    /// The next connection (with `TCP_NODELAY`: small requests and answers). At the cap, a
+    /// quiet connection is asked to close for it; when every connection is answering, new
+    /// ones wait in the listen backlog.
     pub(crate) async fn accept(&mut self) -> (TcpStream, SocketAddr, Registration) {
         loop {
-            if !self.conns.make_room() {
+            if self.conns.at_cap() && self.conns.victim().is_none() {
                 // Every connection is answering: wait for one to end or go quiet.
                 let _ = tokio::time::timeout(ROOM_POLL, self.conns.ended.notified()).await;
                 continue;
@@ -731,6 +734,9 @@ impl Acceptor {
                     if !self.backoff.is_zero() {
                         tracing::info!(listener = self.protocol.label(), "accepting again");
                         self.backoff = Duration::ZERO;
+                    }
+                    if self.conns.at_cap() {
+                        self.conns.evict_one();
                     }
                     let _ = tcp.set_nodelay(true);
                     return (tcp, peer, self.conns.register(self.protocol));
@@ -889,17 +895,19 @@ mod tests {
         // `served` answered a request and is idle; `busy` is answering; `slow` never finished one.
         drop(served.conn().begin());
         let _in_flight = busy.conn().begin();
-        assert!(c.make_room(), "asks one to close");
+        assert!(c.at_cap());
+        assert!(c.evict_one(), "asks one to close");
         assert_eq!(slow.conn().ask.load(Ordering::Relaxed), ASK_EVICT);
         assert_eq!(c.live.load(Ordering::Relaxed), 2);
         let extra = c.register(Protocol::Http1);
         let _extra_request = extra.conn().begin();
         // Then the idle one; never the one answering.
-        assert!(c.make_room());
+        assert!(c.evict_one());
         assert_eq!(served.conn().ask.load(Ordering::Relaxed), ASK_EVICT);
         let _more = c.register(Protocol::Http1);
         let _answering = _more.conn().begin();
-        assert!(!c.make_room(), "every connection left is answering");
+        assert!(c.at_cap());
+        assert!(!c.evict_one(), "every connection left is answering");
         assert_eq!(busy.conn().ask.load(Ordering::Relaxed), ASK_NONE);
         drop((served, slow));
         assert_eq!(c.open.lock().len(), 3);

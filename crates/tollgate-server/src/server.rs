@@ -62,6 +62,7 @@ pub enum StartError {
 trait Control: Send + Sync {
     fn reload(&self) -> Result<u64, ConfigError>;
     fn sweep(&self) -> usize;
+    fn sweep_buckets(&self) -> usize;
     fn permits_held(&self) -> usize;
     fn reload_errors(&self) -> u64;
 }
@@ -72,7 +73,7 @@ struct Controlled<S: Store> {
     overrides: Overrides,
 }
 
-impl<S: Store> Control for Controlled<S> {
+impl<S: ServedStore> Control for Controlled<S> {
     fn reload(&self) -> Result<u64, ConfigError> {
         let Some(path) = &self.path else {
             return Err(ConfigError {
@@ -101,6 +102,9 @@ impl<S: Store> Control for Controlled<S> {
     }
     fn sweep(&self) -> usize {
         self.app.sweep()
+    }
+    fn sweep_buckets(&self) -> usize {
+        sweep_buckets(&self.app)
     }
     fn permits_held(&self) -> usize {
         self.app.permits_held()
@@ -144,6 +148,12 @@ impl Running {
     /// Releases permits whose time is up now (the service also does this every second).
     pub fn sweep_permits(&self) -> usize {
         self.control.sweep()
+    }
+
+    /// Drops the buckets that have refilled now (the service also does this every
+    /// [`BUCKET_SWEEP`]); how many.
+    pub fn sweep_buckets(&self) -> usize {
+        self.control.sweep_buckets()
     }
 
     /// Permits held.
@@ -438,6 +448,27 @@ pub async fn start_with<S: ServedStore>(
         });
     }
 
+    // Drop refilled buckets, off the runtime's threads (a walk over every bucket).
+    {
+        let app = Arc::clone(&app);
+        let stop = stopped(rx.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(BUCKET_SWEEP);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let app = Arc::clone(&app);
+                        let _ = tokio::task::spawn_blocking(move || sweep_buckets(&app)).await;
+                    }
+                    () = &mut stop => break,
+                }
+            }
+        });
+    }
+
     // Reload on SIGHUP, and on file changes when watching.
     if path.is_some() {
         crate::reload::spawn(
@@ -464,6 +495,19 @@ pub async fn start_with<S: ServedStore>(
         control,
         grace: server.shutdown_grace,
     })
+}
+
+/// How often the service drops the buckets that have refilled.
+pub const BUCKET_SWEEP: Duration = Duration::from_secs(10);
+
+/// Drops the store's refilled buckets, counting them as the memory store's own sweeps do.
+fn sweep_buckets<S: ServedStore>(app: &App<S>) -> usize {
+    let n = app.limiter().store().sweep_idle();
+    if n > 0 {
+        metrics::counter!("tollgate_memory_evicted_total")
+            .increment(u64::try_from(n).unwrap_or(u64::MAX));
+    }
+    n
 }
 
 /// The reload entry point handed to the watcher.

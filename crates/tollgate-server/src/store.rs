@@ -159,6 +159,13 @@ pub struct Health {
 pub trait ServedStore: Store {
     /// Probes the store (spending nothing) and reports whether it can decide.
     fn health(&self) -> impl Future<Output = Health> + Send;
+
+    /// Drops the buckets that have refilled (the service does this every few seconds, so
+    /// that memory and `tollgate_active_buckets` follow the traffic); how many. Stores whose
+    /// buckets expire by themselves (Redis) have nothing to do.
+    fn sweep_idle(&self) -> usize {
+        0
+    }
 }
 
 fn probed(result: Result<(), StoreError>) -> Health {
@@ -181,6 +188,10 @@ fn probed(result: Result<(), StoreError>) -> Health {
 impl ServedStore for MemoryStore {
     async fn health(&self) -> Health {
         probed(probe(self).await)
+    }
+
+    fn sweep_idle(&self) -> usize {
+        self.sweep()
     }
 }
 
@@ -217,5 +228,9 @@ impl ServedStore for FallbackStore<RedisStore> {
 impl<S: ServedStore> ServedStore for Shared<S> {
     fn health(&self) -> impl Future<Output = Health> + Send {
         self.0.health()
+    }
+
+    fn sweep_idle(&self) -> usize {
+        self.0.sweep_idle()
     }
 }

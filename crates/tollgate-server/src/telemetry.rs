@@ -92,7 +92,19 @@ fn describe() {
         "tollgate_config_reloads_total",
         "Configuration reloads, by result (ok or error)"
     );
-    describe_gauge!("tollgate_active_buckets", "Buckets holding state, by rule");
+    describe_gauge!(
+        "tollgate_active_buckets",
+        "Buckets the memory store holds, by rule (a refilled one until the next sweep)"
+    );
+    describe_gauge!("tollgate_connections", "Open connections, by listener");
+    describe_counter!(
+        "tollgate_connections_closed_total",
+        "Connections the service closed, by listener and reason (read_timeout, idle_timeout, write_timeout, evicted, shutdown)"
+    );
+    describe_counter!(
+        "tollgate_accept_errors_total",
+        "Failed accepts (such as running out of file descriptors), by listener"
+    );
     describe_gauge!("tollgate_permits_held", "Granted permits not yet settled");
     describe_counter!(
         "tollgate_auth_failures_total",

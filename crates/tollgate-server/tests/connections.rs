@@ -133,6 +133,30 @@ async fn length_with_chunked_encoding_is_refused_and_honest_framing_is_served() 
 }
 
 #[tokio::test]
+async fn bodies_larger_than_a_head_still_stream_in() {
+    // hyper's buffer is bounded by the largest head (64 KiB); a body may be larger.
+    let s = start(&format!("[server]\nmax_body_bytes = 1048576\n{POLICY}")).await;
+    let id = "x".repeat(300 * 1024);
+    let a = s
+        .post(
+            "/v1/check",
+            None,
+            json!({ "subject": { "tenant": "big" }, "request_id": id }),
+        )
+        .await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(
+        a.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("request_id"),
+        "{}",
+        a.body
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn a_query_value_that_is_not_utf8_is_refused_naming_the_field() {
     let s = start(POLICY).await;
     for q in ["tenant=%FF", "tenant=%FE", "tenant=a&tenant=b", "tenant=%F"] {

@@ -158,12 +158,44 @@ impl GcraCell {
     }
 }
 
+/// How many buckets each rule holds in one shard: `(rule id, buckets)`, kept as buckets come
+/// and go, so that counting a store's buckets by rule costs O(rules × shards), not a walk over
+/// every bucket (a `/metrics` scrape asks for it). A rule's entry stays at 0 once its buckets
+/// are gone, so that its gauge reads 0 rather than its last count.
+#[derive(Default)]
+struct RuleCounts(SmallVec<[(u32, u64); 4]>);
+
+impl RuleCounts {
+    #[inline]
+    fn add(&mut self, key: MemoryKey) {
+        let rule = key.rule_id();
+        match self.0.iter_mut().find(|(r, _)| *r == rule) {
+            Some((_, n)) => *n = n.saturating_add(1),
+            None => self.0.push((rule, 1)),
+        }
+    }
+
+    #[inline]
+    fn remove(&mut self, key: MemoryKey) {
+        self.remove_n(key.rule_id(), 1);
+    }
+
+    fn remove_n(&mut self, rule: u32, n: u64) {
+        if let Some((_, held)) = self.0.iter_mut().find(|(r, _)| *r == rule) {
+            *held = held.saturating_sub(n);
+        }
+    }
+}
+
 #[derive(Default)]
 struct Shard {
     gcra: KeyMap<GcraCell>,
     /// Other algorithms, with the instant they become full again.
     other: KeyMap<(BucketState, u64)>,
     sweep_at: usize,
+    /// Buckets held, by rule, kept by every insertion into and removal from the maps above
+    /// ([`Shard::insert_gcra`], [`Shard::remove_gcra`], [`Shard::update`], the sweeps).
+    held: RuleCounts,
 }
 
 const MIN_SWEEP: usize = 64;
@@ -195,15 +227,29 @@ impl Shard {
     /// [`Gcra::evaluate_spend`] leaves it) is forgotten.
     fn put_gcra(&mut self, key: MemoryKey, limit: &Limit, after: Gcra) {
         if after.tat == 0 {
-            self.gcra.remove(&key);
+            self.remove_gcra(key);
             return;
         }
         let cell = GcraCell::from_state(after, limit);
         match self.gcra.get_mut(&key) {
             Some(c) => *c = cell,
-            None => {
-                self.gcra.insert(key, cell);
-            }
+            None => self.insert_gcra(key, cell),
+        }
+    }
+
+    /// Inserts a GCRA bucket the shard does not hold.
+    #[inline]
+    fn insert_gcra(&mut self, key: MemoryKey, cell: GcraCell) {
+        if self.gcra.insert(key, cell).is_none() {
+            self.held.add(key);
+        }
+    }
+
+    /// Forgets a GCRA bucket.
+    #[inline]
+    fn remove_gcra(&mut self, key: MemoryKey) {
+        if self.gcra.remove(&key).is_some() {
+            self.held.remove(key);
         }
     }
 
@@ -232,33 +278,61 @@ impl Shard {
             }
             return;
         }
-        let mut state = self
-            .other
-            .remove(&key)
-            .map(|(s, _)| s)
-            .unwrap_or_else(|| BucketState::new(limit));
+        let held = self.other.remove(&key).map(|(s, _)| s);
+        let existed = held.is_some();
+        let mut state = held.unwrap_or_else(|| BucketState::new(limit));
         f(&mut state);
         let ttl = state.ttl_us(limit, now);
         if ttl > 0 {
             self.other
                 .insert(key, (state, now.as_micros().saturating_add(ttl)));
+            if !existed {
+                self.held.add(key);
+            }
+        } else if existed {
+            self.held.remove(key);
         }
     }
 
     /// Drops every bucket that is full at `now`. Returns how many were dropped.
     fn sweep(&mut self, now: Timestamp) -> usize {
         let before = self.len();
-        self.gcra.retain(|_, c| !c.is_full(now));
+        let held = &mut self.held;
+        self.gcra.retain(|k, c| {
+            let keep = !c.is_full(now);
+            if !keep {
+                held.remove(*k);
+            }
+            keep
+        });
         let t = now.as_micros();
-        self.other.retain(|_, (_, full_at)| *full_at > t);
+        self.other.retain(|k, (_, full_at)| {
+            let keep = *full_at > t;
+            if !keep {
+                held.remove(*k);
+            }
+            keep
+        });
         let after = self.len();
         self.sweep_at = after.saturating_mul(2).max(MIN_SWEEP);
         before.saturating_sub(after)
     }
 
     fn remove(&mut self, key: &MemoryKey) {
-        self.gcra.remove(key);
-        self.other.remove(key);
+        self.remove_gcra(*key);
+        if self.other.remove(key).is_some() {
+            self.held.remove(*key);
+        }
+    }
+
+    /// Forgets every bucket of a rule; how many there were.
+    fn remove_rule(&mut self, rule_id: u32) -> u64 {
+        let before = self.len();
+        self.gcra.retain(|k, _| k.rule_id() != rule_id);
+        self.other.retain(|k, _| k.rule_id() != rule_id);
+        let removed = u64::try_from(before.saturating_sub(self.len())).unwrap_or(u64::MAX);
+        self.held.remove_n(rule_id, removed);
+        removed
     }
 }
 
@@ -613,13 +687,11 @@ impl MemoryStore {
             let key = *ops.key(i);
             let shard = locked.shard_of(self, key);
             match *step {
-                Step::Spent { full: true, .. } => {
-                    shard.gcra.remove(&key);
-                }
+                Step::Spent { full: true, .. } => shard.remove_gcra(key),
                 Step::Spent { full: false, .. } => {}
                 Step::Create(cell) => {
                     if fits {
-                        shard.gcra.insert(key, cell);
+                        shard.insert_gcra(key, cell);
                     }
                 }
                 Step::SpendLater { exists } => {
@@ -670,13 +742,14 @@ impl MemoryStore {
         match entry {
             Entry::Occupied(e) if after.tat == 0 => {
                 e.remove();
+                shard.held.remove(key);
             }
             Entry::Occupied(mut e) => *e.get_mut() = GcraCell::from_state(after, limit),
             Entry::Vacant(_) if after.tat == 0 => {}
             Entry::Vacant(_) => {
                 // A new bucket: the cap applies (and the map is probed again to insert).
                 if self.room_in(&mut shard, 1, now) {
-                    shard.gcra.insert(key, GcraCell::from_state(after, limit));
+                    shard.insert_gcra(key, GcraCell::from_state(after, limit));
                 } else {
                     self.count_full();
                     outcome.store_full = true;
@@ -1022,43 +1095,29 @@ impl Store for MemoryStore {
     }
 
     async fn reset_rule(&self, _rule: &'static str, rule_id: u32) -> Result<u64, StoreError> {
-        let mut removed = 0u64;
-        for s in self.shards.iter() {
-            let mut shard = s.0.lock();
-            let before = shard.len();
-            shard.gcra.retain(|k, _| k.rule_id() != rule_id);
-            shard.other.retain(|k, _| k.rule_id() != rule_id);
-            removed = removed.saturating_add(
-                u64::try_from(before.saturating_sub(shard.len())).unwrap_or(u64::MAX),
-            );
-        }
+        let removed = self
+            .shards
+            .iter()
+            .map(|s| s.0.lock().remove_rule(rule_id))
+            .fold(0, u64::saturating_add);
         Ok(removed)
     }
 
+    /// The buckets held per rule, from counts kept as buckets come and go: O(rules) per
+    /// shard, however many buckets there are. A bucket that has refilled counts until a
+    /// sweep drops it ([`MemoryStore::sweep`]); a rule whose buckets are all gone reads 0.
     fn active_buckets(&self) -> Option<Vec<(u32, u64)>> {
-        let now = self.now();
-        let mut counts: HashMap<u32, u64> = HashMap::new();
+        let mut counts: SmallVec<[(u32, u64); 8]> = SmallVec::new();
         for s in self.shards.iter() {
             let shard = s.0.lock();
-            let t = now.as_micros();
-            let live = shard
-                .gcra
-                .iter()
-                .filter(|(_, c)| !c.is_full(now))
-                .map(|(k, _)| k.rule_id())
-                .chain(
-                    shard
-                        .other
-                        .iter()
-                        .filter(|(_, (_, full_at))| *full_at > t)
-                        .map(|(k, _)| k.rule_id()),
-                );
-            for id in live {
-                let c = counts.entry(id).or_default();
-                *c = c.saturating_add(1);
+            for &(rule, n) in &shard.held.0 {
+                match counts.iter_mut().find(|(r, _)| *r == rule) {
+                    Some((_, total)) => *total = total.saturating_add(n),
+                    None => counts.push((rule, n)),
+                }
             }
         }
-        let mut v: Vec<(u32, u64)> = counts.into_iter().collect();
+        let mut v = counts.into_vec();
         v.sort_unstable();
         Some(v)
     }
@@ -1082,6 +1141,79 @@ mod tests {
         assert!(MemoryStore::with_clock(shared).system_clock.is_some());
         let manual = tollgate_core::ManualClock::new(Timestamp::from_secs(1));
         assert!(MemoryStore::with_clock(manual).system_clock.is_none());
+    }
+
+    /// The buckets held per rule are counted as buckets come and go, whichever path makes or
+    /// drops them, and a rule whose buckets are all gone reads 0 (not its last count).
+    #[test]
+    fn buckets_are_counted_by_rule_as_they_come_and_go() {
+        use tollgate_core::{Algorithm, LimitKind, LimitSpec, ManualClock, Window};
+        let clock = ManualClock::new(Timestamp::from_secs(1_000));
+        let store = MemoryStore::builder()
+            .clock(clock.clone())
+            .shards(4)
+            .build();
+        let limit = |algorithm| {
+            LimitSpec::new(LimitKind::Requests, 10, Window::MINUTE)
+                .algorithm(algorithm)
+                .build()
+                .expect("a valid limit")
+        };
+        let key = |rule_id: u32, partition: u128, salt: u128| {
+            store.bucket_key(&BucketName {
+                rule: "r",
+                rule_id,
+                limit: "l",
+                partition: &[],
+                partition_hash: partition,
+                limit_salt: salt << 20,
+            })
+        };
+        let op = |key, algorithm, cost| Op {
+            key,
+            limit: limit(algorithm),
+            cost,
+            failure: super::super::FailureMode::Open,
+        };
+        let held = |store: &MemoryStore| store.active_buckets().unwrap_or_default();
+        // One GCRA limit (the one-limit path), 100 partitions of rule 1.
+        for p in 0..100 {
+            store.decide_now(&[op(key(1, p, 1), Algorithm::Gcra, 1)], Mode::Spend, 0);
+        }
+        // Two limits of rule 2 (GCRA and a fixed window), 10 partitions: the general path.
+        for p in 0..10 {
+            let ops = [
+                op(key(2, p, 1), Algorithm::Gcra, 1),
+                op(key(2, p, 2), Algorithm::FixedWindow, 1),
+            ];
+            store.decide_now(&ops, Mode::Spend, 0);
+        }
+        // A peek and a denied decision make nothing.
+        store.decide_now(&[op(key(3, 0, 1), Algorithm::Gcra, 1)], Mode::Peek, 0);
+        store.decide_now(&[op(key(3, 1, 1), Algorithm::Gcra, 11)], Mode::Spend, 0);
+        assert_eq!(held(&store), [(1, 100), (2, 20)]);
+        assert_eq!(store.len(), 120);
+
+        // Settling a refund that leaves a bucket full forgets it.
+        let refund = Settlement::Refund {
+            key: key(1, 0, 1),
+            limit: limit(Algorithm::Gcra),
+            spent_at: clock.now(),
+            cost: 1,
+        };
+        store.settle_sync(&[refund]);
+        assert_eq!(held(&store), [(1, 99), (2, 20)]);
+        // Resets, by key and by rule.
+        futures::executor::block_on(store.reset(&[key(1, 1, 1), key(2, 0, 2)])).unwrap();
+        assert_eq!(held(&store), [(1, 98), (2, 19)]);
+        let n = futures::executor::block_on(store.reset_rule("r", 2)).unwrap();
+        assert_eq!((n, held(&store)), (19, vec![(1, 98), (2, 0)]));
+
+        // Once every bucket has refilled, a sweep drops them, and the counts say so.
+        clock.advance(std::time::Duration::from_secs(3_600));
+        assert_eq!(store.sweep(), 98);
+        assert_eq!(held(&store), [(1, 0), (2, 0)]);
+        assert!(store.is_empty());
     }
 
     /// A caller's slice of verdicts shorter than its operations gets the first verdicts, and

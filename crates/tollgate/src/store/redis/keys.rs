@@ -3,7 +3,14 @@
 //! The partition (the values of the rule's `*` attributes) is the hash tag, so all buckets of
 //! one rule partition share a slot. Values are percent-escaped so that no value can forge
 //! another key (`:`, `{`, `}`, `,`, `%`, `#`, glob characters and anything outside printable
-//! ASCII), and values over 256 bytes are replaced by `#` and a SHA-256 prefix. A partition of
+//! ASCII), and values over 256 bytes are replaced by `#` and a SHA-256 prefix. A tag still
+//! longer than 256 bytes (several values, or escapes tripling a value's length) is replaced by
+//! `##` and a SHA-256 prefix of it, so that no key carries more than 256 bytes of partition.
+//!
+//! Why no value can forge another partition's tag: an escaped value holds no `#`, `,`, `{` or
+//! `}` of its own, so a tag kept as it is never starts with `##` (a hashed value is `#` and hex
+//! digits), and the tags are told apart by their text; the hashed forms of two different tags
+//! differ unless SHA-256 collides on 128 bits. A partition of
 //! one empty value is `%` (an empty tag, `{}`, is no hash tag to Redis).
 
 use sha2::{Digest, Sha256};
@@ -11,6 +18,8 @@ use std::fmt::Write;
 
 /// Values longer than this are hashed.
 pub const MAX_VALUE_BYTES: usize = 256;
+/// Hash tags (escaped partitions) longer than this are hashed.
+pub(super) const MAX_TAG_BYTES: usize = 256;
 
 /// Appends `value`, escaped, to `out`.
 pub(super) fn push_escaped(out: &mut String, value: &str) {
@@ -32,7 +41,8 @@ pub(super) fn push_escaped(out: &mut String, value: &str) {
 }
 
 /// The hash tag of a partition: its escaped values joined by `,` (`_` when the rule does not
-/// partition).
+/// partition), or `##` and a SHA-256 prefix of that when it is longer than
+/// [`MAX_TAG_BYTES`].
 pub(super) fn partition_tag(values: &[&str]) -> String {
     if values.is_empty() {
         return "_".to_owned();
@@ -50,6 +60,11 @@ pub(super) fn partition_tag(values: &[&str]) -> String {
         // from the one the store routes to. A lone `%` never comes out of escaping (which
         // writes `%XX`), so it names the empty value without meeting any other.
         tag.push('%');
+        return tag;
+    }
+    if tag.len() > MAX_TAG_BYTES {
+        let digest = Sha256::digest(tag.as_bytes());
+        return format!("##{}", hex::encode(&digest[..16]));
     }
     tag
 }
@@ -137,6 +152,45 @@ mod tests {
         assert_ne!(tag, partition_tag(&["_"]));
         assert_ne!(tag, partition_tag(&[]));
         assert_eq!(partition_tag(&["", ""]), ",");
+    }
+
+    #[test]
+    fn long_partitions_are_hashed_and_still_cannot_forge_keys() {
+        // Three values of 250 bytes each, all escapes: over 2 KB of tag if kept.
+        let v = "é".repeat(125);
+        let long = partition_tag(&[&v, &v, &v]);
+        assert!(long.starts_with("##") && long.len() == 34, "{long}");
+        let key = bucket_key("tollgate", &long, "per-user", "requests");
+        assert_eq!(key_slot(key.as_bytes()), slot_of(&long));
+        // At the limit a tag is kept; one byte over, it is hashed.
+        let at = "a".repeat(MAX_TAG_BYTES);
+        assert_eq!(partition_tag(&[&at]), at);
+        let over = "a".repeat(MAX_TAG_BYTES - 1);
+        let t = partition_tag(&[&over, "b"]);
+        assert!(t.starts_with("##"), "{t}");
+        // One short value too long once escaped is hashed as a tag too.
+        assert!(partition_tag(&["{".repeat(100).as_str()]).starts_with("##"));
+        // Distinct partitions keep distinct tags: the values, their split, their order.
+        let a = "x".repeat(200);
+        let b = "y".repeat(200);
+        let tags = [
+            partition_tag(&[&a, &b]),
+            partition_tag(&[&b, &a]),
+            partition_tag(&[&format!("{a},{b}")]),
+            partition_tag(&[&a[..199], &format!("x{b}")]),
+        ];
+        for (i, x) in tags.iter().enumerate() {
+            for y in &tags[i + 1..] {
+                assert_ne!(x, y);
+            }
+        }
+        // A value cannot spell a hashed tag: its `#` are escaped.
+        assert_ne!(partition_tag(&[&long]), long);
+        assert!(!partition_tag(&[&long]).starts_with('#'));
+        // A single value over 256 bytes keeps its own hash (the layout it always had).
+        let huge = "z".repeat(300);
+        let h = partition_tag(&[&huge]);
+        assert!(h.starts_with('#') && !h.starts_with("##") && h.len() == 33);
     }
 
     #[test]
