@@ -216,6 +216,8 @@ pub enum Api {
     ForwardAuth,
     /// Envoy's rate limit service.
     Grpc,
+    /// `/v1/acquire`.
+    Acquire,
 }
 
 impl Api {
@@ -226,17 +228,19 @@ impl Api {
             Api::Reserve => "reserve",
             Api::ForwardAuth => "forward_auth",
             Api::Grpc => "grpc",
+            Api::Acquire => "acquire",
         }
     }
 }
 
 impl Api {
-    const ALL: [Api; 5] = [
+    const ALL: [Api; 6] = [
         Api::Check,
         Api::Peek,
         Api::Reserve,
         Api::ForwardAuth,
         Api::Grpc,
+        Api::Acquire,
     ];
 
     fn index(self) -> usize {
@@ -250,7 +254,7 @@ type DecisionLabels = (usize, &'static str, &'static str, &'static str);
 /// The metric handles a decision records into, taken from the recorder once instead of
 /// looked up (the labels hashed and compared) on every call.
 struct Meters {
-    latency: [metrics::Histogram; 5],
+    latency: [metrics::Histogram; 6],
     decisions: parking_lot::RwLock<HashMap<DecisionLabels, metrics::Counter>>,
 }
 
@@ -357,6 +361,44 @@ pub struct Reserved {
     pub expires_in: Duration,
 }
 
+/// The answer to `/v1/acquire`.
+#[derive(Debug)]
+pub struct Acquired {
+    /// The decision: admitted, or the last denial when the wait ran out.
+    pub judged: Judged,
+    /// The permit id, when admitted and asked to hold it.
+    pub id: Option<String>,
+    /// When the held permit expires if not settled or renewed.
+    pub expires_in: Duration,
+    /// How long the request waited.
+    pub waited: Duration,
+}
+
+/// One waiting `/v1/acquire` request, counted while it lives (also when its future is
+/// dropped because the client went away).
+struct Waiting<'a>(&'a AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicU64, max: usize) -> Result<Self, ApiError> {
+        let before = count.fetch_add(1, Ordering::AcqRel);
+        if usize::try_from(before).unwrap_or(usize::MAX) >= max {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::unavailable(format!(
+                "too many requests are waiting ({max}); retry later or use /v1/check"
+            )));
+        }
+        metrics::gauge!("tollgate_acquire_waiting").increment(1.0);
+        Ok(Waiting(count))
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!("tollgate_acquire_waiting").decrement(1.0);
+    }
+}
+
 /// The service's state, generic over the store.
 pub struct App<S: Store> {
     limiter: Limiter<Shared<S>>,
@@ -366,6 +408,8 @@ pub struct App<S: Store> {
     clock: Arc<dyn Clock>,
     store_kind: &'static str,
     reload_errors: AtomicU64,
+    /// `/v1/acquire` requests waiting now.
+    waiting: AtomicU64,
 }
 
 impl<S: Store> std::fmt::Debug for App<S> {
@@ -396,6 +440,7 @@ impl<S: Store> App<S> {
             clock,
             store_kind,
             reload_errors: AtomicU64::new(0),
+            waiting: AtomicU64::new(0),
         }
     }
 
@@ -659,6 +704,90 @@ impl<S: Store> App<S> {
             ),
         };
         Ok((permit, judged))
+    }
+
+    /// Waits until the call is admitted or `max_wait` (cut to `server.max_acquire_wait`) has
+    /// passed. Admitted, the cost is spent; with `hold`, the permit is kept under an id (as
+    /// `/v1/reserve` does: commit, cancel or renew it), otherwise it is released at once (as
+    /// `/v1/check` spends, holding no concurrency slot). Dropping the returned future (the
+    /// client went away) leaves the queue and spends nothing.
+    ///
+    /// Rules in shadow mode take no part: the wait is for the enforced rules.
+    ///
+    /// # Errors
+    /// A store failure (503), too many waiters (503), or too many permits held (503).
+    pub async fn acquire(
+        &self,
+        subject: &Subject<'_>,
+        cost: Cost,
+        max_wait: Duration,
+        owner: Principal,
+        hold: bool,
+    ) -> Result<Acquired, ApiError> {
+        let started = Instant::now();
+        let rt = self.runtime.load_full();
+        let max_wait = max_wait.min(rt.config.server.max_acquire_wait);
+        let max_waiters = rt.config.server.max_waiters;
+        if hold && self.permits.lock().len() >= rt.config.server.max_permits {
+            self.sweep();
+            if self.permits.lock().len() >= rt.config.server.max_permits {
+                return Err(ApiError::unavailable(
+                    "too many permits are held; settle or cancel some",
+                ));
+            }
+        }
+        let waiting = Waiting::enter(&self.waiting, max_waiters)?;
+        let limiter = if rt.config.server.shadow || !rt.config.shadow_rules.is_empty() {
+            &self.enforced
+        } else {
+            &self.limiter
+        };
+        let reservation = limiter
+            .acquire(subject, cost, max_wait)
+            .await
+            .map_err(ApiError::store)?;
+        drop(waiting);
+        let waited = started.elapsed();
+        let (decision, permit) = match reservation {
+            tollgate::Reservation::Granted(p) => (p.decision().clone(), Some(p)),
+            tollgate::Reservation::Denied(d) => (d, None),
+        };
+        let judged = Judged {
+            decision,
+            shadow: None,
+        };
+        record(Api::Acquire, &judged, started);
+        let (id, expires_in) = match (permit, hold) {
+            (Some(permit), true) => {
+                let ttl = rt.config.server.permit_ttl;
+                let id = format!("p_{:032x}", rand::random::<u128>());
+                let held = Held {
+                    permit: Arc::new(tokio::sync::Mutex::new(permit)),
+                    reserved: cost,
+                    owner,
+                    expires: self.now().saturating_add(ttl),
+                };
+                self.permits.lock().insert(id.clone(), Slot::Held(held));
+                self.update_gauge();
+                (Some(id), ttl)
+            }
+            // Released at once: the cost stays spent, the slot is free again.
+            (permit, _) => {
+                drop(permit);
+                (None, Duration::ZERO)
+            }
+        };
+        Ok(Acquired {
+            judged,
+            id,
+            expires_in,
+            waited,
+        })
+    }
+
+    /// `/v1/acquire` requests waiting now.
+    pub fn waiting(&self) -> u64 {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     fn owns(owner: &Principal, caller: &Principal) -> bool {

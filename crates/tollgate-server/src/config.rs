@@ -79,6 +79,11 @@ pub struct ServerConfig {
     /// Whether `/readyz` answers 200 while the rules' failure modes decide because Redis is
     /// down (default true: the service still decides; see the README). `false` answers 503.
     pub ready_when_degraded: bool,
+    /// The longest `/v1/acquire` holds a request open (default 30 s); a longer `max_wait_ms`
+    /// is cut to it.
+    pub max_acquire_wait: Duration,
+    /// The most `/v1/acquire` requests waiting at once (default 10,000); beyond it they get 503.
+    pub max_waiters: usize,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +99,8 @@ impl Default for ServerConfig {
             max_permits: 100_000,
             shutdown_grace: Duration::from_secs(10),
             ready_when_degraded: true,
+            max_acquire_wait: Duration::from_secs(30),
+            max_waiters: 10_000,
         }
     }
 }
@@ -428,6 +435,8 @@ struct RawServer {
     max_permits: S<u64>,
     shutdown_grace: S<String>,
     ready_when_degraded: S<bool>,
+    max_acquire_wait: S<String>,
+    max_waiters: S<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -891,6 +900,20 @@ impl Config {
             }
             if let Some(v) = &s.ready_when_degraded {
                 srv.ready_when_degraded = *v.get_ref();
+            }
+            if let Some(v) = &s.max_acquire_wait {
+                srv.max_acquire_wait = duration(source, v, "server.max_acquire_wait")?;
+            }
+            if let Some(v) = &s.max_waiters {
+                if *v.get_ref() == 0 {
+                    return Err(at(
+                        source,
+                        Some(v.span()),
+                        "server.max_waiters",
+                        "must be at least 1".into(),
+                    ));
+                }
+                srv.max_waiters = usize::try_from(*v.get_ref()).unwrap_or(usize::MAX);
             }
         }
 

@@ -92,6 +92,7 @@ pub fn router<S: ServedStore>(app: Arc<App<S>>, max_body: usize) -> Router {
         .route("/v1/check", post(check::<S>))
         .route("/v1/peek", post(peek::<S>))
         .route("/v1/reserve", post(reserve::<S>))
+        .route("/v1/acquire", post(crate::acquire::acquire::<S>))
         .route("/v1/permits/{id}/commit", post(commit::<S>))
         .route("/v1/permits/{id}/cancel", post(cancel::<S>))
         .route("/v1/permits/{id}/renew", post(renew::<S>))
@@ -185,7 +186,7 @@ pub fn add_decision_headers(headers: &mut HeaderMap, j: &Judged, style: Headers)
     }
 }
 
-fn decision_response(
+pub(crate) fn decision_response(
     j: &Judged,
     style: Headers,
     deny_status: StatusCode,

@@ -27,6 +27,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![allow(clippy::result_large_err)]
 
+pub mod acquire;
 pub mod api;
 pub mod app;
 pub mod bench;
