@@ -107,10 +107,13 @@ pub fn nothing_matched(policy: &Policy, subject: &Subject<'_>, rule: Option<&str
 /// The parts of the configuration that a reload swaps.
 #[derive(Debug)]
 pub struct Runtime {
-    /// The configuration.
+    /// The configuration; its policy is the file's with the subject limits set at run time
+    /// laid over it.
     pub config: Config,
     /// Generation: 1 for the first, +1 per successful reload.
     pub generation: u64,
+    /// The file's policy, before the subject limits set at run time.
+    pub base: Policy,
 }
 
 impl Runtime {
@@ -410,6 +413,8 @@ pub struct App<S: Store> {
     reload_errors: AtomicU64,
     /// `/v1/acquire` requests waiting now.
     waiting: AtomicU64,
+    /// Subject limits set at run time.
+    settings: Arc<crate::subject_limits::Settings>,
 }
 
 impl<S: Store> std::fmt::Debug for App<S> {
@@ -426,7 +431,11 @@ impl<S: Store> App<S> {
     /// should read the same clock).
     pub fn new(config: Config, store: S, clock: Arc<dyn Clock>, store_kind: &'static str) -> Self {
         let shared = Shared(Arc::new(store));
+        let settings = Arc::new(crate::subject_limits::Settings::new(
+            crate::subject_limits::Keeper::for_store(&config.store),
+        ));
         let runtime = Runtime {
+            base: config.policy.clone(),
             config,
             generation: 1,
         };
@@ -441,6 +450,7 @@ impl<S: Store> App<S> {
             store_kind,
             reload_errors: AtomicU64::new(0),
             waiting: AtomicU64::new(0),
+            settings,
         }
     }
 
@@ -484,12 +494,91 @@ impl<S: Store> App<S> {
             config.store = old.config.store.clone();
         }
         let generation = old.generation + 1;
-        let runtime = Runtime { config, generation };
+        let base = config.policy.clone();
+        config.policy = crate::subject_limits::apply(&base, &self.settings.all());
+        let runtime = Runtime {
+            config,
+            generation,
+            base,
+        };
         self.limiter.set_policy(runtime.config.policy.clone());
         self.enforced.set_policy(runtime.enforced_policy());
         self.runtime.store(Arc::new(runtime));
         metrics::counter!("tollgate_config_reloads_total", "result" => "ok").increment(1);
         generation
+    }
+
+    /// The subject limits set at run time, and where they are kept.
+    pub fn settings(&self) -> &Arc<crate::subject_limits::Settings> {
+        &self.settings
+    }
+
+    /// Lays the subject limits over the file's policy again (after they changed) and swaps
+    /// the result in.
+    pub fn relayer(&self) {
+        // Serialised with reloads by reading and storing the whole runtime at once: a reload
+        // racing with this one stores its own relayered policy last.
+        let old = self.runtime.load_full();
+        let mut config = old.config.clone();
+        config.policy = crate::subject_limits::apply(&old.base, &self.settings.all());
+        let runtime = Runtime {
+            config,
+            generation: old.generation,
+            base: old.base.clone(),
+        };
+        self.limiter.set_policy(runtime.config.policy.clone());
+        self.enforced.set_policy(runtime.enforced_policy());
+        self.runtime.store(Arc::new(runtime));
+    }
+
+    /// Sets (or, with no limits, removes) one subject's limits: validated against the file's
+    /// policy, kept (in Redis for the fleet, or in this process), applied, and audited.
+    /// Returns the rules it went to and whether it replaced an earlier setting.
+    ///
+    /// # Errors
+    /// 400 for invalid limits or a subject no rule partitions by, 404 for an unknown rule,
+    /// 503 if Redis did not take it.
+    pub async fn set_subject_limits(
+        &self,
+        mut setting: crate::subject_limits::SubjectLimits,
+        by: &Principal,
+    ) -> Result<(Vec<&'static str>, bool), ApiError> {
+        setting.set_by = by.name().to_owned();
+        let base = self.runtime.load().base.clone();
+        let rules = setting.rules(&base)?;
+        let when: Vec<(String, String)> = setting
+            .subject
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, v) in &when {
+            crate::config::valid_attribute_name(k)
+                .map_err(|m| ApiError::bad_request(format!("subject: {m}")))?;
+            if v.is_empty() || v.contains(['*', '?', '[']) {
+                return Err(ApiError::bad_request(format!(
+                    "subject.{k}: an exact value is needed, not {v:?}"
+                )));
+            }
+        }
+        let specs = setting.specs()?;
+        base.with_subject_limits(&rules, &when, &specs)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let removing = setting.limits.is_empty();
+        let key = setting.key();
+        let limits = serde_json::to_string(&setting.limits).unwrap_or_default();
+        let replaced = self.settings.put(setting).await?;
+        self.relayer();
+        tracing::info!(
+            target: "tollgate_server::audit",
+            by = by.name(),
+            setting = %key,
+            rules = ?rules,
+            limits = %limits,
+            kept_in = self.settings.kept_in(),
+            "{}",
+            if removing { "subject limits removed" } else { "subject limits set" }
+        );
+        Ok((rules, replaced))
     }
 
     /// Counts a refused reload.

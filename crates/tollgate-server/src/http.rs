@@ -99,6 +99,12 @@ pub fn router<S: ServedStore>(app: Arc<App<S>>, max_body: usize) -> Router {
         .route("/v1/usage", get(usage::<S>))
         .route("/v1/reset", post(reset::<S>))
         .route(
+            "/v1/admin/subject-limits",
+            get(crate::admin::list_subject_limits::<S>)
+                .put(crate::admin::put_subject_limits::<S>)
+                .delete(crate::admin::delete_subject_limits::<S>),
+        )
+        .route(
             "/v1/forward-auth",
             any(crate::forward_auth::forward_auth::<S>),
         )

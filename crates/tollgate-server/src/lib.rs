@@ -28,6 +28,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod acquire;
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod bench;
@@ -43,6 +44,7 @@ pub mod preflight;
 mod reload;
 pub mod server;
 pub mod store;
+pub mod subject_limits;
 pub mod telemetry;
 
 pub use cli::{run, Cli};
