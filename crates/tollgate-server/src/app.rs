@@ -107,10 +107,13 @@ pub fn nothing_matched(policy: &Policy, subject: &Subject<'_>, rule: Option<&str
 /// The parts of the configuration that a reload swaps.
 #[derive(Debug)]
 pub struct Runtime {
-    /// The configuration.
+    /// The configuration; its policy is the file's with the subject limits set at run time
+    /// laid over it.
     pub config: Config,
     /// Generation: 1 for the first, +1 per successful reload.
     pub generation: u64,
+    /// The file's policy, before the subject limits set at run time.
+    pub base: Policy,
 }
 
 impl Runtime {
@@ -216,6 +219,8 @@ pub enum Api {
     ForwardAuth,
     /// Envoy's rate limit service.
     Grpc,
+    /// `/v1/acquire`.
+    Acquire,
 }
 
 impl Api {
@@ -226,17 +231,19 @@ impl Api {
             Api::Reserve => "reserve",
             Api::ForwardAuth => "forward_auth",
             Api::Grpc => "grpc",
+            Api::Acquire => "acquire",
         }
     }
 }
 
 impl Api {
-    const ALL: [Api; 5] = [
+    const ALL: [Api; 6] = [
         Api::Check,
         Api::Peek,
         Api::Reserve,
         Api::ForwardAuth,
         Api::Grpc,
+        Api::Acquire,
     ];
 
     fn index(self) -> usize {
@@ -250,7 +257,7 @@ type DecisionLabels = (usize, &'static str, &'static str, &'static str);
 /// The metric handles a decision records into, taken from the recorder once instead of
 /// looked up (the labels hashed and compared) on every call.
 struct Meters {
-    latency: [metrics::Histogram; 5],
+    latency: [metrics::Histogram; 6],
     decisions: parking_lot::RwLock<HashMap<DecisionLabels, metrics::Counter>>,
 }
 
@@ -357,6 +364,44 @@ pub struct Reserved {
     pub expires_in: Duration,
 }
 
+/// The answer to `/v1/acquire`.
+#[derive(Debug)]
+pub struct Acquired {
+    /// The decision: admitted, or the last denial when the wait ran out.
+    pub judged: Judged,
+    /// The permit id, when admitted and asked to hold it.
+    pub id: Option<String>,
+    /// When the held permit expires if not settled or renewed.
+    pub expires_in: Duration,
+    /// How long the request waited.
+    pub waited: Duration,
+}
+
+/// One waiting `/v1/acquire` request, counted while it lives (also when its future is
+/// dropped because the client went away).
+struct Waiting<'a>(&'a AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicU64, max: usize) -> Result<Self, ApiError> {
+        let before = count.fetch_add(1, Ordering::AcqRel);
+        if usize::try_from(before).unwrap_or(usize::MAX) >= max {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::unavailable(format!(
+                "too many requests are waiting ({max}); retry later or use /v1/check"
+            )));
+        }
+        metrics::gauge!("tollgate_acquire_waiting").increment(1.0);
+        Ok(Waiting(count))
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!("tollgate_acquire_waiting").decrement(1.0);
+    }
+}
+
 /// The service's state, generic over the store.
 pub struct App<S: Store> {
     limiter: Limiter<Shared<S>>,
@@ -366,6 +411,10 @@ pub struct App<S: Store> {
     clock: Arc<dyn Clock>,
     store_kind: &'static str,
     reload_errors: AtomicU64,
+    /// `/v1/acquire` requests waiting now.
+    waiting: AtomicU64,
+    /// Subject limits set at run time.
+    settings: Arc<crate::subject_limits::Settings>,
 }
 
 impl<S: Store> std::fmt::Debug for App<S> {
@@ -382,7 +431,11 @@ impl<S: Store> App<S> {
     /// should read the same clock).
     pub fn new(config: Config, store: S, clock: Arc<dyn Clock>, store_kind: &'static str) -> Self {
         let shared = Shared(Arc::new(store));
+        let settings = Arc::new(crate::subject_limits::Settings::new(
+            crate::subject_limits::Keeper::for_store(&config.store),
+        ));
         let runtime = Runtime {
+            base: config.policy.clone(),
             config,
             generation: 1,
         };
@@ -396,6 +449,8 @@ impl<S: Store> App<S> {
             clock,
             store_kind,
             reload_errors: AtomicU64::new(0),
+            waiting: AtomicU64::new(0),
+            settings,
         }
     }
 
@@ -442,12 +497,91 @@ impl<S: Store> App<S> {
             config.store = old.config.store.clone();
         }
         let generation = old.generation + 1;
-        let runtime = Runtime { config, generation };
+        let base = config.policy.clone();
+        config.policy = crate::subject_limits::apply(&base, &self.settings.all());
+        let runtime = Runtime {
+            config,
+            generation,
+            base,
+        };
         self.limiter.set_policy(runtime.config.policy.clone());
         self.enforced.set_policy(runtime.enforced_policy());
         self.runtime.store(Arc::new(runtime));
         metrics::counter!("tollgate_config_reloads_total", "result" => "ok").increment(1);
         generation
+    }
+
+    /// The subject limits set at run time, and where they are kept.
+    pub fn settings(&self) -> &Arc<crate::subject_limits::Settings> {
+        &self.settings
+    }
+
+    /// Lays the subject limits over the file's policy again (after they changed) and swaps
+    /// the result in.
+    pub fn relayer(&self) {
+        // Serialised with reloads by reading and storing the whole runtime at once: a reload
+        // racing with this one stores its own relayered policy last.
+        let old = self.runtime.load_full();
+        let mut config = old.config.clone();
+        config.policy = crate::subject_limits::apply(&old.base, &self.settings.all());
+        let runtime = Runtime {
+            config,
+            generation: old.generation,
+            base: old.base.clone(),
+        };
+        self.limiter.set_policy(runtime.config.policy.clone());
+        self.enforced.set_policy(runtime.enforced_policy());
+        self.runtime.store(Arc::new(runtime));
+    }
+
+    /// Sets (or, with no limits, removes) one subject's limits: validated against the file's
+    /// policy, kept (in Redis for the fleet, or in this process), applied, and audited.
+    /// Returns the rules it went to and whether it replaced an earlier setting.
+    ///
+    /// # Errors
+    /// 400 for invalid limits or a subject no rule partitions by, 404 for an unknown rule,
+    /// 503 if Redis did not take it.
+    pub async fn set_subject_limits(
+        &self,
+        mut setting: crate::subject_limits::SubjectLimits,
+        by: &Principal,
+    ) -> Result<(Vec<&'static str>, bool), ApiError> {
+        setting.set_by = by.name().to_owned();
+        let base = self.runtime.load().base.clone();
+        let rules = setting.rules(&base)?;
+        let when: Vec<(String, String)> = setting
+            .subject
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, v) in &when {
+            crate::config::valid_attribute_name(k)
+                .map_err(|m| ApiError::bad_request(format!("subject: {m}")))?;
+            if v.is_empty() || v.contains(['*', '?', '[']) {
+                return Err(ApiError::bad_request(format!(
+                    "subject.{k}: an exact value is needed, not {v:?}"
+                )));
+            }
+        }
+        let specs = setting.specs()?;
+        base.with_subject_limits(&rules, &when, &specs)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let removing = setting.limits.is_empty();
+        let key = setting.key();
+        let limits = serde_json::to_string(&setting.limits).unwrap_or_default();
+        let replaced = self.settings.put(setting).await?;
+        self.relayer();
+        tracing::info!(
+            target: "tollgate_server::audit",
+            by = by.name(),
+            setting = %key,
+            rules = ?rules,
+            limits = %limits,
+            kept_in = self.settings.kept_in(),
+            "{}",
+            if removing { "subject limits removed" } else { "subject limits set" }
+        );
+        Ok((rules, replaced))
     }
 
     /// Counts a refused reload.
@@ -662,6 +796,90 @@ impl<S: Store> App<S> {
             ),
         };
         Ok((permit, judged))
+    }
+
+    /// Waits until the call is admitted or `max_wait` (cut to `server.max_acquire_wait`) has
+    /// passed. Admitted, the cost is spent; with `hold`, the permit is kept under an id (as
+    /// `/v1/reserve` does: commit, cancel or renew it), otherwise it is released at once (as
+    /// `/v1/check` spends, holding no concurrency slot). Dropping the returned future (the
+    /// client went away) leaves the queue and spends nothing.
+    ///
+    /// Rules in shadow mode take no part: the wait is for the enforced rules.
+    ///
+    /// # Errors
+    /// A store failure (503), too many waiters (503), or too many permits held (503).
+    pub async fn acquire(
+        &self,
+        subject: &Subject<'_>,
+        cost: Cost,
+        max_wait: Duration,
+        owner: Principal,
+        hold: bool,
+    ) -> Result<Acquired, ApiError> {
+        let started = Instant::now();
+        let rt = self.runtime.load_full();
+        let max_wait = max_wait.min(rt.config.server.max_acquire_wait);
+        let max_waiters = rt.config.server.max_waiters;
+        if hold && self.permits.lock().len() >= rt.config.server.max_permits {
+            self.sweep();
+            if self.permits.lock().len() >= rt.config.server.max_permits {
+                return Err(ApiError::unavailable(
+                    "too many permits are held; settle or cancel some",
+                ));
+            }
+        }
+        let waiting = Waiting::enter(&self.waiting, max_waiters)?;
+        let limiter = if rt.config.server.shadow || !rt.config.shadow_rules.is_empty() {
+            &self.enforced
+        } else {
+            &self.limiter
+        };
+        let reservation = limiter
+            .acquire(subject, cost, max_wait)
+            .await
+            .map_err(ApiError::store)?;
+        drop(waiting);
+        let waited = started.elapsed();
+        let (decision, permit) = match reservation {
+            tollgate::Reservation::Granted(p) => (p.decision().clone(), Some(p)),
+            tollgate::Reservation::Denied(d) => (d, None),
+        };
+        let judged = Judged {
+            decision,
+            shadow: None,
+        };
+        record(Api::Acquire, &judged, started);
+        let (id, expires_in) = match (permit, hold) {
+            (Some(permit), true) => {
+                let ttl = rt.config.server.permit_ttl;
+                let id = format!("p_{:032x}", rand::random::<u128>());
+                let held = Held {
+                    permit: Arc::new(tokio::sync::Mutex::new(permit)),
+                    reserved: cost,
+                    owner,
+                    expires: self.now().saturating_add(ttl),
+                };
+                self.permits.lock().insert(id.clone(), Slot::Held(held));
+                self.update_gauge();
+                (Some(id), ttl)
+            }
+            // Released at once: the cost stays spent, the slot is free again.
+            (permit, _) => {
+                drop(permit);
+                (None, Duration::ZERO)
+            }
+        };
+        Ok(Acquired {
+            judged,
+            id,
+            expires_in,
+            waited,
+        })
+    }
+
+    /// `/v1/acquire` requests waiting now.
+    pub fn waiting(&self) -> u64 {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     fn owns(owner: &Principal, caller: &Principal) -> bool {

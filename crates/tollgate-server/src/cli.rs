@@ -45,6 +45,9 @@ pub enum Command {
     Usage(UsageArgs),
     /// Forget buckets (needs the admin token).
     Reset(ResetArgs),
+    /// Set, remove or list one subject's own limits while the service runs (admin token).
+    #[command(subcommand)]
+    Limits(LimitsCommand),
     /// Generate load against a running service and report decisions/s and latency.
     Bench(crate::bench::BenchArgs),
 }
@@ -261,6 +264,84 @@ pub struct ResetArgs {
     pub rule: Option<String>,
 }
 
+/// `tollgate limits ...`: one subject's limits, set while the service runs. Kept in Redis
+/// for the fleet when the service uses Redis, in the service's memory otherwise.
+#[derive(Debug, Subcommand)]
+pub enum LimitsCommand {
+    /// Set a subject's limits (replacing its earlier ones) in a rule, or in every rule that
+    /// partitions by its attributes.
+    Set(SetLimitsArgs),
+    /// Remove a subject's limits set at run time.
+    Clear(ClearLimitsArgs),
+    /// List the limits set at run time.
+    List {
+        /// Service and (admin) token.
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+/// `tollgate limits set`.
+#[derive(Debug, Clone, Args)]
+pub struct SetLimitsArgs {
+    /// Service and (admin) token.
+    #[command(flatten)]
+    pub client: ClientOpts,
+    /// The subject (exact values, such as --user premium_user).
+    #[command(flatten)]
+    pub subject: SubjectArgs,
+    /// Only this rule [default: every rule that partitions by the subject's attributes].
+    #[arg(long)]
+    pub rule: Option<String>,
+    /// A limit: `requests=100/minute`, `requests=60/minute,burst=20`,
+    /// `requests=5000/hour,algorithm=sliding_window`, `concurrency=4`. Repeatable; they
+    /// replace the rule's limits for this subject.
+    #[arg(long = "limit", value_name = "KIND=AMOUNT[/PER][,burst=N][,algorithm=A]", required = true, value_parser = parse_limit_body)]
+    pub limits: Vec<crate::subject_limits::LimitBody>,
+}
+
+/// `tollgate limits clear`.
+#[derive(Debug, Clone, Args)]
+pub struct ClearLimitsArgs {
+    /// Service and (admin) token.
+    #[command(flatten)]
+    pub client: ClientOpts,
+    /// The subject, as it was set.
+    #[command(flatten)]
+    pub subject: SubjectArgs,
+    /// The rule, as it was set.
+    #[arg(long)]
+    pub rule: Option<String>,
+}
+
+fn parse_limit_body(s: &str) -> Result<crate::subject_limits::LimitBody, String> {
+    let bad = || {
+        format!(
+            "{s:?} is not KIND=AMOUNT[/PER][,burst=N][,algorithm=A], such as requests=100/minute"
+        )
+    };
+    let mut parts = s.split(',');
+    let first = parts.next().ok_or_else(bad)?;
+    let call = parse_call_limit(first).map_err(|_| bad())?;
+    let mut body = crate::subject_limits::LimitBody {
+        kind: call.kind,
+        amount: call.amount,
+        per: call.per,
+        algorithm: None,
+        burst: None,
+        lease: None,
+    };
+    for part in parts {
+        match part.split_once('=') {
+            Some(("burst", n)) => body.burst = Some(n.trim().parse().map_err(|_| bad())?),
+            Some(("algorithm", a)) => body.algorithm = Some(a.trim().to_owned()),
+            Some(("lease", l)) => body.lease = Some(l.trim().to_owned()),
+            _ => return Err(bad()),
+        }
+    }
+    Ok(body)
+}
+
 /// Runs the command line. `main` only parses the arguments and calls this.
 pub fn run(cli: Cli) -> ExitCode {
     if let Command::Config(ConfigCommand::Check { file }) = &cli.command {
@@ -291,6 +372,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Peek(a) => crate::client::decision(a, false).await,
             Command::Usage(a) => crate::client::usage(a).await,
             Command::Reset(a) => crate::client::reset(a).await,
+            Command::Limits(c) => crate::client::limits(c).await,
             Command::Bench(a) => crate::bench::run(a).await,
         }
     })

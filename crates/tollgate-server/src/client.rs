@@ -283,3 +283,75 @@ pub async fn reset(a: ResetArgs) -> ExitCode {
         ExitCode::from(NOTHING_MATCHED)
     }
 }
+
+/// `tollgate limits set | clear | list`.
+pub async fn limits(c: crate::cli::LimitsCommand) -> ExitCode {
+    use crate::cli::LimitsCommand;
+    let client = match http_client() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let (opts, rb) = match &c {
+        LimitsCommand::Set(a) => {
+            let body = json!({
+                "subject": a.subject.to_map(),
+                "rule": a.rule,
+                "limits": a.limits,
+            });
+            let url = endpoint(&a.client, "/v1/admin/subject-limits");
+            (&a.client, client.put(url).json(&body))
+        }
+        LimitsCommand::Clear(a) => {
+            let body = json!({ "subject": a.subject.to_map(), "rule": a.rule });
+            let url = endpoint(&a.client, "/v1/admin/subject-limits");
+            (&a.client, client.delete(url).json(&body))
+        }
+        LimitsCommand::List { client: o } => {
+            (o, client.get(endpoint(o, "/v1/admin/subject-limits")))
+        }
+    };
+    let (status, answer) = match send(with_token(rb, opts)).await {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    if status != 200 {
+        return fail(api_error(status, &answer));
+    }
+    if opts.json {
+        println!("{answer}");
+        return ExitCode::SUCCESS;
+    }
+    let kept = answer.get("kept_in").and_then(Value::as_str).unwrap_or("?");
+    match &c {
+        LimitsCommand::Set(_) => println!(
+            "set in rules {} (kept in {kept}{})",
+            answer.get("rules").unwrap_or(&Value::Null),
+            if kept == "memory" {
+                ": lost when the service stops"
+            } else {
+                ", for every instance"
+            }
+        ),
+        LimitsCommand::Clear(_) => println!("removed"),
+        LimitsCommand::List { .. } => {
+            let all = answer.get("settings").and_then(Value::as_array);
+            match all {
+                Some(all) if !all.is_empty() => {
+                    for s in all {
+                        println!(
+                            "{} in {}: {} (set by {})",
+                            s.get("subject").unwrap_or(&Value::Null),
+                            s.get("rule")
+                                .and_then(Value::as_str)
+                                .unwrap_or("every rule that partitions by it"),
+                            s.get("limits").unwrap_or(&Value::Null),
+                            s.get("set_by").and_then(Value::as_str).unwrap_or("?"),
+                        );
+                    }
+                }
+                _ => println!("no subject limits are set (kept in {kept})"),
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

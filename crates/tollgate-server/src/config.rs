@@ -93,6 +93,11 @@ pub struct ServerConfig {
     /// file runs the embedded default policy at startup and is refused on reload (an emptied
     /// or truncated file must not replace the running rules).
     pub allow_empty_policy: bool,
+    /// The longest `/v1/acquire` holds a request open (default 30 s); a longer `max_wait_ms`
+    /// is cut to it.
+    pub max_acquire_wait: Duration,
+    /// The most `/v1/acquire` requests waiting at once (default 10,000); beyond it they get 503.
+    pub max_waiters: usize,
 }
 
 impl Default for ServerConfig {
@@ -112,6 +117,8 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(120),
             max_connections: 10_000,
             allow_empty_policy: false,
+            max_acquire_wait: Duration::from_secs(30),
+            max_waiters: 10_000,
         }
     }
 }
@@ -461,6 +468,8 @@ struct RawServer {
     idle_timeout: S<String>,
     max_connections: S<u64>,
     allow_empty_policy: S<bool>,
+    max_acquire_wait: S<String>,
+    max_waiters: S<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -957,6 +966,20 @@ impl Config {
             }
             if let Some(v) = &s.allow_empty_policy {
                 srv.allow_empty_policy = *v.get_ref();
+            }
+            if let Some(v) = &s.max_acquire_wait {
+                srv.max_acquire_wait = duration(source, v, "server.max_acquire_wait")?;
+            }
+            if let Some(v) = &s.max_waiters {
+                if *v.get_ref() == 0 {
+                    return Err(at(
+                        source,
+                        Some(v.span()),
+                        "server.max_waiters",
+                        "must be at least 1".into(),
+                    ));
+                }
+                srv.max_waiters = usize::try_from(*v.get_ref()).unwrap_or(usize::MAX);
             }
         }
 

@@ -110,11 +110,18 @@ pub fn router<S: ServedStore>(app: Arc<App<S>>, max_body: usize) -> Router {
         .route("/v1/check", post(check::<S>))
         .route("/v1/peek", post(peek::<S>))
         .route("/v1/reserve", post(reserve::<S>))
+        .route("/v1/acquire", post(crate::acquire::acquire::<S>))
         .route("/v1/permits/{id}/commit", post(commit::<S>))
         .route("/v1/permits/{id}/cancel", post(cancel::<S>))
         .route("/v1/permits/{id}/renew", post(renew::<S>))
         .route("/v1/usage", get(usage::<S>))
         .route("/v1/reset", post(reset::<S>))
+        .route(
+            "/v1/admin/subject-limits",
+            get(crate::admin::list_subject_limits::<S>)
+                .put(crate::admin::put_subject_limits::<S>)
+                .delete(crate::admin::delete_subject_limits::<S>),
+        )
         .route(
             "/v1/forward-auth",
             any(crate::forward_auth::forward_auth::<S>),
@@ -211,7 +218,7 @@ pub fn add_decision_headers(headers: &mut HeaderMap, j: &Judged, style: Headers)
     }
 }
 
-fn decision_response(
+pub(crate) fn decision_response(
     j: &Judged,
     style: Headers,
     deny_status: StatusCode,

@@ -27,6 +27,8 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![allow(clippy::result_large_err)]
 
+pub mod acquire;
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod bench;
@@ -47,6 +49,7 @@ pub mod preflight;
 mod reload;
 pub mod server;
 pub mod store;
+pub mod subject_limits;
 pub mod telemetry;
 
 pub use cli::{run, Cli};

@@ -432,6 +432,16 @@ pub async fn start_with<S: ServedStore>(
         overrides,
     });
 
+    // Subject limits set at run time: in step with Redis (other instances' settings).
+    {
+        let relayer = Arc::clone(&app);
+        crate::subject_limits::spawn_refresh(
+            Arc::clone(app.settings()),
+            move || relayer.relayer(),
+            stopped(rx.clone()),
+        );
+    }
+
     // Expire abandoned permits.
     {
         let app = Arc::clone(&app);

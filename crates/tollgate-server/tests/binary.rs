@@ -16,7 +16,7 @@ struct Served {
     child: Child,
     http: String,
     /// The rest of the log: kept, so that the thread reading it keeps draining the pipe.
-    _log: mpsc::Receiver<String>,
+    log: mpsc::Receiver<String>,
 }
 
 impl Drop for Served {
@@ -87,7 +87,7 @@ fn serve(env: &[(&str, &str)]) -> Served {
             return Served {
                 child,
                 http,
-                _log: rx,
+                log: rx,
             };
         }
     }
@@ -284,5 +284,64 @@ fn check_takes_the_calls_own_limits() {
         "the policy's 60 per minute: {out:?}"
     );
     let out = client(&s, &["check", "--agent", "a", "--limit", "requests=one"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+/// Waits (at most 15 s) for a log line containing `what`, and returns it.
+fn log_line(s: &Served, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let line = s
+            .log
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no log line containing {what:?}"));
+        if line.contains(what) {
+            return line;
+        }
+    }
+}
+
+#[test]
+fn limits_set_and_clear_one_subject_and_are_audited() {
+    let s = serve(&[]);
+    let out = client(
+        &s,
+        &[
+            "limits",
+            "set",
+            "--user",
+            "vip",
+            "--limit",
+            "requests=2/minute,burst=2",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("default-user"), "{said}");
+    assert!(
+        said.contains("kept in memory: lost when the service stops"),
+        "{said}"
+    );
+    let audit = log_line(&s, "subject limits set");
+    let v: serde_json::Value = serde_json::from_str(&audit).unwrap();
+    assert_eq!(v["target"], "tollgate_server::audit", "{audit}");
+    assert!(audit.contains("vip"), "{audit}");
+
+    for expected in [0, 0, 1] {
+        let out = client(&s, &["check", "--user", "vip"]);
+        assert_eq!(out.status.code(), Some(expected), "{out:?}");
+    }
+    let out = client(&s, &["limits", "list"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\"vip\""),
+        "{out:?}"
+    );
+    let out = client(&s, &["limits", "clear", "--user", "vip"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    log_line(&s, "subject limits removed");
+    let out = client(
+        &s,
+        &["limits", "set", "--user", "vip", "--limit", "requests=two"],
+    );
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }

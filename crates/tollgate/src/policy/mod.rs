@@ -19,6 +19,8 @@ pub use file::PolicyFile;
 pub use rule::{LimitSet, Rule, RuleBuilder, RuleLimit};
 pub use selector::{Matcher, Selectors};
 
+use tollgate_core::LimitSpec;
+
 use crate::error::PolicyError;
 use crate::subject::Subject;
 
@@ -139,6 +141,83 @@ impl Policy {
         subject: &'s Subject<'v>,
     ) -> impl Iterator<Item = &'p Rule> + use<'p, 's, 'v> {
         self.rules.iter().filter(move |r| r.matches(subject))
+    }
+
+    /// The rules a subject's own limits would go to: `rule` if named (it must exist), else
+    /// every rule that partitions by all of `when`'s attributes (a rule per user gets the
+    /// limits of one user).
+    ///
+    /// # Errors
+    /// A [`PolicyError`] if the named rule does not exist or no rule partitions that way.
+    pub fn subject_rules(
+        &self,
+        rule: Option<&str>,
+        when: &[(String, String)],
+    ) -> Result<Vec<&'static str>, PolicyError> {
+        let err = |field: &str, message: String| PolicyError {
+            rule: rule.map(str::to_owned),
+            field: field.to_owned(),
+            message,
+            location: None,
+        };
+        if when.is_empty() {
+            return Err(err("subject", "names no attribute".into()));
+        }
+        let names: Vec<&'static str> = match rule {
+            Some(r) => match self.rule(r) {
+                Some(r) => vec![r.name],
+                None => return Err(err("rule", format!("no rule named {r:?}"))),
+            },
+            None => self
+                .rules
+                .iter()
+                .filter(|r| {
+                    when.iter()
+                        .all(|(a, _)| r.selectors.partitions_by(&crate::Attr::named(a)))
+                })
+                .map(|r| r.name)
+                .collect(),
+        };
+        if names.is_empty() {
+            let attrs: Vec<&str> = when.iter().map(|(a, _)| a.as_str()).collect();
+            return Err(err(
+                "subject",
+                format!(
+                    "no rule partitions by {} (one bucket per value), so no rule can give one \
+                     subject its own limits; name a rule",
+                    attrs.join(" and ")
+                ),
+            ));
+        }
+        Ok(names)
+    }
+
+    /// This policy with `limits` for the subjects matching `when` (exact values, such as
+    /// `user = "premium_user"`) in `rules`, replacing their earlier limits there: the run-time
+    /// form of an override (seed-style `set_user_rate_limit`). An empty `limits` removes them.
+    ///
+    /// # Errors
+    /// A [`PolicyError`] naming the rule and field if the override is invalid.
+    pub fn with_subject_limits(
+        &self,
+        rules: &[&str],
+        when: &[(String, String)],
+        limits: &[LimitSpec],
+    ) -> Result<Policy, PolicyError> {
+        let mut policy = self.clone();
+        for name in rules {
+            let Some(rule) = policy.rule(name) else {
+                return Err(PolicyError::new(name, "rule", "does not exist"));
+            };
+            let b = rule.to_builder();
+            let b = if limits.is_empty() {
+                b.remove_override(when).0
+            } else {
+                b.set_override(when.iter().cloned(), limits.iter().cloned())
+            };
+            policy = policy.with_rule(b.build()?);
+        }
+        Ok(policy)
     }
 
     /// This policy with `rule` added, or replacing the rule of the same name.

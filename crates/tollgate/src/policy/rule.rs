@@ -291,6 +291,42 @@ impl RuleBuilder {
         self
     }
 
+    /// Sets the limits for subjects that match every `(attr, value)` pair: replaces the
+    /// override with exactly these pairs (in any order) if there is one, adds it otherwise.
+    /// The run-time form of [`override_when`](Self::override_when), for limits set on one
+    /// subject while the service runs.
+    pub fn set_override<A: Into<String>, V: Into<String>>(
+        mut self,
+        when: impl IntoIterator<Item = (A, V)>,
+        limits: impl IntoIterator<Item = LimitSpec>,
+    ) -> Self {
+        let when: Vec<(String, String)> = when
+            .into_iter()
+            .map(|(a, v)| (a.into(), v.into()))
+            .collect();
+        let limits: Vec<LimitSpec> = limits.into_iter().collect();
+        match self
+            .overrides
+            .iter_mut()
+            .find(|(_, w, _)| same_pairs(w, &when))
+        {
+            Some(o) => {
+                o.2 = limits;
+                self
+            }
+            None => self.override_when(when, limits),
+        }
+    }
+
+    /// Removes the override with exactly these `(attr, value)` pairs; returns the builder and
+    /// whether there was one.
+    pub fn remove_override(mut self, when: &[(String, String)]) -> (Self, bool) {
+        let before = self.overrides.len();
+        self.overrides.retain(|(_, w, _)| !same_pairs(w, when));
+        let removed = self.overrides.len() != before;
+        (self, removed)
+    }
+
     /// The limits for subjects whose `tier` attribute is `tier` (an override on `tier`).
     pub fn tier(
         mut self,
@@ -426,6 +462,11 @@ impl RuleBuilder {
             source,
         })
     }
+}
+
+/// Whether two selector lists hold the same pairs, in any order.
+fn same_pairs(a: &[(String, String)], b: &[(String, String)]) -> bool {
+    a.len() == b.len() && a.iter().all(|p| b.contains(p))
 }
 
 fn parse_selectors(
