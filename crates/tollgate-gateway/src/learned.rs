@@ -36,7 +36,7 @@ pub struct Learned<S: Store> {
     limiter: Limiter<S>,
     config: LearnedConfig,
     per_tenant: bool,
-    limits: Mutex<HashMap<String, (Option<u64>, Option<u64>)>>,
+    limits: Mutex<HashMap<String, Learnt>>,
     holds: Mutex<HashMap<(String, String), Instant>>,
 }
 
@@ -48,12 +48,16 @@ impl<S: Store> std::fmt::Debug for Learned<S> {
     }
 }
 
+/// The requests and tokens per minute an upstream reported.
+type Learnt = (Option<u64>, Option<u64>);
+
 /// The most holds kept (callers × upstreams); beyond it expired holds are swept first, and
 /// new holds are not recorded.
 const MAX_HOLDS: usize = 100_000;
 
 /// The answer of the learned limits for one call.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // returned once per call, and moved into the ticket
 pub enum Gate<S: Store> {
     /// Nothing learned applies.
     Open,

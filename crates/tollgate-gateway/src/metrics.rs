@@ -5,6 +5,7 @@
 //! | metric | labels | what |
 //! | --- | --- | --- |
 //! | `tollgate_gateway_requests_total` | `provider`, `endpoint`, `status` | answers given |
+//! | `tollgate_gateway_admitted_total` | `provider` | calls admitted (each is settled once, on one path) |
 //! | `tollgate_gateway_tokens_total` | `provider`, `model`, `direction` (`input`, `output`) | tokens settled |
 //! | `tollgate_gateway_estimate_error_tokens` | `provider` | histogram of actual − estimate (total tokens) |
 //! | `tollgate_gateway_upstream_seconds` | `provider` | upstream latency, request to last byte |

@@ -412,6 +412,8 @@ async fn call<S: Store>(
         stream: call_info.stream,
         waited: started.elapsed(),
     });
+    metrics::counter!("tollgate_gateway_admitted_total", "provider" => up.config.name.clone())
+        .increment(1);
     let mut ticket = Ticket::new(
         permits,
         (input, output),

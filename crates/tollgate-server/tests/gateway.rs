@@ -710,3 +710,32 @@ async fn the_estimate_endpoint_counts_like_the_gateway() {
     assert_eq!(a.status, 400);
     s.stop().await;
 }
+
+#[test]
+fn the_example_gateway_config_is_valid() {
+    for (k, v) in [
+        ("OPENAI_API_KEY", "sk-example"),
+        ("ANTHROPIC_API_KEY", "sk-ant-example"),
+        ("LOCAL_LLM_KEY", "unused"),
+        ("ACME_TOLLGATE_KEY", "tg-acme-0123456789abcdef"),
+        ("GLOBEX_TOLLGATE_KEY", "tg-globex-0123456789abcdef"),
+    ] {
+        std::env::set_var(k, v);
+    }
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/gateway.toml");
+    let c = tollgate_server::config::Config::load(path).unwrap_or_else(|e| panic!("{e}"));
+    let g = &c.gateway;
+    assert_eq!(g.upstreams.len(), 3);
+    assert_eq!(g.clients.len(), 2);
+    let routes = tollgate_gateway::route::Routes::new(&g.upstreams);
+    let kind = tollgate_gateway::config::ProviderKind::OpenAi;
+    assert_eq!(routes.route(kind, "llama-3.1-70b"), Some(1));
+    assert_eq!(routes.route(kind, "gpt-4o"), Some(0));
+    assert_eq!(
+        routes.route(
+            tollgate_gateway::config::ProviderKind::Anthropic,
+            "claude-sonnet-4-5"
+        ),
+        Some(2)
+    );
+}

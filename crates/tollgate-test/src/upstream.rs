@@ -111,6 +111,7 @@ pub struct Seen {
 
 #[derive(Default)]
 struct Shared {
+    arrived: std::sync::atomic::AtomicUsize,
     behavior: Mutex<Behavior>,
     seen: Mutex<Vec<Seen>>,
     changed: Notify,
@@ -238,6 +239,13 @@ impl FakeUpstream {
         lock(&self.shared.seen).clone()
     }
 
+    /// Requests read so far, finished or not.
+    pub fn arrived(&self) -> usize {
+        self.shared
+            .arrived
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Forgets the requests seen so far.
     pub fn clear(&self) {
         lock(&self.shared.seen).clear();
@@ -321,6 +329,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S, share
     let (mut r, mut w) = tokio::io::split(stream);
     let mut buf = Vec::new();
     while let Some(req) = read_request(&mut r, &mut buf).await {
+        shared
+            .arrived
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let mut seen = Seen {
             path: req.path.clone(),
             headers: req.headers.clone(),
