@@ -50,10 +50,23 @@ where
     F: Future<Output = T> + Send + 'static,
     D: FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
 {
+    // The loop first: a future that has started (sent a command to Redis) must not be
+    // dropped for want of a loop to answer on.
+    let event_loop = running_loop(py)?;
     match poll_once(Box::pin(fut)) {
         Ok(out) => ready(py, deliver(py, out)),
-        Err(pending) => bridged(py, pending, deliver),
+        Err(pending) => bridged(py, &event_loop, pending, deliver),
     }
+}
+
+/// The running event loop (`RuntimeError` outside a coroutine, as for any awaitable).
+fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    GET_RUNNING_LOOP
+        .get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+            Ok(py.import("asyncio")?.getattr("get_running_loop")?.unbind())
+        })?
+        .bind(py)
+        .call0()
 }
 
 /// An awaitable that answers `result` at once.
@@ -332,6 +345,7 @@ fn bridge_of<'py>(
 /// its output completes.
 fn bridged<'py, T, D>(
     py: Python<'py>,
+    event_loop: &Bound<'py, PyAny>,
     pending: BoxFuture<T>,
     deliver: D,
 ) -> PyResult<Bound<'py, PyAny>>
@@ -339,20 +353,7 @@ where
     T: Send + 'static,
     D: FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
 {
-    let get_loop = GET_RUNNING_LOOP
-        .get_or_try_init(py, || -> PyResult<Py<PyAny>> {
-            Ok(py.import("asyncio")?.getattr("get_running_loop")?.unbind())
-        })?
-        .bind(py);
-    let event_loop = match get_loop.call0() {
-        Ok(l) => l,
-        Err(e) => {
-            // Not awaited from a coroutine: there is no loop to answer on. Run nothing.
-            drop(pending);
-            return Err(e);
-        }
-    };
-    let bridge = bridge_of(py, &event_loop)?;
+    let bridge = bridge_of(py, event_loop)?;
     let future = event_loop.call_method0(pyo3::intern!(py, "create_future"))?;
     let b = bridge.get();
     let id = b.next.fetch_add(1, Ordering::Relaxed);
