@@ -85,7 +85,7 @@ limits = [{ kind = "requests", amount = 1000, per = "second" }]
 [[rules]]
 name = "per-domain"
 match = { domain = "*", user = "*" }
-limits = [{ kind = "tokens", amount = 50000, per = "month" }]
+limits = [{ kind = "tokens", amount = 50000, per = "month", algorithm = "fixed_window" }]
 "#;
 
 /// The service in process.
