@@ -111,7 +111,7 @@ pub fn document() -> Value {
                     "properties": {
                         "subject": r("Subject"),
                         "cost": r("Cost"),
-                        "request_id": { "type": "string", "maxLength": 128, "description": "Idempotency key for check" },
+                        "request_id": { "type": "string", "maxLength": 128, "description": "Idempotency key for check: a retried admission (same id, subject and cost) is answered again and spends nothing; a denial is decided again" },
                     },
                 },
                 "LimitStatus": {

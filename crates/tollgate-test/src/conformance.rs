@@ -3,7 +3,8 @@
 //! A [`Harness`] makes a limiter for a policy over its store, reading a [`ManualClock`] (the
 //! memory store's clock, or a Redis store's time override). Each scenario asserts what users
 //! rely on: all-or-nothing admission, exact `retry_after`, distinct outcomes, settlement,
-//! concurrency leases, usage and resets, idempotent request ids.
+//! concurrency leases, usage and resets, idempotent request ids (only admissions replayed, each
+//! id scoped to its subject and cost).
 //!
 //! ```no_run
 //! # async fn run() {
@@ -58,6 +59,8 @@ pub async fn run_all<H: Harness>(h: &H) {
     usage_and_resets(h).await;
     every_algorithm(h).await;
     idempotent_requests(h).await;
+    denied_request_ids_are_decided_again(h).await;
+    request_ids_are_scoped_to_subject_and_cost(h).await;
 }
 
 fn policy(rules: Vec<tollgate::policy::RuleBuilder>) -> Policy {
@@ -543,5 +546,133 @@ pub async fn idempotent_requests<H: Harness>(h: &H) {
             .unwrap()
             .is_allowed(),
         "idempotent: replay of an admission"
+    );
+}
+
+/// A request id whose first attempt was denied is decided again when retried: still denied
+/// (with the time left) while the limit is spent, admitted once capacity is back; only then is
+/// it replayed.
+pub async fn denied_request_ids_are_decided_again<H: Harness>(h: &H) {
+    let (l, clock) = setup(h, vec![gateway(2, 1000)]).await;
+    for id in ["a", "b"] {
+        assert!(l
+            .check_idempotent(&acme(), Cost::tokens(10), id)
+            .await
+            .unwrap()
+            .is_allowed());
+    }
+    let denied = l
+        .check_idempotent(&acme(), Cost::tokens(10), "c")
+        .await
+        .unwrap();
+    assert_eq!(denied.outcome(), Outcome::Denied, "denied ids: the limit");
+    let wait = denied.retry_after().expect("a denial says when");
+    clock.advance(wait / 2);
+    let again = l
+        .check_idempotent(&acme(), Cost::tokens(10), "c")
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.outcome(), again.retry_after()),
+        (Outcome::Denied, Some(wait - wait / 2)),
+        "denied ids: decided again, not the stale first denial"
+    );
+    clock.advance(wait - wait / 2);
+    let admitted = l
+        .check_idempotent(&acme(), Cost::tokens(10), "c")
+        .await
+        .unwrap();
+    assert!(
+        admitted.is_allowed(),
+        "denied ids: admitted once capacity is back: {admitted:?}"
+    );
+    let used = l.usage(&acme()).await.unwrap()[1].used;
+    let replay = l
+        .check_idempotent(&acme(), Cost::tokens(10), "c")
+        .await
+        .unwrap();
+    assert!(replay.is_allowed(), "denied ids: the admission is replayed");
+    assert_eq!(
+        l.usage(&acme()).await.unwrap()[1].used,
+        used,
+        "denied ids: the replay spent nothing"
+    );
+}
+
+/// What `subject` has used of `rule`'s limit of `kind`.
+async fn used<S: tollgate::store::Store>(
+    l: &Limiter<S>,
+    subject: &Subject<'_>,
+    rule: &str,
+    kind: LimitKind,
+) -> u64 {
+    l.usage(subject)
+        .await
+        .unwrap()
+        .iter()
+        .find(|u| u.rule == rule && u.kind == kind)
+        .map_or_else(|| panic!("no {rule} {kind} limit applies"), |u| u.used)
+}
+
+/// A request id is scoped to its subject and cost: another tenant, or another cost, sending
+/// the same id is a new decision, charged on its own, even where the two share every bucket;
+/// never someone else's answer.
+pub async fn request_ids_are_scoped_to_subject_and_cost<H: Harness>(h: &H) {
+    let global =
+        Rule::builder("global").limit(LimitSpec::new(LimitKind::Requests, 100, Window::MINUTE));
+    let (l, _) = setup(h, vec![gateway(10, 10_000), global]).await;
+    let t1 = Subject::new().tenant("t1").provider("openai");
+    let t2 = Subject::new().tenant("t2").provider("openai");
+    let tokens = LimitKind::Tokens;
+    assert!(l
+        .check_idempotent(&t1, Cost::tokens(100), "shared-id")
+        .await
+        .unwrap()
+        .is_allowed());
+    assert!(l
+        .check_idempotent(&t2, Cost::tokens(100), "shared-id")
+        .await
+        .unwrap()
+        .is_allowed());
+    assert_eq!(
+        used(&l, &t2, "gateway", tokens).await,
+        100,
+        "scoped ids: another tenant's same id is its own decision, charged to it"
+    );
+    assert_eq!(used(&l, &t1, "gateway", tokens).await, 100);
+    assert!(l
+        .check_idempotent(&t1, Cost::tokens(300), "shared-id")
+        .await
+        .unwrap()
+        .is_allowed());
+    assert_eq!(
+        used(&l, &t1, "gateway", tokens).await,
+        400,
+        "scoped ids: the same id with another cost is another request"
+    );
+    assert!(l
+        .check_idempotent(&t1, Cost::tokens(100), "shared-id")
+        .await
+        .unwrap()
+        .is_allowed());
+    assert_eq!(
+        used(&l, &t1, "gateway", tokens).await,
+        400,
+        "scoped ids: the first request again is replayed"
+    );
+    // Two subjects that share every bucket (only the global rule applies to them).
+    let a = Subject::new().user("a");
+    let b = Subject::new().user("b");
+    for s in [&a, &b] {
+        assert!(l
+            .check_idempotent(s, Cost::ONE, "same")
+            .await
+            .unwrap()
+            .is_allowed());
+    }
+    assert_eq!(
+        used(&l, &a, "global", LimitKind::Requests).await,
+        5,
+        "scoped ids: subjects sharing every bucket still make two requests"
     );
 }

@@ -1,7 +1,9 @@
-//! The conformance suite against every store: memory, Redis, Redis Cluster.
+//! The conformance suite against every store: memory, Redis, Redis Cluster, and the fallback
+//! store in front of Redis and of memory.
 
+use tollgate::store::fallback::{FallbackConfig, FallbackStore};
 use tollgate::store::redis::{RedisConfig, RedisStore};
-use tollgate::{Limiter, ManualClock, Policy};
+use tollgate::{Limiter, ManualClock, MemoryStore, Policy};
 use tollgate_test::conformance::{run_all, Harness, MemoryHarness};
 use tollgate_test::{RedisCluster, RedisServer};
 
@@ -13,22 +15,65 @@ struct RedisHarness {
     next: std::sync::atomic::AtomicU32,
 }
 
-impl Harness for RedisHarness {
-    type S = RedisStore;
-    async fn limiter(&self, policy: Policy, clock: ManualClock) -> Limiter<RedisStore> {
+impl RedisHarness {
+    /// A store with a key prefix of its own, on `clock`.
+    async fn store(&self, clock: ManualClock) -> RedisStore {
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let config = RedisConfig {
             prefix: format!("conformance{n}"),
             ..RedisConfig::default()
         };
-        let store = if self.cluster {
+        if self.cluster {
             RedisStore::connect_cluster(&self.urls, config).await
         } else {
             RedisStore::connect_with(&self.urls[0], config).await
         }
         .expect("connects")
-        .with_time_override(clock);
-        Limiter::with_store(policy, store)
+        .with_time_override(clock)
+    }
+}
+
+impl Harness for RedisHarness {
+    type S = RedisStore;
+    async fn limiter(&self, policy: Policy, clock: ManualClock) -> Limiter<RedisStore> {
+        Limiter::with_store(policy, self.store(clock).await)
+    }
+}
+
+/// The fallback store's settings for the suite: its denial cache expires on the real clock,
+/// which the scenarios' manual clock does not move, so it is off (the cache has its own tests).
+fn fallback_config() -> FallbackConfig {
+    FallbackConfig {
+        denial_cache: false,
+        ..FallbackConfig::default()
+    }
+}
+
+/// The fallback store in front of Redis, as the service runs it.
+struct FallbackHarness(RedisHarness);
+
+impl Harness for FallbackHarness {
+    type S = FallbackStore<RedisStore>;
+    async fn limiter(&self, policy: Policy, clock: ManualClock) -> Limiter<Self::S> {
+        let primary = self.0.store(clock.clone()).await;
+        Limiter::with_store(
+            policy,
+            FallbackStore::with_config(primary, fallback_config(), clock),
+        )
+    }
+}
+
+/// The fallback store in front of the memory store.
+struct FallbackMemoryHarness;
+
+impl Harness for FallbackMemoryHarness {
+    type S = FallbackStore<MemoryStore>;
+    async fn limiter(&self, policy: Policy, clock: ManualClock) -> Limiter<Self::S> {
+        let primary = MemoryStore::with_clock(clock.clone());
+        Limiter::with_store(
+            policy,
+            FallbackStore::with_config(primary, fallback_config(), clock),
+        )
     }
 }
 
@@ -65,4 +110,20 @@ async fn redis_cluster_conforms() {
         next: 0.into(),
     };
     run_all(&h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_store_over_redis_conforms() {
+    let server = RedisServer::start().expect("redis-server starts");
+    let h = FallbackHarness(RedisHarness {
+        urls: vec![server.url()],
+        cluster: false,
+        next: 0.into(),
+    });
+    run_all(&h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_store_over_memory_conforms() {
+    run_all(&FallbackMemoryHarness).await;
 }

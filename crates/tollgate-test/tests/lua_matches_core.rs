@@ -113,9 +113,9 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
-    /// Decisions with a request id (every cluster decision has one) through both script
-    /// paths equal the model; the same id again, through either path, returns the first
-    /// decision and spends nothing.
+    /// Decisions with a request id through both script paths equal the model; the same id
+    /// again, through either path, answers an admission as it was first made and spends
+    /// nothing, and decides anything else again.
     #[test]
     fn request_ids_equal_core(
         limits in proptest::collection::vec(limit(), 1..4),

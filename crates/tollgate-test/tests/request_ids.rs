@@ -154,3 +154,48 @@ async fn a_retry_after_a_timeout_is_not_counted_twice_behind_the_fallback() {
         "Redis counted the call and its retries once"
     );
 }
+
+/// Behind the fallback store, with its denial cache on: a request id whose first attempt was
+/// denied is decided again when retried, and neither its retry nor anything else re-arms the
+/// cache with that stale denial (which would refuse calls without an id while Redis has room).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_denial_is_decided_again_and_rearms_no_cached_denial() {
+    let server = RedisServer::start().unwrap();
+    let redis = RedisStore::connect_with(&server.url(), config("cache"))
+        .await
+        .unwrap();
+    let policy = Policy::builder()
+        .rule(Rule::builder("hourly").per("tenant").limit(LimitSpec::new(
+            LimitKind::Requests,
+            2,
+            Window::HOUR,
+        )))
+        .build()
+        .unwrap();
+    let l = Limiter::with_store(policy, FallbackStore::new(redis));
+    let t = Subject::new().tenant("t");
+    for id in ["r1", "r2"] {
+        assert!(l
+            .check_idempotent(&t, Cost::ONE, id)
+            .await
+            .unwrap()
+            .is_allowed());
+    }
+    let denied = l.check_idempotent(&t, Cost::ONE, "r3").await.unwrap();
+    assert_eq!(denied.outcome(), Outcome::Denied);
+    // Capacity comes back (a reset through this instance also forgets the cached denial).
+    l.reset(&t).await.unwrap();
+    let retry = l.check_idempotent(&t, Cost::ONE, "r3").await.unwrap();
+    assert!(retry.is_allowed(), "decided again: {retry:?}");
+    let plain = l.check(&t, Cost::ONE).await.unwrap();
+    assert!(
+        plain.is_allowed(),
+        "no stale denial was cached for calls without an id: {plain:?}"
+    );
+    assert_eq!(l.usage(&t).await.unwrap()[0].used, 2);
+    assert_eq!(
+        l.store().stats().cached_denials,
+        0,
+        "no call was answered by the cache"
+    );
+}

@@ -435,8 +435,11 @@ impl<S: Store> Limiter<S> {
             .map(|(d, _, _)| d)
     }
 
-    /// [`check`](Self::check) made idempotent by `request_id`: a retry with the same id within
-    /// the store's idempotency window answers the first decision again and spends nothing.
+    /// [`check`](Self::check) made idempotent by `request_id`: a retry with the same id, the
+    /// same subject and the same cost within the store's idempotency window answers the first
+    /// admission again and spends nothing. A denial is decided again (the capacity may have
+    /// come back). The id is scoped to the subject and cost: another subject or cost with the
+    /// same id is another request, decided on its own.
     ///
     /// # Errors
     /// Only if the store fails.
@@ -446,7 +449,8 @@ impl<S: Store> Limiter<S> {
         cost: Cost,
         request_id: &str,
     ) -> Result<Decision, Error> {
-        self.decide_subject(subject, cost, Mode::Spend, Some(request_id))
+        let scoped = crate::store::idempotency::subject_scoped(request_id, subject);
+        self.decide_subject(subject, cost, Mode::Spend, Some(&scoped))
             .await
     }
 

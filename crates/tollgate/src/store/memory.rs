@@ -25,7 +25,7 @@ use tollgate_core::{
     Algorithm, BucketState, Clock, LeaseId, Limit, SystemClock, Timestamp, Usage, Verdict,
 };
 
-use super::idempotency::Seen;
+use super::idempotency::{local_fingerprint, Seen};
 use super::{
     Applied, Mode, OneOutcome, Op, Ops, Route, Settlement, Store, StoreOutcome, VerdictSink,
 };
@@ -395,7 +395,7 @@ impl MemoryStoreBuilder {
         self
     }
 
-    /// How long a decision made with a request id is remembered (default 60 s).
+    /// How long an admission made with a request id is remembered (default 60 s).
     pub fn idempotency_window(mut self, window: std::time::Duration) -> Self {
         self.idempotency_window = window;
         self
@@ -767,8 +767,9 @@ impl MemoryStore {
         metrics::counter!("tollgate_memory_store_full_total").increment(1);
     }
 
-    /// [`decide_now`](Self::decide_now), answering a request id seen within the idempotency
-    /// window with its first decision.
+    /// [`decide_now`](Self::decide_now), answering a request id whose admission of the same
+    /// buckets and costs is remembered (within the idempotency window) with that admission; a
+    /// denial is decided again.
     #[inline(always)]
     fn decide_once(
         &self,
@@ -780,11 +781,13 @@ impl MemoryStore {
         let Some(id) = request_id else {
             return self.decide_now(ops, mode, lease);
         };
-        if let Some(replay) = self.seen.get(id, self.now()) {
+        // The id names this request only: these buckets, costs and mode.
+        let fingerprint = local_fingerprint(ops, mode);
+        if let Some(replay) = self.seen.get(id, fingerprint, self.now()) {
             return replay;
         }
         let outcome = self.decide_now(ops, mode, lease);
-        self.seen.remember(id, &outcome);
+        self.seen.remember(id, fingerprint, &outcome);
         outcome
     }
 

@@ -5,7 +5,7 @@
 
 pub mod fallback;
 pub mod health;
-mod idempotency;
+pub(crate) mod idempotency;
 pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;

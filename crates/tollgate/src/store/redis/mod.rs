@@ -19,6 +19,13 @@
 //!   refunded: never over-admission. Commands are routed to their slot's master by
 //!   `cluster.rs`, which follows MOVED and ASK redirections and retries TRYAGAIN (the command
 //!   did not run) and never sends a command twice otherwise.
+//! - A request id's record (`<prefix>:{<partition>}:req:<id>:<fingerprint>`, in the slot of
+//!   each group of its buckets) is written by the script that spends, and only when it spends:
+//!   a retry of an admission is answered from it, a denial is decided again. The fingerprint
+//!   (of the buckets, costs and mode) scopes the id to its request. A decision rolled back
+//!   across slots deletes its records, so that a retry is decided afresh.
+//! - Each connection's requests are timed (`wire.rs`), so that a fallback in front can tell a
+//!   silent Redis from a busy host ([`Store::wire_health`]).
 
 mod cluster;
 mod home;
@@ -37,6 +44,7 @@ use tollgate_core::algorithms::gcra::Gcra;
 use tollgate_core::{Algorithm, Clock, LeaseId, Limit, Timestamp, Usage, Verdict, Window};
 
 use super::health::WireHealth;
+use super::idempotency::fingerprint;
 use super::{Mode, Op, Route, Settlement, Store, StoreOutcome};
 use crate::error::StoreError;
 use crate::key::BucketName;
@@ -57,7 +65,7 @@ pub struct RedisConfig {
     pub connect_timeout: Duration,
     /// How long one command may take before it fails as a timeout (default 1 s).
     pub response_timeout: Duration,
-    /// How long a decision made with a request id is remembered (default 60 s).
+    /// How long an admission made with a request id is remembered (default 60 s).
     pub idempotency_window: Duration,
     /// A PEM file of the certificate authority that signed the server's certificate, for
     /// `rediss://` servers with a private CA (default: the system's roots).
@@ -754,7 +762,7 @@ impl RedisStore {
         }
     }
 
-    /// Refunds what `ops` spent at `at` in one slot, and marks the request's record rolled back.
+    /// Refunds what `ops` spent at `at` in one slot, and deletes the request's record there.
     async fn roll_back(
         &self,
         ops: &[&Op<RedisKey>],
@@ -1369,6 +1377,16 @@ impl Store for RedisStore {
         lease: LeaseId,
         request: Option<&str>,
     ) -> Result<StoreOutcome, StoreError> {
+        // An id names one request: these buckets, costs and mode. Its record's key carries
+        // their fingerprint, so the same id with another subject or cost is another request.
+        let scoped = request.map(|id| {
+            let fp = fingerprint(ops, mode, |k: &RedisKey, h| {
+                std::hash::Hasher::write(h, k.as_str().as_bytes());
+                std::hash::Hasher::write_u8(h, 0xff);
+            });
+            format!("{id}:{fp:016x}")
+        });
+        let request = scoped.as_deref();
         if !self.cluster && !ops.is_empty() {
             // One server: one script call for the whole decision, nothing to roll back.
             let group: smallvec::SmallVec<[&Op<RedisKey>; 4]> = ops.iter().collect();

@@ -14,9 +14,10 @@
 --
 -- Returns { now_us, spent (0/1), then per op: admitted, never_fits, capacity, remaining,
 --           reset_after_us, retry_after_us }.
--- With a request id seen before, returns the first reply again and spends nothing (spent = 0 if
--- that decision was rolled back since); a record that fast_decide.lua wrote is returned as the
--- string it is.
+-- With a request id, a decision that spends is recorded (the reply, joined by commas), and a
+-- request id whose record exists gets that reply again and spends nothing: only admissions are
+-- replayed, a denial is decided again. A record that fast_decide.lua wrote is returned as the
+-- string it is. A rollback (settle.lua) deletes the record.
 
 local n = tonumber(ARGV[6])
 local idem = ARGV[4] ~= ''
@@ -64,7 +65,7 @@ if spend and all then
   reply[2] = 1
 end
 
-if idem then
+if idem and reply[2] == 1 then
   local text = {}
   for i = 1, #reply do text[i] = int(reply[i]) end
   redis.call('SET', KEYS[n + 1], table.concat(text, ','), 'PX', ARGV[5])

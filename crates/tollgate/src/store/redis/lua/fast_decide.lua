@@ -30,9 +30,10 @@
 --           GCRA:        d (tat - now in scaled units before this decision, >= 0)
 --           concurrency: live leases, the latest expiry (0 if none), and when all slots are
 --                        taken the expiry of the (held - amount + 1)-th earliest lease (else 0) }
--- With a request id, that reply is also kept as the record "F" followed by its numbers joined
--- by commas (settle.lua's rollback sets the second to 0); a request id seen before gets its
--- record back, as a string (decide.lua's records too), and nothing is spent.
+-- With a request id, the reply of a decision that spends is also kept as the record "F"
+-- followed by its numbers joined by commas (settle.lua's rollback deletes it); a request id
+-- whose record exists gets it back, as a string (decide.lua's records too), and nothing is
+-- spent. A denial is not recorded: it is decided again.
 
 local byte = string.byte
 local call = redis.call
@@ -156,7 +157,7 @@ if all and (mode == 115 or mode == 105 or mode == 83 or mode == 73) then
   reply[2] = 1
 end
 
-if idem then
+if idem and reply[2] == 1 then
   -- The record's lifetime follows the lease id, if there is one.
   local w = a
   if takes then w = a + 1 end

@@ -1,10 +1,11 @@
 -- settle.lua: adjustments to earlier decisions (refund, charge, release, renew) in one slot.
 --
 -- KEYS[1..n]   the buckets
--- KEYS[n+1]    (only when ARGV[3] is not empty) an idempotency record to mark as rolled back
+-- KEYS[n+1]    (only when ARGV[3] is not empty) the idempotency record of a rolled-back decision
 -- ARGV[1]      the time in microseconds to use instead of TIME ("" in production)
 -- ARGV[2]      n
--- ARGV[3]      "" or the request id whose record KEYS[n+1] is marked rolled back (spent = 0)
+-- ARGV[3]      "" or the request id whose record KEYS[n+1] is deleted: the decision was rolled
+--              back, so a retry is decided afresh
 -- ARGV[4+7*(i-1) .. 10+7*(i-1)]   item i: kind (refund, charge, release, renew), algorithm,
 --                                  p1, p2, p3, spent_at_us, cost (or the lease id)
 --
@@ -37,12 +38,6 @@ for i = 1, n do
 end
 
 if ARGV[3] ~= '' then
-  local seen = redis.call('GET', KEYS[n + 1])
-  if seen then
-    local fields = {}
-    for v in string.gmatch(seen, '[^,]+') do fields[#fields + 1] = v end
-    fields[2] = '0'
-    redis.call('SET', KEYS[n + 1], table.concat(fields, ','), 'KEEPTTL')
-  end
+  redis.call('DEL', KEYS[n + 1])
 end
 return found
