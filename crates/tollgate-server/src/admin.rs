@@ -110,3 +110,62 @@ pub(crate) async fn list_subject_limits<S: Store>(
     let all: Vec<SubjectLimits> = app.settings().all().into_values().collect();
     Ok(Json(json!({ "kept_in": app.settings().kept_in(), "settings": all })).into_response())
 }
+
+/// The query of `GET /v1/admin/subjects`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectsQuery {
+    /// The rule.
+    pub rule: String,
+    /// The `next` of the previous page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// Subjects per page (1 to 1,000; default 100).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// `GET /v1/admin/subjects?rule=R[&cursor=C][&limit=N]`: the subjects of rule `R` with live
+/// buckets, with their usage, a page at a time.
+pub(crate) async fn list_subjects<S: Store>(
+    State(app): AppState<S>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<SubjectsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    admin(&app, &headers)?;
+    let axum::extract::Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=tollgate::subjects::MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit: 1 to {} subjects per page",
+            tollgate::subjects::MAX_PAGE
+        )));
+    }
+    if app.runtime_ref().config.server.max_tracked_subjects == 0 {
+        return Err(ApiError::not_found(
+            "subjects are not tracked ([server] max_tracked_subjects = 0)",
+        ));
+    }
+    let page = app
+        .limiter()
+        .subjects(&q.rule, q.cursor.as_deref(), limit)
+        .await
+        .map_err(ApiError::store)?;
+    let subjects: Vec<serde_json::Value> = page
+        .subjects
+        .iter()
+        .map(|s| {
+            json!({
+                "subject": s.values.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                "limits": s.usage.iter().map(crate::api::usage_json).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "rule": q.rule,
+        "subjects": subjects,
+        "next": page.next,
+        "tracked": page.tracked,
+    }))
+    .into_response())
+}

@@ -440,6 +440,9 @@ impl<S: Store> App<S> {
             generation: 1,
         };
         let limiter = Limiter::with_store(runtime.config.policy.clone(), shared.clone());
+        if runtime.config.server.max_tracked_subjects > 0 {
+            limiter.track_subjects(runtime.config.server.max_tracked_subjects);
+        }
         let enforced = Limiter::with_store(runtime.enforced_policy(), shared);
         App {
             limiter,

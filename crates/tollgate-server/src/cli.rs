@@ -45,6 +45,8 @@ pub enum Command {
     Usage(UsageArgs),
     /// Forget buckets (needs the admin token).
     Reset(ResetArgs),
+    /// List the subjects of a rule with live buckets, with their usage (admin token).
+    Subjects(SubjectsArgs),
     /// Set, remove or list one subject's own limits while the service runs (admin token).
     #[command(subcommand)]
     Limits(LimitsCommand),
@@ -264,6 +266,26 @@ pub struct ResetArgs {
     pub rule: Option<String>,
 }
 
+/// `tollgate subjects`.
+#[derive(Debug, Clone, Args)]
+pub struct SubjectsArgs {
+    /// Service and (admin) token.
+    #[command(flatten)]
+    pub client: ClientOpts,
+    /// The rule.
+    #[arg(long)]
+    pub rule: String,
+    /// Subjects per page (1 to 1,000).
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Start after this cursor (the `next` a previous page printed).
+    #[arg(long)]
+    pub cursor: Option<String>,
+    /// Follow the pages to the end (at most 100 pages).
+    #[arg(long)]
+    pub all: bool,
+}
+
 /// `tollgate limits ...`: one subject's limits, set while the service runs. Kept in Redis
 /// for the fleet when the service uses Redis, in the service's memory otherwise.
 #[derive(Debug, Subcommand)]
@@ -373,6 +395,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Usage(a) => crate::client::usage(a).await,
             Command::Reset(a) => crate::client::reset(a).await,
             Command::Limits(c) => crate::client::limits(c).await,
+            Command::Subjects(a) => crate::client::subjects(a).await,
             Command::Bench(a) => crate::bench::run(a).await,
         }
     })

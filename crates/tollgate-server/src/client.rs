@@ -355,3 +355,90 @@ pub async fn limits(c: crate::cli::LimitsCommand) -> ExitCode {
     }
     ExitCode::SUCCESS
 }
+
+/// The most pages `tollgate subjects --all` follows.
+const MAX_PAGES: usize = 100;
+
+/// `tollgate subjects`.
+pub async fn subjects(a: crate::cli::SubjectsArgs) -> ExitCode {
+    let client = match http_client() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let mut cursor = a.cursor.clone();
+    let mut printed = 0usize;
+    for _ in 0..MAX_PAGES {
+        let mut query = vec![
+            ("rule".to_owned(), a.rule.clone()),
+            ("limit".to_owned(), a.limit.to_string()),
+        ];
+        if let Some(c) = &cursor {
+            query.push(("cursor".to_owned(), c.clone()));
+        }
+        let rb = with_token(
+            client.get(endpoint(&a.client, "/v1/admin/subjects")),
+            &a.client,
+        )
+        .query(&query);
+        let (status, answer) = match send(rb).await {
+            Ok(x) => x,
+            Err(e) => return fail(e),
+        };
+        if status != 200 {
+            return fail(api_error(status, &answer));
+        }
+        if a.client.json {
+            println!("{answer}");
+        } else {
+            for s in answer
+                .get("subjects")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let who: Vec<String> = s
+                    .get("subject")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect();
+                let limits: Vec<String> = s
+                    .get("limits")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|l| {
+                        format!(
+                            "{} {}/{} {}",
+                            l.get("kind").and_then(Value::as_str).unwrap_or(""),
+                            l.get("used").and_then(Value::as_u64).unwrap_or(0),
+                            l.get("capacity").and_then(Value::as_u64).unwrap_or(0),
+                            per(l)
+                        )
+                    })
+                    .collect();
+                println!("{}  {}", who.join(","), limits.join(", "));
+                printed += 1;
+            }
+        }
+        cursor = answer
+            .get("next")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        match (&cursor, a.all) {
+            (Some(c), false) => {
+                if !a.client.json {
+                    println!("more: --cursor '{c}'");
+                }
+                break;
+            }
+            (Some(_), true) => continue,
+            (None, _) => break,
+        }
+    }
+    if printed == 0 && !a.client.json {
+        println!("no subject of rule {:?} has a bucket in use", a.rule);
+    }
+    ExitCode::SUCCESS
+}

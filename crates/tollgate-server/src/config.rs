@@ -98,6 +98,10 @@ pub struct ServerConfig {
     pub max_acquire_wait: Duration,
     /// The most `/v1/acquire` requests waiting at once (default 10,000); beyond it they get 503.
     pub max_waiters: usize,
+    /// The most subjects per rule that `/v1/admin/subjects` can list (default 100,000): the
+    /// service keeps an index of the partitions it decides for, bounded to this. 0 turns it
+    /// off (a hash lookup per rule per decision saved).
+    pub max_tracked_subjects: usize,
 }
 
 impl Default for ServerConfig {
@@ -119,6 +123,7 @@ impl Default for ServerConfig {
             allow_empty_policy: false,
             max_acquire_wait: Duration::from_secs(30),
             max_waiters: 10_000,
+            max_tracked_subjects: 100_000,
         }
     }
 }
@@ -470,6 +475,7 @@ struct RawServer {
     allow_empty_policy: S<bool>,
     max_acquire_wait: S<String>,
     max_waiters: S<u64>,
+    max_tracked_subjects: S<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -980,6 +986,9 @@ impl Config {
                     ));
                 }
                 srv.max_waiters = usize::try_from(*v.get_ref()).unwrap_or(usize::MAX);
+            }
+            if let Some(v) = &s.max_tracked_subjects {
+                srv.max_tracked_subjects = usize::try_from(*v.get_ref()).unwrap_or(usize::MAX);
             }
         }
 

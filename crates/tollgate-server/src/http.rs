@@ -116,6 +116,7 @@ pub fn router<S: ServedStore>(app: Arc<App<S>>, max_body: usize) -> Router {
         .route("/v1/permits/{id}/renew", post(renew::<S>))
         .route("/v1/usage", get(usage::<S>))
         .route("/v1/reset", post(reset::<S>))
+        .route("/v1/admin/subjects", get(crate::admin::list_subjects::<S>))
         .route(
             "/v1/admin/subject-limits",
             get(crate::admin::list_subject_limits::<S>)

@@ -345,3 +345,51 @@ fn limits_set_and_clear_one_subject_and_are_audited() {
     );
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+#[test]
+fn subjects_lists_who_has_live_buckets() {
+    let s = serve(&[]);
+    for agent in ["a1", "a2"] {
+        let out = client(
+            &s,
+            &[
+                "check",
+                "--agent",
+                agent,
+                "--provider",
+                "anthropic",
+                "--requests",
+                "30",
+                "--tokens",
+                "50000",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+    }
+    let out = client(&s, &["subjects", "--rule", "default-agent", "--limit", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The service runs on the system clock: the buckets refill while the test runs (half a
+    // minute's worth was spent, so they are still in use).
+    assert!(
+        text.starts_with("agent=a1,provider=anthropic  requests "),
+        "{text}"
+    );
+    assert!(text.contains("/60 per minute, tokens "), "{text}");
+    assert!(text.contains("/100000 per minute"), "{text}");
+    assert!(text.contains("more: --cursor"), "{text}");
+    let out = client(
+        &s,
+        &[
+            "subjects",
+            "--rule",
+            "default-agent",
+            "--limit",
+            "1",
+            "--all",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.contains("agent=a2"), "{text}");
+}

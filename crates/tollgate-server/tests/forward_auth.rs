@@ -161,6 +161,20 @@ async fn the_openapi_document_lists_every_endpoint() {
         let url = path.replace("{id}", "p_00");
         let r = match method {
             "get" => s.http.get(s.url(&url)).send().await.unwrap(),
+            "put" => s
+                .http
+                .put(s.url(&url))
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap(),
+            "delete" => s
+                .http
+                .delete(s.url(&url))
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap(),
             _ => s
                 .http
                 .post(s.url(&url))

@@ -211,3 +211,65 @@ async fn with_redis_the_fleet_shares_subject_limits() {
         s.stop().await;
     }
 }
+
+#[tokio::test]
+async fn the_subjects_of_a_rule_are_listed_with_their_usage() {
+    let s = start(&format!("{PER_USER}{AUTH}")).await;
+    for (user, n) in [("u1", 1), ("u2", 2), ("u3", 3)] {
+        for _ in 0..n {
+            let a = s
+                .check(
+                    Some(ADMIN),
+                    json!({ "user": user, "provider": "glm" }),
+                    json!({}),
+                )
+                .await;
+            assert!(a.allowed());
+        }
+    }
+    assert_eq!(
+        s.get("/v1/admin/subjects?rule=glm", Some(ACME))
+            .await
+            .status,
+        403
+    );
+    let p = s
+        .get("/v1/admin/subjects?rule=glm&limit=2", Some(ADMIN))
+        .await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert_eq!(p.body["tracked"], 3);
+    let first = p.body["subjects"].as_array().unwrap();
+    assert_eq!(first.len(), 2);
+    assert_eq!(first[0]["subject"]["user"], "u1");
+    assert_eq!(first[0]["limits"][0]["used"], 1);
+    assert_eq!(first[1]["limits"][0]["used"], 2);
+    let next = p.body["next"].as_str().unwrap();
+    let p = s
+        .http
+        .get(s.url("/v1/admin/subjects"))
+        .query(&[("rule", "glm"), ("limit", "2"), ("cursor", next)])
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(p["subjects"][0]["subject"]["user"], "u3");
+    assert_eq!(p["subjects"][0]["limits"][0]["used"], 3);
+    assert_eq!(p["next"], Value::Null);
+    // Bounded pages, known rules.
+    assert_eq!(
+        s.get("/v1/admin/subjects?rule=glm&limit=5000", Some(ADMIN))
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        s.get("/v1/admin/subjects?rule=nope", Some(ADMIN))
+            .await
+            .status,
+        404
+    );
+    s.stop().await;
+}

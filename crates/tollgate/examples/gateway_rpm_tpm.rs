@@ -8,17 +8,20 @@
 //! `E4404` when the RPM limit refused the call, `E4405` when the TPM limit did.
 //!
 //! In tollgate this is one rule partitioned by `agent` and `provider`, with an override for
-//! the premium agent. Limits live in the policy rather than in each call, so every caller of
-//! the same agent sees the same limits. A manual clock stands in for time, so the example is
-//! exact and instant.
+//! the premium agent. Limits live in the policy, so every caller of the same agent sees the
+//! same limits; a call may still tighten its own (the seed's `rpm_limit` / `tpm_limit`), and
+//! loosen them only when allowed. The gateway also watches every agent's usage (the seed's
+//! `monitor_usage`), and starts from shipped presets (Anthropic, OpenAI, conservative) or from
+//! the built-in policy, which keys agent calls on the agent and provider. A manual clock stands
+//! in for time, so the example is exact and instant.
 //!
 //! Run it with `cargo run -p tollgate --example gateway_rpm_tpm`.
 
 use std::time::Duration;
 
 use tollgate::{
-    Cost, Decision, DenyReason, Error, LimitKind, LimitSpec, LimitUsage, Limiter, ManualClock,
-    Outcome, Policy, PolicyError, Rule, Subject, Timestamp, Window,
+    CallLimits, Cost, Decision, DenyReason, Error, LimitKind, LimitSpec, LimitUsage, Limiter,
+    ManualClock, Outcome, Policy, PolicyError, Rule, Subject, Timestamp, Window,
 };
 
 const PREMIUM: &str = "did:agent:premium";
@@ -120,6 +123,8 @@ async fn print_usage(limiter: &Limiter, agent: &str, provider: &str) -> Result<(
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let clock = ManualClock::new(Timestamp::from_secs(1_700_000_000));
     let limiter = Limiter::with_clock(gateway_policy()?, clock.clone());
+    // Keep an index of the agents decided for, to list them with their usage (step 9).
+    limiter.track_subjects(10_000);
 
     let agent = "did:agent:test";
     let provider = "anthropic";
@@ -227,6 +232,102 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tpm = usage_of(&limiter, agent, provider, LimitKind::Tokens).await?;
     assert_eq!((rpm.used, rpm.available), (0, 60));
     assert_eq!((tpm.used, tpm.available), (0, 100_000));
+
+    println!("8. one call's own limits: rpm_limit = 2, tpm_limit = 1,000 for a batch agent");
+    let batch = Subject::new().agent("did:agent:batch").provider("openai");
+    let tight = CallLimits::new()
+        .requests_per_minute(2)
+        .tokens_per_minute(1_000);
+    for _ in 0..2 {
+        assert!(limiter
+            .check_with(&batch, Cost::tokens(400), &tight)
+            .await?
+            .is_allowed());
+    }
+    let refused = limiter.check_with(&batch, Cost::tokens(10), &tight).await?;
+    println!("    the third: {refused}");
+    assert_eq!(refused.denied_by().map(|s| s.amount), Some(2));
+    // Never more than the policy: its own 60 RPM bucket was spent too.
+    assert_eq!(
+        usage_of(&limiter, "did:agent:batch", "openai", LimitKind::Requests)
+            .await?
+            .used,
+        2
+    );
+    // Loosening (200 RPM for this call) is refused unless the caller is allowed to loosen.
+    let loose = CallLimits::new().requests_per_minute(200);
+    let e = limiter
+        .check_with(&batch, Cost::ONE, &loose)
+        .await
+        .unwrap_err();
+    println!("    asking for 200 RPM: {e}");
+    assert!(limiter
+        .check_with(&batch, Cost::ONE, &loose.allow_loosening(true))
+        .await?
+        .is_allowed());
+
+    println!("9. monitor_usage: every agent with buckets in use, a page at a time");
+    let mut cursor = None;
+    let mut agents = 0;
+    loop {
+        let page = limiter.subjects("gateway", cursor.as_deref(), 2).await?;
+        for s in &page.subjects {
+            let who: Vec<String> = s.values.iter().map(|(a, v)| format!("{a}={v}")).collect();
+            let line: Vec<String> = s
+                .usage
+                .iter()
+                .map(|u| format!("{} {}/{}", u.kind, u.used, u.capacity))
+                .collect();
+            println!("    {}: {}", who.join(" "), line.join(", "));
+            agents += 1;
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    // The reset agent is full again, so it is not listed; the other agent (on two
+    // providers), the premium agent and the batch agent are.
+    assert_eq!(agents, 4);
+
+    println!(
+        "10. presets: the seed's Anthropic, OpenAI and conservative RPM/TPM, as shipped files"
+    );
+    for (file, rpm, tpm) in [
+        ("anthropic.toml", 60, 100_000),
+        ("openai.toml", 500, 90_000),
+        ("conservative.toml", 30, 50_000),
+    ] {
+        let path = format!(
+            "{}/../../examples/presets/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let preset = Policy::load(&path)?;
+        let limits: Vec<u64> = preset.rules()[0]
+            .limit_sets()
+            .next()
+            .map(|set| set.limits().iter().map(|l| l.limit().amount()).collect())
+            .unwrap_or_default();
+        println!(
+            "    {file}: {limits:?} per minute (check against the provider's published limits)"
+        );
+        assert_eq!(limits, [rpm, tpm]);
+    }
+
+    println!("11. no policy at all: the built-in one keys agent calls on agent and provider");
+    let builtin = Limiter::with_clock(tollgate::default_policy(), clock.clone());
+    let d = builtin
+        .check(
+            &Subject::new().agent(agent).provider(provider),
+            Cost::tokens(500),
+        )
+        .await?;
+    println!(
+        "    limited by rule {:?}: {} limits",
+        d.statuses()[0].rule,
+        d.statuses().len()
+    );
+    assert_eq!(d.statuses()[0].rule, "default-agent");
 
     println!("ok");
     Ok(())

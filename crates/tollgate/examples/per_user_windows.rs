@@ -10,7 +10,10 @@
 //!
 //! In tollgate the defaults are a policy file, `examples/policies/providers.toml` at the
 //! repository root: one rule per provider partitioned by user, and a `tiers` rule partitioned
-//! by tenant. [`Limiter::acquire`] is the wait: it sleeps exactly until the denial's
+//! by tenant; the same numbers ship as one preset file per provider in `examples/presets/`,
+//! keyed per caller, so calls without a user are limited too. A user's custom limits are set
+//! while running with [`Policy::with_subject_limits`] (the service's `PUT
+//! /v1/admin/subject-limits`). [`Limiter::acquire`] is the wait: it sleeps exactly until the denial's
 //! `retry_after` (no polling, no backoff guesswork) and serves waiters in arrival order. The
 //! example runs on a tokio runtime with paused time, so sleeps complete at once while the clock
 //! advances exactly as if they had been real.
@@ -21,7 +24,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tollgate::{
-    Cost, DenyReason, Error, LimitKind, LimitSpec, Limiter, Policy, Reservation, Rule, Subject,
+    Cost, DenyReason, Error, LimitKind, LimitSpec, Limiter, Policy, Reservation, Subject,
     Timestamp, TokioClock, Window,
 };
 
@@ -49,6 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         custom_user_limits(&limiter).await?;
         tiers(&limiter).await?;
         reset(&limiter).await?;
+        presets_and_user_less_calls().await?;
         println!("ok");
         Ok(())
     })
@@ -239,29 +243,23 @@ async fn custom_user_limits(limiter: &Limiter) -> Result<(), Box<dyn std::error:
     println!(
         "4. custom limits for premium_user on GLM: 100/min (bursts of 30), 5,000/h, 50,000/day"
     );
-    // Overrides belong to a rule, so the GLM rule is rebuilt with one: its defaults are taken
-    // from the loaded rule; its selectors are restated (a loaded rule does not expose them).
+    // The seed's `set_user_rate_limit`: the limits replace the rule's own for this user (an
+    // override). `subject_rules` finds the rules partitioned by user; here only GLM's.
     let policy = limiter.policy();
-    let glm = policy.rule("glm").expect("the GLM rule");
-    let mut rule = Rule::builder(glm.name())
-        .when("provider", "glm")
-        .per("user");
-    for l in glm.limit_sets().next().expect("the defaults").limits() {
-        rule = rule.limit(l.limit().spec());
-    }
-    rule = rule.override_when(
-        [("user", "premium_user")],
-        [
-            LimitSpec::new(LimitKind::Requests, 100, Window::MINUTE).burst(30),
-            LimitSpec::new(LimitKind::Requests, 5_000, Window::HOUR)
-                .algorithm(tollgate::Algorithm::SlidingWindow),
-            LimitSpec::new(LimitKind::Requests, 50_000, Window::DAY)
-                .algorithm(tollgate::Algorithm::FixedWindow),
-        ],
-    );
+    let when = [("user".to_owned(), "premium_user".to_owned())];
+    let every = policy.subject_rules(None, &when)?;
+    assert_eq!(every, ["glm", "deepseek", "claude", "openai", "deepinfra"]);
+    let custom = [
+        LimitSpec::new(LimitKind::Requests, 100, Window::MINUTE).burst(30),
+        LimitSpec::new(LimitKind::Requests, 5_000, Window::HOUR)
+            .algorithm(tollgate::Algorithm::SlidingWindow),
+        LimitSpec::new(LimitKind::Requests, 50_000, Window::DAY)
+            .algorithm(tollgate::Algorithm::FixedWindow),
+    ];
+    let with_premium = policy.with_subject_limits(&["glm"], &when, &custom)?;
     // Buckets of unchanged limits keep their state across the swap.
     let before = limiter.usage(&user_on("glm", "user_123")).await?;
-    limiter.set_policy(policy.with_rule(rule.build()?));
+    limiter.set_policy(with_premium);
     assert_eq!(limiter.usage(&user_on("glm", "user_123")).await?, before);
 
     let premium = user_on("glm", "premium_user");
@@ -348,5 +346,49 @@ async fn reset(limiter: &Limiter) -> Result<(), Error> {
     for u in limiter.usage(&who).await? {
         assert_eq!((u.used, u.available), (0, u.capacity));
     }
+    Ok(())
+}
+
+/// The seed's per-provider defaults as shipped presets, one file per provider, keyed per caller:
+/// a call without a user (the seed's `user_id=None`) is limited too, in a bucket it shares with
+/// the other user-less calls.
+async fn presets_and_user_less_calls() -> Result<(), Box<dyn std::error::Error>> {
+    println!("7. the shipped presets, one file per provider, and calls without a user");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/presets");
+    for (file, per_minute, burst) in [
+        ("glm.toml", 60, 20),
+        ("deepseek.toml", 50, 15),
+        ("claude.toml", 50, 10),
+        ("openai-windows.toml", 60, 20),
+        ("deepinfra.toml", 30, 10),
+    ] {
+        let preset = Policy::load(format!("{dir}/{file}"))?;
+        let minute = preset.rules()[0]
+            .limit_sets()
+            .next()
+            .map(|s| *s.limits()[0].limit());
+        let minute = minute.ok_or("a minute limit")?;
+        assert_eq!(
+            (minute.amount(), minute.burst()),
+            (per_minute, burst),
+            "{file}"
+        );
+    }
+    let glm = Limiter::with_clock(
+        Policy::load(format!("{dir}/glm.toml"))?,
+        TokioClock::starting_at(START),
+    );
+    let nobody = Subject::new().provider("glm");
+    let mut admitted = 0;
+    while glm.check(&nobody, Cost::ONE).await?.is_allowed() {
+        admitted += 1;
+    }
+    println!("    user-less calls to GLM: {admitted} at once (the preset's burst), then refused");
+    assert_eq!(admitted, 20);
+    // A user's own bucket is separate.
+    assert!(glm
+        .check(&user_on("glm", "user_123"), Cost::ONE)
+        .await?
+        .is_allowed());
     Ok(())
 }

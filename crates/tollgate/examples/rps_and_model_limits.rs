@@ -186,6 +186,8 @@ async fn model_stats(limiter: &Limiter, model: &str) -> Result<[(u64, u64); 3], 
 
 async fn model_limits() -> Result<(), Box<dyn std::error::Error>> {
     let limiter = Limiter::with_clock(model_policy()?, TokioClock::starting_at(T0));
+    // Index the models decided for, so that every one can be listed (step 10).
+    limiter.track_subjects(1_000);
     let patience = Duration::from_secs(60);
 
     println!("4. one call: wait for capacity, hold a slot, settle the actual tokens");
@@ -305,5 +307,25 @@ async fn model_limits() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(claude_stats[2], (0, 5), "every claude-3 slot was released");
     drop(held);
     assert_eq!(model_stats(&limiter, "gpt-4").await?[2], (0, 10));
+
+    println!("10. get_stats() for every model, without naming them: the models with limits in use");
+    let page = limiter.subjects("model", None, 100).await?;
+    for s in &page.subjects {
+        let line: Vec<String> = s
+            .usage
+            .iter()
+            .map(|u| format!("{} {}/{}", u.kind, u.used, u.capacity))
+            .collect();
+        println!("    {:<14} {}", s.values[0].1, line.join(", "));
+    }
+    let listed: Vec<&str> = page
+        .subjects
+        .iter()
+        .map(|s| s.values[0].1.as_str())
+        .collect();
+    assert!(
+        listed.contains(&"gpt-4") && listed.contains(&"llama-3"),
+        "{listed:?}"
+    );
     Ok(())
 }

@@ -206,6 +206,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(count(&alice)?, 0);
     assert!(limiter.check(&alice, Cost::ONE)?.is_allowed());
     assert!(limiter.check(&dave, Cost::ONE)?.is_allowed());
+
+    println!("9. a call no tier covers: admitted by default, refused with unmatched = deny");
+    // A call without user, model or tier matches no rule here. By default it is admitted
+    // unlimited (counted in tollgate_unmatched_total and logged); a service that must cover
+    // every call says `unmatched = "deny"` at the top of its policy file.
+    let stranger = Subject::new().tenant("acme");
+    assert!(limiter.check(&stranger, Cost::ONE)?.is_allowed());
+    let strict = BlockingLimiter::new(Limiter::with_clock(
+        policy()?.with_unmatched(tollgate::Unmatched::Deny),
+        clock.clone(),
+    ))?;
+    let d = strict.check(&stranger, Cost::ONE)?;
+    println!("    {d} [{}]", d.reason().map_or("", |r| r.error_code()));
+    assert_eq!(d.outcome(), tollgate::Outcome::Unmatched);
+    assert_eq!(d.retry_after(), None, "waiting will not help");
     println!("ok");
     Ok(())
 }

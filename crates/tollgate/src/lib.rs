@@ -74,6 +74,7 @@ mod scratch;
 mod stats;
 pub mod store;
 mod subject;
+pub mod subjects;
 mod sync;
 #[cfg(feature = "tower")]
 pub mod tower;
@@ -95,6 +96,7 @@ pub use rps::{Limited, RateLimiter};
 pub use stats::StatsSnapshot;
 pub use store::memory::{AtCapacity, MemoryStore};
 pub use subject::{Attr, Subject};
+pub use subjects::{SubjectPage, SubjectUsage};
 
 pub use tollgate_core::{
     Algorithm, Clock, LimitKind, LimitSpec, ManualClock, SystemClock, Timestamp, UtcOffset, Window,

@@ -65,6 +65,8 @@ pub(crate) struct Inner<S: Store> {
     /// waiters re-check before their timer.
     pub(crate) released: tokio::sync::Notify,
     stats: Stats,
+    /// The partitions decided for, when [`Limiter::track_subjects`] turned the index on.
+    pub(crate) subjects: std::sync::OnceLock<crate::subjects::SubjectIndex>,
 }
 
 /// What a decision reports about one planned operation.
@@ -205,6 +207,7 @@ impl<S: Store> Limiter<S> {
                 waiters: WaitQueues::new(),
                 released: tokio::sync::Notify::new(),
                 stats: Stats::new(),
+                subjects: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -275,6 +278,9 @@ impl<S: Store> Limiter<S> {
                     continue;
                 }
                 let ph = partition_hash(rule.id, &values);
+                if let Some(index) = self.inner.subjects.get() {
+                    index.note(rule.id, ph, &values);
+                }
                 for rl in &rule.limits_for(subject).limits {
                     let name = BucketName {
                         rule: rule.name,

@@ -273,3 +273,78 @@ mod call_limits {
             .is_allowed());
     }
 }
+
+mod seeing_everyone {
+    use std::time::Duration;
+
+    use tollgate::{Cost, Limiter, ManualClock, Subject, Timestamp};
+
+    #[tokio::test]
+    async fn subjects_with_live_buckets_are_listed_page_by_page() {
+        let clock = ManualClock::new(Timestamp::from_secs(1_700_000_000));
+        let l = Limiter::with_clock(tollgate::default_policy(), clock.clone());
+        // Without the index there is nothing to list.
+        assert!(l
+            .subjects("default-agent", None, 10)
+            .await
+            .unwrap()
+            .subjects
+            .is_empty());
+        l.track_subjects(5);
+        for i in 0..7 {
+            let who = Subject::new()
+                .agent(format!("agent-{i}"))
+                .provider("openai");
+            l.check(&who, Cost::tokens(100 * (i + 1))).await.unwrap();
+        }
+        // Bounded: five partitions are tracked, the rest are not listed.
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = l
+                .subjects("default-agent", cursor.as_deref(), 2)
+                .await
+                .unwrap();
+            assert!(page.subjects.len() <= 2);
+            assert_eq!(page.tracked, 5);
+            for s in &page.subjects {
+                let tokens = s
+                    .usage
+                    .iter()
+                    .find(|u| u.kind == tollgate::LimitKind::Tokens);
+                seen.push((s.values[0].1.clone(), tokens.unwrap().used));
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(
+            seen,
+            [
+                ("agent-0".to_owned(), 100),
+                ("agent-1".to_owned(), 200),
+                ("agent-2".to_owned(), 300),
+                ("agent-3".to_owned(), 400),
+                ("agent-4".to_owned(), 500)
+            ]
+        );
+        assert!(l.subjects("nope", None, 10).await.is_err());
+
+        // A minute later every bucket is full again: nobody is listed, and the index is
+        // emptied, so new partitions are tracked again.
+        clock.advance(Duration::from_secs(61));
+        let page = l.subjects("default-agent", None, 100).await.unwrap();
+        assert!(page.subjects.is_empty(), "{page:?}");
+        assert_eq!(page.tracked, 0);
+        let late = Subject::new().agent("agent-9").provider("openai");
+        l.check(&late, Cost::ONE).await.unwrap();
+        let page = l.subjects("default-agent", None, 100).await.unwrap();
+        assert_eq!(page.subjects.len(), 1);
+        assert_eq!(page.subjects[0].values[0].1, "agent-9");
+        assert_eq!(
+            page.subjects[0].values[1],
+            ("provider".to_owned(), "openai".to_owned())
+        );
+    }
+}
