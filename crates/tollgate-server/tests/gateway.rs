@@ -739,3 +739,84 @@ fn the_example_gateway_config_is_valid() {
         Some(2)
     );
 }
+
+/// The one-command start: the real binary with `--upstream`, no configuration file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_command_starts_the_gateway() {
+    let fake = FakeUpstream::start().await.unwrap();
+    let port = tollgate_test::free_port().unwrap();
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args([
+                "serve",
+                "--grpc",
+                "off",
+                "--http",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .arg("--upstream")
+            .arg(format!("openai={}", fake.openai_url()))
+            .arg("--upstream")
+            .arg(format!("anthropic={}", fake.url()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while http.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the service did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = http
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "gpt-4o", "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .post(format!("{base}/v1/messages"))
+        .header("x-api-key", KEY)
+        .json(&json!({"model": "claude-x", "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Under the built-in policy (60 requests a minute per tenant and provider).
+    let v: Value = http
+        .get(format!(
+            "{base}/v1/usage?tenant={}&provider=openai",
+            tenant_of(KEY)
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["limits"][0]["capacity"], 60, "{v}");
+    // A bad --upstream is refused, naming the flag.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--upstream", "azure=http://x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--upstream"),
+        "{out:?}"
+    );
+}
