@@ -1396,7 +1396,11 @@ limits = [{ kind = "requests", amount = 5, per = "minute" }]
         ] {
             let c = Config::from_toml(text, "t.toml").unwrap();
             assert!(!c.blank && !c.defines_rules, "{text}");
-            assert_eq!(c.policy.rules().len(), default_policy().rules().len(), "{text}");
+            assert_eq!(
+                c.policy.rules().len(),
+                default_policy().rules().len(),
+                "{text}"
+            );
             let c = Config::from_toml(allowed, "t.toml").unwrap_or_else(|e| panic!("{e}"));
             assert!(c.policy.rules().is_empty(), "{allowed}");
         }
