@@ -152,18 +152,11 @@ fn redis_url_puts_the_buckets_in_redis() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(readyz(&s).contains("\"store\":\"redis\""));
-    // A decision can still fall back (the fallback's deadline is 25 ms, and a busy host may
-    // miss it): some of a few decisions must reach Redis.
-    let mut reached = false;
-    for _ in 0..20 {
-        let out = client(&s, &["check", "--tenant", "acme", "--provider", "openai"]);
-        assert_eq!(out.status.code(), Some(0), "{out:?}");
-        if redis.cli(&["DBSIZE"]).unwrap().trim() != "0" {
-            reached = true;
-            break;
-        }
-    }
-    assert!(reached, "no decision left a bucket in Redis");
+    // A busy host is not a failing Redis: the first decision is made on Redis.
+    let out = client(&s, &["check", "--tenant", "acme", "--provider", "openai"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let keys = redis.cli(&["DBSIZE"]).unwrap();
+    assert_ne!(keys.trim(), "0", "the decision left no bucket in Redis");
 }
 
 #[test]
