@@ -17,7 +17,7 @@ use pyo3::prelude::*;
 use tokio::runtime::Runtime;
 
 /// How many times this process has been forked into (counted in each child by
-/// [`after_fork_in_child`], which the module registers with `os.register_at_fork`).
+/// [`_after_fork_in_child`], which the module registers with `os.register_at_fork`).
 static FORKS: AtomicU64 = AtomicU64::new(0);
 
 /// The runtime, and the fork count it was made under.
