@@ -124,12 +124,13 @@ impl Backend {
         with_limiter!(self, l => l.usage(subject).await)
     }
 
-    /// Forgets the buckets of every limit that applies to `subject`, or only those of `rule`.
+    /// Forgets the buckets of every limit that applies to `subject`, or only those of `rule`;
+    /// how many buckets that is.
     pub(crate) async fn reset(
         &self,
         subject: &Subject<'_>,
         rule: Option<&str>,
-    ) -> Result<(), Error> {
+    ) -> Result<u64, Error> {
         match rule {
             Some(rule) => with_limiter!(self, l => l.reset_in(rule, subject).await),
             None => with_limiter!(self, l => l.reset(subject).await),

@@ -543,7 +543,8 @@ impl Limiter {
     }
 
     /// Forgets the buckets of every limit that applies to the subject (they are full
-    /// again), or, with ``rule=``, only that rule's.
+    /// again), or, with ``rule=``, only that rule's. Returns how many buckets that is (0: no
+    /// rule applies to the subject, so nothing was reset).
     #[pyo3(signature = (
         *, tenant = None, agent = None, user = None, provider = None, model = None, tier = None,
         labels = None, rule = None
@@ -560,7 +561,7 @@ impl Limiter {
         tier: Option<&str>,
         labels: Option<&Bound<'_, PyDict>>,
         rule: Option<&str>,
-    ) -> PyResult<()> {
+    ) -> PyResult<u64> {
         let who = Who {
             tenant,
             agent,
@@ -605,7 +606,10 @@ impl Limiter {
         awaitable(
             py,
             async move { backend.reset(&subject, rule.as_deref()).await },
-            |py, r| errors::check(py, r).map(|()| py.None()),
+            |py, r| {
+                let n = errors::check(py, r)?;
+                Ok(n.into_pyobject(py)?.into_any().unbind())
+            },
         )
     }
 

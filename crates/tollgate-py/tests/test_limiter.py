@@ -140,7 +140,9 @@ def test_usage_reports_every_limit_and_reset_forgets_them(limiter: tollgate.Limi
     ]
     assert usage[1].reset_after == pytest.approx(24.0, abs=1e-5)
     assert usage[0].to_dict()["used"] == 1
-    limiter.reset(**ACME)
+    assert limiter.reset(**ACME) == 2  # both limits' buckets
+    assert limiter.reset(tenant="acme") == 0  # no rule applies: nothing to reset
+    assert limiter.reset(**ACME, rule="per-tenant") == 2
     assert [u.used for u in limiter.usage(**ACME)] == [0, 0]
 
 
@@ -282,7 +284,7 @@ async def test_acheck_apeek_ausage_areset(limiter: tollgate.Limiter) -> None:
     assert results == [True, True, True, False]
     usage = await limiter.ausage(**ACME)
     assert [u.used for u in usage] == [3, 300]
-    await limiter.areset(**ACME)
+    assert await limiter.areset(**ACME) == 2
     assert [u.used for u in await limiter.ausage(**ACME)] == [0, 0]
     d = await limiter.acheck(**ACME, tokens=20_000)
     assert d.outcome == "too_large"

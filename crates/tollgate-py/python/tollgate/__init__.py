@@ -259,9 +259,10 @@ class ModelRateLimiter:
         """How much of each of ``model``'s limits is in use."""
         return self.limiter.usage(model=self._known(model))
 
-    def reset(self, model: str) -> None:
-        """Forgets ``model``'s buckets: its limits are fully available again."""
-        self.limiter.reset(model=self._known(model))
+    def reset(self, model: str) -> int:
+        """Forgets ``model``'s buckets: its limits are fully available again. Returns how
+        many buckets that is."""
+        return self.limiter.reset(model=self._known(model))
 
     def stats(self) -> dict[str, dict[str, dict[str, int]]]:
         """For each configured model, each limit's ``used``, ``capacity`` and ``available``
