@@ -4,8 +4,8 @@ locally while Redis is unreachable.
 The scenario: agents of a fleet spend tokens (compute, API, bandwidth) from a bucket of
 TOKEN_BUCKET_SIZE tokens each, refilled at TOKEN_REFILL_RATE tokens per second. With
 REDIS_URL set every node shares the buckets; when Redis fails, a circuit breaker stops asking
-it, and decisions go on without it, saying so (`degraded`): admitted (fail-open), or, with a
-rule's `failure_mode = "local"`, each node enforcing the bucket itself.
+it, and decisions go on without it, saying so (`degraded`): each node enforces the bucket
+itself (or, with a rule's `failure_mode = "open"`, admits).
 
 Run it: python crates/tollgate-py/examples/agent_token_bucket.py   (REDIS_URL=... optional)
 """
@@ -54,31 +54,31 @@ async def main() -> None:
         assert await check_and_consume("agent-7", 10)
     await limiter.areset(agent="agent-7")
 
-    # Redis unreachable: decisions go on, and say they are degraded. The environment's
-    # bucket fails open (admits); a policy can keep enforcing each bucket locally instead,
-    # with `failure_mode = "local"`.
+    # Redis unreachable: decisions go on, say they are degraded, and enforce each agent's
+    # bucket in this process (the default failure mode, "local"). A policy can admit instead
+    # while Redis is down, with `failure_mode = "open"`.
     size, rate = os.environ["TOKEN_BUCKET_SIZE"], os.environ["TOKEN_REFILL_RATE"]
     dead = f"redis://127.0.0.1:{unused_port()}"
-    fail_open = tollgate.Limiter.from_env(redis=dead, clock=clock)
-    decisions = [await fail_open.acheck(agent="agent-7", tokens=100) for _ in range(11)]
-    assert all(d.allowed and d.degraded for d in decisions)
-    local = tollgate.Limiter(
+    local = tollgate.Limiter.from_env(redis=dead, clock=clock)
+    decisions = [await local.acheck(agent="agent-7", tokens=100) for _ in range(11)]
+    assert all(d.degraded for d in decisions)
+    assert [d.allowed for d in decisions] == [True] * 10 + [False]
+    fail_open = tollgate.Limiter(
         tollgate.Policy.from_toml(
             f"""
             [[rules]]
             name = "agent-token-bucket"
             match = {{ agent = "*" }}
-            failure_mode = "local"
+            failure_mode = "open"
             limits = [{{ kind = "tokens", amount = {int(float(rate))}, per = "1s", burst = {size} }}]
             """
         ),
         redis=dead,
         clock=clock,
     )
-    decisions = [await local.acheck(agent="agent-7", tokens=100) for _ in range(11)]
-    assert all(d.degraded for d in decisions)
-    assert [d.allowed for d in decisions] == [True] * 10 + [False]
-    print("redis down: fail-open admits, local enforces the bucket; breaker", local.breaker)
+    decisions = [await fail_open.acheck(agent="agent-7", tokens=100) for _ in range(11)]
+    assert all(d.allowed and d.degraded for d in decisions)
+    print("redis down: the bucket enforced locally (or, fail-open, admitted); breaker", local.breaker)
     print("ok")
 
 

@@ -26,10 +26,12 @@ use crate::policy::{policy_arg, Policy};
 /// a policy file (the service's TOML). ``redis=`` moves the buckets to Redis, so that every
 /// process sees one set of limits: a URL (``redis://``, ``rediss://``; with ``cluster=True``,
 /// one or more seed URLs of a Redis Cluster). Redis is used behind the fallback store unless
-/// ``fallback=False``: each call to Redis has a ``deadline`` (seconds), a circuit breaker
-/// opens after repeated failures, and while Redis fails each rule follows its
-/// ``failure_mode`` (``open`` admits, ``closed`` refuses as unavailable, ``local`` enforces
-/// ``1/instances`` of each limit in memory); such decisions say ``degraded``. The
+/// ``fallback=False``: Redis counts as failing when it leaves a request unanswered longer than
+/// ``deadline`` seconds (or its usual latency, if longer) or its connection fails, a circuit
+/// breaker opens after repeated failures, and while Redis fails each rule follows its
+/// ``failure_mode`` (``local``, the default, enforces ``1/instances`` of each limit in memory;
+/// ``open`` admits; ``closed`` refuses as unavailable); such decisions say ``degraded``. A
+/// slow answer on a busy host is waited for (up to 5 s), not taken for a failure. The
 /// constructor connects if Redis answers; if it does not, the limiter starts anyway and keeps
 /// trying in the background (with ``fallback=False`` it raises ``StoreError``).
 ///
@@ -124,6 +126,9 @@ fn build(py: Python<'_>, policy: tollgate::Policy, args: StoreArgs<'_>) -> PyRes
             expected_instances: args.instances.max(1),
             ..FallbackConfig::default()
         };
+        // A slow answer from a healthy Redis on a busy host is waited for up to `max_wait`:
+        // the store's own response timeout must not end it sooner.
+        config.response_timeout = config.response_timeout.max(fallback.max_wait);
         // Connects now if Redis answers (so that the first decisions are Redis's); if it
         // does not, the store keeps trying in the background and the rules' failure modes
         // decide until it answers.

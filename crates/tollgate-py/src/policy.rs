@@ -57,19 +57,22 @@ impl Policy {
     /// ``tph`` (per hour), ``rpd``, ``tpd`` (per day), ``max_parallel`` (or
     /// ``max_parallel_requests``: calls in flight). ``default`` gives the limits of models
     /// not listed (each such model its own buckets); without it they are not limited.
-    /// ``failure_mode`` says what the limits do while a shared store fails: ``open``,
-    /// ``closed`` or ``local``.
+    /// ``failure_mode`` says what the limits do while a shared store fails: ``local`` (the
+    /// default: each instance enforces its share), ``open`` or ``closed``.
     #[staticmethod]
-    #[pyo3(signature = (models, default = None, *, failure_mode = "open"))]
+    #[pyo3(signature = (models, default = None, *, failure_mode = None))]
     fn per_model(
         py: Python<'_>,
         models: &Bound<'_, PyDict>,
         default: Option<&Bound<'_, PyDict>>,
-        failure_mode: &str,
+        failure_mode: Option<&str>,
     ) -> PyResult<Policy> {
-        let mode: FailureMode = failure_mode
-            .parse()
-            .map_err(|m: String| errors::policy_input(py, "failure_mode", &m))?;
+        let mode: FailureMode = match failure_mode {
+            None => FailureMode::default(),
+            Some(m) => m
+                .parse()
+                .map_err(|m: String| errors::policy_input(py, "failure_mode", &m))?,
+        };
         let mut rule = Rule::builder("models").per("model").failure_mode(mode);
         if let Some(default) = default {
             for spec in model_limits(py, default, "default")? {

@@ -39,13 +39,17 @@ def limiter(tmp_path: Path, clock: tollgate.ManualClock) -> tollgate.Limiter:
 
 ACME = dict(tenant="acme", provider="openai")
 
+#: The built-in policy's rules: one pair of buckets per tenant (else agent, else user) and
+#: provider.
+BUILT_IN = ["default", "default-agent", "default-user", "default-anonymous"]
+
 
 def test_the_built_in_policy_limits_60_requests_and_100k_tokens_per_tenant_and_provider(
     clock: tollgate.ManualClock,
 ) -> None:
     limiter = tollgate.Limiter(clock=clock)
     assert limiter.store == "memory"
-    assert limiter.policy.rules == ["default"]
+    assert limiter.policy.rules == BUILT_IN
     d = limiter.check(tenant="acme", provider="openai", model="gpt-4o", tokens=1500)
     assert d.allowed and bool(d)
     assert [(s.kind, s.amount, s.per, s.remaining) for s in d.limits] == [
@@ -188,7 +192,7 @@ def test_custom_labels_and_split_token_costs(clock: tollgate.ManualClock) -> Non
 
 def test_set_policy_swaps_the_rules(limiter: tollgate.Limiter) -> None:
     limiter.set_policy(tollgate.Policy.default())
-    assert limiter.policy.rules == ["default"]
+    assert limiter.policy.rules == BUILT_IN
     assert limiter.check(**ACME).limits[0].amount == 60
 
 
@@ -249,7 +253,9 @@ def test_from_env_without_variables_is_the_built_in_policy(monkeypatch: pytest.M
     for var in ("REDIS_URL", "TOKEN_BUCKET_SIZE", "TOKEN_REFILL_RATE"):
         monkeypatch.delenv(var, raising=False)
     limiter = tollgate.Limiter.from_env()
-    assert (limiter.store, limiter.policy.rules) == ("memory", ["default"])
+    assert (limiter.store, limiter.policy.rules) == ("memory", BUILT_IN)
+    # An agent's calls are limited by the built-in policy too.
+    assert limiter.check(agent="a1", provider="openai").limits[0].rule == "default-agent"
 
 
 def test_from_env_names_a_bad_variable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -215,7 +215,7 @@ class ModelRateLimiter:
         models: Mapping[str, Mapping[str, int]],
         default: Mapping[str, int] | None = None,
         *,
-        failure_mode: str = "open",
+        failure_mode: str | None = None,
         **limiter_options: Any,
     ) -> None:
         self.models: dict[str, dict[str, int]] = {k: dict(v) for k, v in models.items()}

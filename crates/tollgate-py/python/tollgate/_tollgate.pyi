@@ -191,7 +191,7 @@ class Policy:
         models: Mapping[str, Mapping[str, int]],
         default: Mapping[str, int] | None = None,
         *,
-        failure_mode: str = "open",
+        failure_mode: str | None = None,
     ) -> Policy: ...
     @property
     def rules(self) -> list[str]: ...
