@@ -50,7 +50,7 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
+    def start(self, *extra: str) -> None:
         # A port found free may be taken before the server binds it: try a few.
         for _ in range(5):
             port = self.port or free_port()
@@ -62,6 +62,7 @@ class RedisServer:
                     "--save", "",
                     "--appendonly", "no",
                     "--dir", self.dir,
+                    *extra,
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -92,6 +93,42 @@ class RedisServer:
     def close(self) -> None:
         self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisCluster:
+    """A private Redis Cluster of three masters on free ports."""
+
+    def __init__(self) -> None:
+        self.nodes = [RedisServer() for _ in range(3)]
+        for n in self.nodes:
+            n.start("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+        subprocess.run(
+            ["redis-cli", "--cluster", "create",
+             *[f"127.0.0.1:{n.port}" for n in self.nodes],
+             "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True,
+            check=True,
+        )
+        deadline = time.monotonic() + 30
+        while not all("cluster_state:ok" in n.cli("CLUSTER", "INFO") for n in self.nodes):
+            if time.monotonic() > deadline:
+                pytest.fail("the private Redis Cluster did not come up")
+            time.sleep(0.05)
+
+    @property
+    def urls(self) -> list[str]:
+        return [n.url for n in self.nodes]
+
+    def close(self) -> None:
+        for n in self.nodes:
+            n.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    cluster = RedisCluster()
+    yield cluster
+    cluster.close()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 import tollgate
-from conftest import PATIENT, RedisServer
+from conftest import PATIENT, RedisCluster, RedisServer
 
 HOURLY = tollgate.Policy.from_toml(
     """
@@ -195,3 +195,45 @@ def test_without_the_fallback_redis_stopped_is_a_store_error(
 def test_a_cluster_needs_cluster_true(redis_server: RedisServer) -> None:
     with pytest.raises(ValueError, match="cluster=True"):
         tollgate.Limiter(redis=[redis_server.url, redis_server.url])
+
+
+CLUSTER_POLICY = tollgate.Policy.from_toml(
+    """
+    [[rules]]
+    name = "per-tenant"
+    match = { tenant = "*" }
+    limits = [{ kind = "requests", amount = 5, per = "hour" },
+              { kind = "tokens", amount = 500, per = "hour" }]
+
+    [[rules]]
+    name = "per-model"
+    match = { model = "*" }
+    limits = [{ kind = "requests", amount = 1000, per = "hour" }]
+    """
+)
+
+
+async def test_a_redis_cluster_by_its_seeds(redis_cluster: RedisCluster, prefix: str) -> None:
+    """Buckets spread over the cluster's slots; each tenant gets exactly its five, sync and
+    awaited, and a decision spanning two slots spends in both or neither."""
+    limiter = tollgate.Limiter(
+        CLUSTER_POLICY, redis=redis_cluster.urls, cluster=True, fallback=False, prefix=prefix,
+        **{k: v for k, v in PATIENT.items() if k != "deadline"},
+    )
+    assert limiter.store == "redis"
+    tenants = [f"tenant-{i}" for i in range(20)]
+    for t in tenants[:10]:
+        assert sum(limiter.check(tenant=t, model="m").allowed for _ in range(7)) == 5
+    decisions = await asyncio.gather(
+        *(limiter.acheck(tenant=t, model="m") for t in tenants[10:] for _ in range(7))
+    )
+    assert sum(d.allowed for d in decisions) == 50
+    # 100 admitted calls on the model's bucket, whatever slot each tenant's bucket is in.
+    assert limiter.usage(tenant="tenant-0", model="m")[2].used == 100
+    # A call the tenant's tokens refuse spends nothing on the model's bucket either.
+    d = limiter.check(tenant="fresh", model="m", tokens=600)
+    assert d.outcome == "too_large"
+    d = limiter.check(tenant="fresh", model="m", tokens=400)
+    assert d.allowed
+    assert not limiter.check(tenant="fresh", model="m", tokens=200).allowed
+    assert limiter.usage(tenant="fresh", model="m")[2].used == 101
