@@ -158,10 +158,14 @@ async fn readyz_stays_ready_but_degraded_while_redis_is_down_behind_the_fallback
         assert_eq!(r.body["status"], "ready");
         assert_eq!(r.body["breaker"], "closed");
     }
+    // Redis decides: not degraded, and no header says so.
+    let a = s.check(None, json!({ "tenant": "up" }), json!({})).await;
+    assert_eq!((a.status, &a.body["degraded"]), (200, &json!(false)));
+    assert_eq!(a.header("x-tollgate-degraded"), None);
 
     redis.kill();
-    // Redis is gone: the failure modes decide (fail open by default), so the service can
-    // still decide and says it is degraded.
+    // Redis is gone: the failure modes decide (by default each instance enforces its share of
+    // the limit), so the service can still decide and says it is degraded.
     let r = s.get("/readyz", None).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["status"], "degraded");
@@ -174,11 +178,54 @@ async fn readyz_stays_ready_but_degraded_while_redis_is_down_behind_the_fallback
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.body["status"], "degraded");
 
-    // Failing calls open the breaker; decisions go on, marked degraded.
-    for _ in 0..6 {
+    // Failing calls open the breaker; decisions go on, marked degraded, and the local share
+    // (2 an hour: one instance expected) is a limit still.
+    for i in 0..6 {
         let a = s.check(None, json!({ "tenant": "down" }), json!({})).await;
-        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(a.status, if i < 2 { 200 } else { 429 }, "{}", a.body);
+        assert_eq!(a.body["degraded"], true, "{}", a.body);
+        assert_eq!(a.header("x-tollgate-degraded"), Some("true"));
+        assert_eq!(
+            a.body["limits"][0]["remaining"],
+            json!(1u64.saturating_sub(i)),
+            "what the local share knows, not a full bucket: {}",
+            a.body
+        );
     }
+    // Usage is the shared state's, which cannot be read: it says so, not `used: 0`.
+    let u = s.get("/v1/usage?tenant=down", None).await;
+    assert_eq!(u.status, 503, "{}", u.body);
+    assert!(
+        u.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("could not be read")),
+        "{}",
+        u.body
+    );
+    // gRPC says so in the response metadata.
+    let addr = s.running.grpc.unwrap();
+    let mut rls = envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient::connect(format!("http://{addr}")).await.unwrap();
+    let answer = rls
+        .should_rate_limit(envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest {
+            domain: "edge".into(),
+            descriptors: vec![envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor {
+                entries: vec![envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry {
+                    key: "tenant".into(),
+                    value: "grpc-down".into(),
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        answer
+            .metadata()
+            .get("x-tollgate-degraded")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
     let r = s.get("/readyz", None).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["status"], "degraded");
