@@ -186,13 +186,16 @@ pub struct RedisOptions {
     pub prefix: String,
     /// How long connecting may take (default 1 s).
     pub connect_timeout: Duration,
-    /// How long one command may take (default 1 s).
+    /// How long one command may take (default 1 s; behind the fallback, at least its 5 s
+    /// bound on a decision).
     pub response_timeout: Duration,
-    /// Put tollgate's fallback store in front of Redis (default on): a deadline per call, a
-    /// circuit breaker, and each rule's `failure_mode` (open, closed, local) while Redis
-    /// fails; the service then starts even while Redis is down.
+    /// Put tollgate's fallback store in front of Redis (default on): a circuit breaker that
+    /// judges Redis by its own silence and errors, and each rule's `failure_mode` (local,
+    /// open, closed) while Redis fails; the service then starts even while Redis is down.
     pub fallback: bool,
-    /// The fallback's deadline per call (default 25 ms).
+    /// The fallback's deadline (default 25 ms): the least silence of Redis that counts as a
+    /// failure (see `FallbackConfig::deadline`); a slow answer from a Redis that keeps
+    /// answering is waited for.
     pub deadline: Duration,
     /// How many instances share the limits (a `local` rule enforces its share; default 1).
     pub instances: u32,
