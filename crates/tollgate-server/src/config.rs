@@ -1376,6 +1376,8 @@ limits = [{ kind = "requests", amount = 5, per = "minute" }]
         let c = Config::from_toml("", "empty.toml").unwrap();
         assert_eq!(c.policy.rules().len(), 4);
         assert_eq!(c.policy.unmatched(), tollgate::Unmatched::Allow);
+        assert_eq!(c.store, StoreConfig::Memory { max_buckets: None });
+        assert!(c.blank && !c.defines_rules);
         let c = Config::from_toml("unmatched = \"deny\"\n", "deny.toml").unwrap();
         assert_eq!(c.policy.unmatched(), tollgate::Unmatched::Deny);
         let e = Config::from_toml("\nunmatched = \"no\"\n", "bad.toml").unwrap_err();
@@ -1383,8 +1385,7 @@ limits = [{ kind = "requests", amount = 5, per = "minute" }]
             (e.field.as_str(), e.location.unwrap().line),
             ("unmatched", 2)
         );
-        assert_eq!(c.store, StoreConfig::Memory { max_buckets: None });
-        assert!(c.blank && !c.defines_rules);
+        assert!(!c.blank && !c.defines_rules, "a file with a setting is not blank");
         let c = Config::from_toml("# only a comment\n\n", "c.toml").unwrap();
         assert!(c.blank);
         for (text, allowed) in [
