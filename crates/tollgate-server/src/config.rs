@@ -1385,7 +1385,10 @@ limits = [{ kind = "requests", amount = 5, per = "minute" }]
             (e.field.as_str(), e.location.unwrap().line),
             ("unmatched", 2)
         );
-        assert!(!c.blank && !c.defines_rules, "a file with a setting is not blank");
+        assert!(
+            !c.blank && !c.defines_rules,
+            "a file with a setting is not blank"
+        );
         let c = Config::from_toml("# only a comment\n\n", "c.toml").unwrap();
         assert!(c.blank);
         for (text, allowed) in [
