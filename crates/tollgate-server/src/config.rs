@@ -186,13 +186,16 @@ pub struct RedisOptions {
     pub prefix: String,
     /// How long connecting may take (default 1 s).
     pub connect_timeout: Duration,
-    /// How long one command may take (default 1 s).
+    /// How long one command may take (default 1 s; behind the fallback, at least its 5 s
+    /// bound on a decision).
     pub response_timeout: Duration,
-    /// Put tollgate's fallback store in front of Redis (default on): a deadline per call, a
-    /// circuit breaker, and each rule's `failure_mode` (open, closed, local) while Redis
-    /// fails; the service then starts even while Redis is down.
+    /// Put tollgate's fallback store in front of Redis (default on): a circuit breaker that
+    /// judges Redis by its own silence and errors, and each rule's `failure_mode` (local,
+    /// open, closed) while Redis fails; the service then starts even while Redis is down.
     pub fallback: bool,
-    /// The fallback's deadline per call (default 25 ms).
+    /// The fallback's deadline (default 25 ms): the least silence of Redis that counts as a
+    /// failure (see `FallbackConfig::deadline`); a slow answer from a Redis that keeps
+    /// answering is waited for.
     pub deadline: Duration,
     /// How many instances share the limits (a `local` rule enforces its share; default 1).
     pub instances: u32,
@@ -1373,6 +1376,8 @@ limits = [{ kind = "requests", amount = 5, per = "minute" }]
         let c = Config::from_toml("", "empty.toml").unwrap();
         assert_eq!(c.policy.rules().len(), 4);
         assert_eq!(c.policy.unmatched(), tollgate::Unmatched::Allow);
+        assert_eq!(c.store, StoreConfig::Memory { max_buckets: None });
+        assert!(c.blank && !c.defines_rules);
         let c = Config::from_toml("unmatched = \"deny\"\n", "deny.toml").unwrap();
         assert_eq!(c.policy.unmatched(), tollgate::Unmatched::Deny);
         let e = Config::from_toml("\nunmatched = \"no\"\n", "bad.toml").unwrap_err();
@@ -1380,8 +1385,10 @@ limits = [{ kind = "requests", amount = 5, per = "minute" }]
             (e.field.as_str(), e.location.unwrap().line),
             ("unmatched", 2)
         );
-        assert_eq!(c.store, StoreConfig::Memory { max_buckets: None });
-        assert!(c.blank && !c.defines_rules);
+        assert!(
+            !c.blank && !c.defines_rules,
+            "a file with a setting is not blank"
+        );
         let c = Config::from_toml("# only a comment\n\n", "c.toml").unwrap();
         assert!(c.blank);
         for (text, allowed) in [

@@ -886,6 +886,36 @@ mod tests {
         drop(request);
     }
 
+    #[tokio::test]
+    async fn running_out_of_descriptors_frees_one_and_backs_off() {
+        let c = conns(10);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut a = Acceptor::new(listener, Arc::clone(&c), Protocol::Http1);
+        let busy = c.register(Protocol::Http1);
+        let _answering = busy.conn().begin();
+        let slow = c.register(Protocol::Http1);
+        let emfile = || io::Error::from_raw_os_error(rustix::io::Errno::MFILE.raw_os_error());
+        // A quiet connection is closed to free a descriptor; accepting pauses, longer each
+        // time it fails again.
+        a.failed(emfile()).await;
+        assert_eq!(slow.conn().ask.load(Ordering::Relaxed), ASK_EVICT);
+        assert_eq!(busy.conn().ask.load(Ordering::Relaxed), ASK_NONE);
+        assert_eq!(a.backoff, BACKOFF_MIN);
+        a.failed(emfile()).await;
+        a.failed(emfile()).await;
+        assert_eq!(a.backoff, BACKOFF_MIN * 4);
+        // A client that left before it was accepted changes nothing.
+        a.failed(io::ErrorKind::ConnectionAborted.into()).await;
+        assert_eq!(a.backoff, BACKOFF_MIN * 4);
+        // The next accepted connection resets the backoff.
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (_tcp, _peer, accepted) = a.accept().await;
+        assert_eq!(a.backoff, Duration::ZERO);
+        assert_eq!(c.open.lock().len(), 3);
+        drop((accepted, slow));
+    }
+
     #[test]
     fn at_the_cap_the_oldest_quiet_connection_goes_first() {
         let c = conns(3);
