@@ -41,6 +41,12 @@ use crate::key::BucketName;
 use crate::limiter::{LimitUsage, Limiter};
 use crate::store::{FailureMode, Op, Store};
 
+/// The attribute values of each partition seen, by rule id and partition hash.
+type PartitionValues = HashMap<(u32, u128), Box<[Box<str>]>>;
+
+/// One partition of a rule: its cursor key, its hash and its attribute values.
+type RulePartition = (String, u128, Box<[Box<str>]>);
+
 /// The most subjects one page returns.
 pub const MAX_PAGE: usize = 1_000;
 
@@ -49,7 +55,7 @@ const SHARDS: usize = 16;
 /// The partitions a limiter has decided for, per rule, bounded.
 pub(crate) struct SubjectIndex {
     max_per_rule: usize,
-    shards: Box<[Mutex<HashMap<(u32, u128), Box<[Box<str>]>>>]>,
+    shards: Box<[Mutex<PartitionValues>]>,
     counts: Mutex<HashMap<u32, usize>>,
 }
 
@@ -62,7 +68,7 @@ impl SubjectIndex {
         }
     }
 
-    fn shard(&self, partition_hash: u128) -> &Mutex<HashMap<(u32, u128), Box<[Box<str>]>>> {
+    fn shard(&self, partition_hash: u128) -> &Mutex<PartitionValues> {
         // The partition hash is a keyed hash already: its low bits spread evenly.
         let i = usize::try_from(partition_hash % SHARDS as u128).unwrap_or(0);
         &self.shards[i]
@@ -91,8 +97,8 @@ impl SubjectIndex {
     }
 
     /// The noted partitions of rule `rule_id` with their cursors, in cursor order.
-    fn of_rule(&self, rule_id: u32) -> Vec<(String, u128, Box<[Box<str>]>)> {
-        let mut out: Vec<(String, u128, Box<[Box<str>]>)> = self
+    fn of_rule(&self, rule_id: u32) -> Vec<RulePartition> {
+        let mut out: Vec<RulePartition> = self
             .shards
             .iter()
             .flat_map(|s| {
