@@ -255,7 +255,7 @@ impl RuleBuilder {
     }
 
     /// What the rule's limits do while the shared store fails (default
-    /// [`FailureMode::Local`](crate::store::FailureMode::Local)).
+    /// [`FailureMode::Local`]).
     pub fn failure_mode(mut self, mode: crate::store::FailureMode) -> Self {
         self.failure_mode = mode;
         self
