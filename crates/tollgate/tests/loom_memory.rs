@@ -218,13 +218,9 @@ fn a_slot_release_racing_with_a_spend_is_never_lost() {
 }
 
 /// Two calls with the same request id at once (a client's hedged retry): the id makes them
-/// one call, so one spend.
-///
-/// Ignored: it fails. The memory store looks the id up, decides, then remembers the answer, in
-/// three steps under different locks, so both calls can miss the lookup and both spend
-/// (`cargo test ... -- --ignored` shows the interleaving).
+/// one call, so one spend. (Without the id's turn held from lookup to remember, both calls
+/// can miss the lookup and both spend: loom finds that interleaving.)
 #[test]
-#[ignore = "known race: the memory store's request-id lookup and remember are separate steps"]
 fn one_request_id_sent_twice_at_once_spends_once() {
     model(|| {
         let store = Arc::new(store());

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-use crate::sync::Mutex;
+use crate::sync::{Mutex, MutexGuard};
 use siphasher::sip::SipHasher13;
 use tollgate_core::Timestamp;
 
@@ -65,10 +65,20 @@ pub(crate) fn local_fingerprint<K: Hash>(ops: &[Op<K>], mode: Mode) -> u64 {
 /// Admissions by request id and fingerprint, each kept for a window. Expired entries are
 /// dropped whenever the map has doubled since the last sweep, so memory stays proportional to
 /// the live window.
+///
+/// A call with an id takes its id's turn ([`Seen::turn`]) before the lookup and keeps it until
+/// its answer is remembered, so that two calls with one id at once (a client's hedged retry)
+/// are one lookup-decide-remember after the other: the second finds the first's admission.
 pub(crate) struct Seen {
     window_us: u64,
     inner: Mutex<SeenInner>,
+    /// Turns by a hash of the id and fingerprint: calls with different ids rarely wait for
+    /// each other, calls with the same id always do.
+    turns: Box<[Mutex<()>]>,
 }
+
+/// How many turn locks [`Seen`] stripes request ids over.
+const TURNS: usize = 32;
 
 struct SeenInner {
     map: HashMap<(String, u64), (StoreOutcome, u64)>,
@@ -83,7 +93,19 @@ impl Seen {
                 map: HashMap::new(),
                 sweep_at: 1024,
             }),
+            turns: (0..TURNS).map(|_| Mutex::new(())).collect(),
         }
+    }
+
+    /// The turn of `id` with `fingerprint`: held from before [`get`](Self::get) until after
+    /// [`remember`](Self::remember), it makes the three one step for calls with the same id.
+    /// Taken before any bucket lock, and no bucket lock holder takes one, so it cannot
+    /// deadlock with the store's shards.
+    pub(crate) fn turn(&self, id: &str, fingerprint: u64) -> MutexGuard<'_, ()> {
+        let mut h = SipHasher13::new_with_keys(KEYS.0, KEYS.1);
+        h.write(id.as_bytes());
+        h.write_u64(fingerprint);
+        self.turns[(h.finish() % TURNS as u64) as usize].lock()
     }
 
     /// The admission first made for `id` with this `fingerprint`, if it is still remembered

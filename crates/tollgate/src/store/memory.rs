@@ -783,6 +783,8 @@ impl MemoryStore {
         };
         // The id names this request only: these buckets, costs and mode.
         let fingerprint = local_fingerprint(ops, mode);
+        // One call with this id at a time, from lookup to remember (see `Seen::turn`).
+        let _turn = self.seen.turn(id, fingerprint);
         if let Some(replay) = self.seen.get(id, fingerprint, self.now()) {
             return replay;
         }
