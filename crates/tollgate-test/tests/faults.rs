@@ -83,8 +83,34 @@ struct Sample {
     degraded: bool,
 }
 
+/// How late this process's timers fired, as a probe task beside the load saw it: the host's
+/// own scheduling delay, which no decision can avoid and which is not time spent waiting on
+/// Redis.
+#[derive(Clone, Default)]
+struct HostDelay {
+    /// (when the probe's 1 ms sleep began, how much later than asked it ended).
+    late: Vec<(Duration, Duration)>,
+}
+
+impl HostDelay {
+    /// The most the host delayed a timer of this process between `from` and `to`.
+    fn worst_between(&self, from: Duration, to: Duration) -> Duration {
+        self.late
+            .iter()
+            .filter(|(at, late)| *at + *late >= from && *at <= to)
+            .map(|(_, late)| *late)
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+/// The probe's sleep.
+const PROBE: Duration = Duration::from_millis(1);
+
 struct Load {
     start: Instant,
+    host: Arc<Mutex<HostDelay>>,
+    probe: tokio::task::JoinHandle<()>,
     /// Microseconds since `start` at which the latest decision made by Redis began.
     last_on_redis: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -102,6 +128,18 @@ impl Load {
         let errors = Arc::new(AtomicU64::new(0));
         let attempts = Arc::new(AtomicU64::new(0));
         let last_on_redis = Arc::new(AtomicU64::new(0));
+        let host = Arc::new(Mutex::new(HostDelay::default()));
+        let probe = {
+            let (host, stop) = (host.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let asked = Instant::now();
+                    tokio::time::sleep(PROBE).await;
+                    let late = asked.elapsed().saturating_sub(PROBE);
+                    host.lock().unwrap().late.push((asked - start, late));
+                }
+            })
+        };
         let tasks = (0..TASKS)
             .map(|t| {
                 let (l, stop, samples, errors, attempts, last) = (
@@ -150,6 +188,8 @@ impl Load {
             .collect();
         Load {
             start,
+            host,
+            probe,
             last_on_redis,
             stop,
             samples,
@@ -169,16 +209,19 @@ impl Load {
         move || Duration::from_micros(last.load(Ordering::Relaxed)) > t
     }
 
-    async fn finish(self) -> (Vec<Sample>, u64, u64) {
+    async fn finish(self) -> (Vec<Sample>, u64, u64, HostDelay) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.tasks {
             t.await.unwrap();
         }
+        self.probe.await.unwrap();
         let samples = self.samples.lock().unwrap().clone();
+        let host = self.host.lock().unwrap().clone();
         (
             samples,
             self.errors.load(Ordering::Relaxed),
             self.attempts.load(Ordering::Relaxed),
+            host,
         )
     }
 }
@@ -214,10 +257,18 @@ struct Window_ {
 /// Checks every decision in `w` followed its rule's failure mode, and reports latencies. With
 /// `bounded`, also checks that every decision made without Redis (degraded: Redis was killed,
 /// paused or not back yet) took at most the window's threshold (the deadline where Redis
-/// usually answers well within it) + 5 ms, and every decision at most `max_wait` + 5 ms: one
-/// that Redis answered may wait longer than the deadline on a busy host, since a slow answer
-/// from a healthy Redis is not a failure.
-fn check_window(samples: &[Sample], w: &Window_, bounded: bool, report: &mut String) {
+/// usually answers well within it) + 5 ms + the most the host delayed this process's timers
+/// while that decision ran (measured by the probe, not assumed: on a quiet host it is about
+/// nothing), and every decision at most `max_wait` + 5 ms: one that Redis answered may wait
+/// longer than the deadline on a busy host, since a slow answer from a healthy Redis is not a
+/// failure.
+fn check_window(
+    samples: &[Sample],
+    host: &HostDelay,
+    w: &Window_,
+    bounded: bool,
+    report: &mut String,
+) {
     let inside: Vec<&Sample> = samples
         .iter()
         .filter(|s| s.at >= w.from && s.at < w.to)
@@ -241,9 +292,18 @@ fn check_window(samples: &[Sample], w: &Window_, bounded: bool, report: &mut Str
         .map(|s| s.latency)
         .max()
         .unwrap_or_default();
+    // Each degraded decision beyond the threshold's allowance, net of what the host's
+    // scheduler added while it ran.
+    let allowance = w.threshold.max(DEADLINE) + Duration::from_millis(5);
+    let over = inside
+        .iter()
+        .filter(|s| s.degraded)
+        .map(|s| (s, host.worst_between(s.at, s.at + s.latency)))
+        .find(|(s, late)| s.latency > allowance + *late);
+    let host_worst = host.worst_between(w.from, w.to);
     let degraded = inside.iter().filter(|s| s.degraded).count();
     report.push_str(&format!(
-        "{:<28} decisions {:>6}  degraded {:>6}  p99 {:>9.3?}  max {:>9.3?}  max degraded {:>9.3?}  threshold {:>9.3?}\n",
+        "{:<28} decisions {:>6}  degraded {:>6}  p99 {:>9.3?}  max {:>9.3?}  max degraded {:>9.3?}  threshold {:>9.3?}  host's worst timer delay {:>9.3?}\n",
         w.name,
         inside.len(),
         degraded,
@@ -251,13 +311,14 @@ fn check_window(samples: &[Sample], w: &Window_, bounded: bool, report: &mut Str
         max,
         degraded_max,
         w.threshold,
+        host_worst,
     ));
-    assert!(
-        !bounded || degraded_max <= w.threshold.max(DEADLINE) + Duration::from_millis(5),
-        "{}: a decision made without Redis took {degraded_max:?}, more than the threshold ({:?}) + 5 ms",
-        w.name,
-        w.threshold
-    );
+    if let (true, Some((s, late))) = (bounded, over) {
+        panic!(
+            "{}: a decision made without Redis took {:?}, more than the threshold ({:?}) + 5 ms + the host's delay of this process's timers meanwhile ({late:?}): {s:?}",
+            w.name, s.latency, w.threshold
+        );
+    }
     // The fallback's bound on any decision (the store's 200 ms response timeout ends calls
     // sooner here).
     let max_wait = FallbackConfig::default().max_wait;
@@ -326,7 +387,7 @@ async fn redis_killed_restarted_paused_and_resumed() {
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let end = load.now();
-    let (samples, errors, attempts) = load.finish().await;
+    let (samples, errors, attempts, host) = load.finish().await;
 
     assert_eq!(
         errors, 0,
@@ -334,6 +395,7 @@ async fn redis_killed_restarted_paused_and_resumed() {
     );
     check_window(
         &samples,
+        &host,
         &Window_ {
             name: "before",
             from: Duration::ZERO,
@@ -345,6 +407,7 @@ async fn redis_killed_restarted_paused_and_resumed() {
     );
     check_window(
         &samples,
+        &host,
         &Window_ {
             name: "kill -9 .. restart",
             from: killed,
@@ -356,6 +419,7 @@ async fn redis_killed_restarted_paused_and_resumed() {
     );
     check_window(
         &samples,
+        &host,
         &Window_ {
             name: "restart .. SIGSTOP",
             from: restarted,
@@ -367,6 +431,7 @@ async fn redis_killed_restarted_paused_and_resumed() {
     );
     check_window(
         &samples,
+        &host,
         &Window_ {
             name: "SIGSTOP 3 s",
             from: paused,
@@ -378,6 +443,7 @@ async fn redis_killed_restarted_paused_and_resumed() {
     );
     check_window(
         &samples,
+        &host,
         &Window_ {
             name: "SIGCONT .. end",
             from: resumed,
@@ -574,12 +640,13 @@ async fn a_cluster_master_fails_over() {
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let end = load.now();
-    let (samples, errors, _) = load.finish().await;
+    let (samples, errors, _, host) = load.finish().await;
     assert_eq!(errors, 0);
     let mut report =
         String::from("fault report: FallbackStore over a 6-node cluster, deadline 25 ms\n");
     check_window(
         &samples,
+        &host,
         &Window_ {
             name: "before",
             from: Duration::ZERO,
@@ -591,6 +658,7 @@ async fn a_cluster_master_fails_over() {
     );
     check_window(
         &samples,
+        &host,
         &Window_ {
             name: "master killed .. failover",
             from: killed,
@@ -602,6 +670,7 @@ async fn a_cluster_master_fails_over() {
     );
     check_window(
         &samples,
+        &host,
         &Window_ {
             name: "after failover",
             from: healthy,
