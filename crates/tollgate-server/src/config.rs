@@ -197,6 +197,11 @@ pub struct RedisOptions {
     /// failure (see `FallbackConfig::deadline`); a slow answer from a Redis that keeps
     /// answering is waited for.
     pub deadline: Duration,
+    /// The longest a decision waits on Redis, whatever the reason (default 5 s; at least
+    /// `deadline`; see `FallbackConfig::max_wait`): a call still unanswered then, from a
+    /// Redis that is not failing (the host is too busy to get the answer through), follows
+    /// the rule's failure mode and counts as overloaded.
+    pub max_wait: Duration,
     /// How many instances share the limits (a `local` rule enforces its share; default 1).
     pub instances: u32,
 }
@@ -209,6 +214,7 @@ impl Default for RedisOptions {
             response_timeout: Duration::from_secs(1),
             fallback: true,
             deadline: Duration::from_millis(25),
+            max_wait: Duration::from_secs(5),
             instances: 1,
         }
     }
@@ -491,6 +497,7 @@ struct RawRedis {
     response_timeout: S<String>,
     fallback: S<bool>,
     deadline: S<String>,
+    max_wait: S<String>,
     instances: S<u64>,
 }
 
@@ -1048,6 +1055,17 @@ impl Config {
             if let Some(v) = &r.deadline {
                 options.deadline = duration(source, v, "redis.deadline")?;
             }
+            if let Some(v) = &r.max_wait {
+                options.max_wait = duration(source, v, "redis.max_wait")?;
+                if options.max_wait < options.deadline {
+                    return Err(at(
+                        source,
+                        Some(v.span()),
+                        "redis.max_wait",
+                        format!("must be at least redis.deadline ({:?})", options.deadline),
+                    ));
+                }
+            }
             if let Some(v) = &r.instances {
                 options.instances = u32::try_from(*v.get_ref())
                     .ok()
@@ -1272,6 +1290,24 @@ limits = [{ kind = "requests", amount = 2, per = "hour" }]
 
     fn err(src: &str) -> ConfigError {
         Config::from_toml(src, "bad.toml").unwrap_err()
+    }
+
+    #[test]
+    fn the_fallbacks_max_wait_is_set_and_never_below_the_deadline() {
+        let c = Config::from_toml(
+            "[redis]\nurl = \"redis://a:1\"\nmax_wait = \"2s\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let StoreConfig::Redis { options, .. } = &c.store else {
+            panic!("{:?}", c.store)
+        };
+        assert_eq!(options.max_wait, Duration::from_secs(2));
+        assert_eq!(RedisOptions::default().max_wait, Duration::from_secs(5));
+        let e = err("[redis]\nurl = \"redis://a:1\"\ndeadline = \"1s\"\nmax_wait = \"10ms\"\n");
+        assert_eq!(e.field, "redis.max_wait");
+        assert_eq!(e.location.as_ref().unwrap().line, 4);
+        assert!(e.to_string().contains("at least redis.deadline"), "{e}");
     }
 
     #[test]

@@ -325,6 +325,7 @@ async fn open_redis(
     if options.fallback {
         let fallback = FallbackConfig {
             deadline: options.deadline,
+            max_wait: options.max_wait,
             expected_instances: options.instances,
             ..FallbackConfig::default()
         };
