@@ -85,11 +85,13 @@ struct Sample {
 
 /// How late this process's timers fired, as a probe task beside the load saw it: the host's
 /// own scheduling delay, which no decision can avoid and which is not time spent waiting on
-/// Redis.
+/// Redis. The probe also reads the fallback's silence threshold each time, as it follows the
+/// host's delay.
 #[derive(Clone, Default)]
 struct HostDelay {
-    /// (when the probe's 1 ms sleep began, how much later than asked it ended).
-    late: Vec<(Duration, Duration)>,
+    /// (when the probe's 1 ms sleep began, how much later than asked it ended, the
+    /// fallback's silence threshold then).
+    late: Vec<(Duration, Duration, Duration)>,
 }
 
 impl HostDelay {
@@ -97,8 +99,18 @@ impl HostDelay {
     fn worst_between(&self, from: Duration, to: Duration) -> Duration {
         self.late
             .iter()
-            .filter(|(at, late)| *at + *late >= from && *at <= to)
-            .map(|(_, late)| *late)
+            .filter(|(at, late, _)| *at + *late >= from && *at <= to)
+            .map(|(_, late, _)| *late)
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// The highest silence threshold the probe read between `from` and `to`.
+    fn threshold_between(&self, from: Duration, to: Duration) -> Duration {
+        self.late
+            .iter()
+            .filter(|(at, late, _)| *at + *late >= from && *at <= to)
+            .map(|(_, _, threshold)| *threshold)
             .max()
             .unwrap_or_default()
     }
@@ -130,13 +142,17 @@ impl Load {
         let last_on_redis = Arc::new(AtomicU64::new(0));
         let host = Arc::new(Mutex::new(HostDelay::default()));
         let probe = {
-            let (host, stop) = (host.clone(), stop.clone());
+            let (host, stop, l) = (host.clone(), stop.clone(), l.clone());
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let asked = Instant::now();
                     tokio::time::sleep(PROBE).await;
                     let late = asked.elapsed().saturating_sub(PROBE);
-                    host.lock().unwrap().late.push((asked - start, late));
+                    let threshold = l.store().silence_threshold();
+                    host.lock()
+                        .unwrap()
+                        .late
+                        .push((asked - start, late, threshold));
                 }
             })
         };
@@ -256,10 +272,10 @@ struct Window_ {
 
 /// Checks every decision in `w` followed its rule's failure mode, and reports latencies. With
 /// `bounded`, also checks that every decision made without Redis (degraded: Redis was killed,
-/// paused or not back yet) took at most the window's threshold (the deadline where Redis
-/// usually answers well within it) + 5 ms + the most the host delayed this process's timers
-/// while that decision ran (measured by the probe, not assumed: on a quiet host it is about
-/// nothing), and every decision at most `max_wait` + 5 ms: one that Redis answered may wait
+/// paused or not back yet) took at most the silence threshold in effect while it ran (the
+/// deadline where Redis usually answers well within it, more where the host is busy), plus
+/// 5 ms, plus the most the host delayed this process's timers while that decision ran (measured by
+/// the probe, not assumed: on a quiet host it is about nothing), and every decision at most `max_wait` + 5 ms: one that Redis answered may wait
 /// longer than the deadline on a busy host, since a slow answer from a healthy Redis is not a
 /// failure.
 fn check_window(
@@ -294,12 +310,21 @@ fn check_window(
         .unwrap_or_default();
     // Each degraded decision beyond the threshold's allowance, net of what the host's
     // scheduler added while it ran.
-    let allowance = w.threshold.max(DEADLINE) + Duration::from_millis(5);
     let over = inside
         .iter()
         .filter(|s| s.degraded)
-        .map(|s| (s, host.worst_between(s.at, s.at + s.latency)))
-        .find(|(s, late)| s.latency > allowance + *late);
+        .map(|s| {
+            let (from, to) = (s.at, s.at + s.latency);
+            let threshold = w.threshold.max(host.threshold_between(from, to));
+            (s, threshold, host.worst_between(from, to))
+        })
+        .find(|(s, threshold, late)| {
+            s.latency
+                > threshold
+                    .max(&DEADLINE)
+                    .saturating_add(Duration::from_millis(5))
+                    + *late
+        });
     let host_worst = host.worst_between(w.from, w.to);
     let degraded = inside.iter().filter(|s| s.degraded).count();
     report.push_str(&format!(
@@ -313,10 +338,10 @@ fn check_window(
         w.threshold,
         host_worst,
     ));
-    if let (true, Some((s, late))) = (bounded, over) {
+    if let (true, Some((s, threshold, late))) = (bounded, over) {
         panic!(
-            "{}: a decision made without Redis took {:?}, more than the threshold ({:?}) + 5 ms + the host's delay of this process's timers meanwhile ({late:?}): {s:?}",
-            w.name, s.latency, w.threshold
+            "{}: a decision made without Redis took {:?}, more than the threshold then ({threshold:?}) + 5 ms + the host's delay of this process's timers meanwhile ({late:?}): {s:?}",
+            w.name, s.latency
         );
     }
     // The fallback's bound on any decision (the store's 200 ms response timeout ends calls

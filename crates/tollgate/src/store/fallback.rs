@@ -16,9 +16,14 @@
 //!   the threshold. The threshold is twice Redis's usual latency on this host (the smoothed
 //!   wire time, request handed to the connection to reply read, plus four times its mean
 //!   deviation, as TCP sets its retransmission timeout), never less than
-//!   [`FallbackConfig::deadline`] (25 ms) and never more than 1 s. Twice: on a busy host,
-//!   Redis too waits for a CPU, and a reply twice as late as the usual late one is still
-//!   jitter, not an outage. Silence is counted only while this process runs its
+//!   [`FallbackConfig::deadline`] (25 ms), plus twice the host's recent scheduling delay, and
+//!   never more than 1 s. Twice: on a busy host, Redis too waits for a CPU, and a reply twice
+//!   as late as the usual late one is still jitter, not an outage. The host's delay
+//!   ([`WireHealth::host_delay`]: how late this process's own 1 ms timer fired over the last
+//!   second or two) is added because a Redis on the same host waits for a CPU as long, at
+//!   once, as this process does: a burst of load that starves both makes a silence no
+//!   average foresaw. On a quiet host it is about nothing, and the threshold is the deadline.
+//!   Silence is counted only while this process runs its
 //!   tasks (see [`WireHealth::silence`]): a process that the host did not run for a while
 //!   finds every connection silent when it wakes, until it reads the replies that arrived
 //!   meanwhile, and that is not Redis's silence.
@@ -600,12 +605,18 @@ impl<P: Store> FallbackStore<P> {
     }
 
     /// The silence above which the primary is at fault: twice its usual latency, at least the
-    /// deadline and at most [`SILENCE_CEILING`] (so that a silent primary is found soon,
-    /// however slow it usually is), and never more than `max_wait`.
+    /// deadline, plus twice the host's recent scheduling delay; at most [`SILENCE_CEILING`]
+    /// (so that a silent primary is found soon, however slow it usually is), and never more
+    /// than `max_wait`.
     fn threshold(&self, health: &WireHealth) -> Duration {
         let floor = self.config.deadline;
         let ceiling = SILENCE_CEILING.min(self.max_wait()).max(floor);
-        health.usual.saturating_mul(2).clamp(floor, ceiling)
+        health
+            .usual
+            .saturating_mul(2)
+            .max(floor)
+            .saturating_add(health.host_delay.saturating_mul(2))
+            .min(ceiling)
     }
 
     fn max_wait(&self) -> Duration {
@@ -935,6 +946,42 @@ mod tests {
             Duration::from_millis(400),
             "never below the deadline"
         );
+    }
+
+    #[test]
+    fn the_hosts_scheduling_delay_widens_the_threshold_twice_over() {
+        let s = store(25, 5000);
+        let busy = |usual_ms, delay_ms| {
+            s.threshold(&WireHealth {
+                host_delay: Duration::from_millis(delay_ms),
+                ..usual(usual_ms)
+            })
+        };
+        assert_eq!(busy(0, 0), Duration::from_millis(25), "a quiet host");
+        assert_eq!(
+            busy(3, 10),
+            Duration::from_millis(45),
+            "the deadline, and twice what the host kept this process waiting"
+        );
+        assert_eq!(busy(15, 10), Duration::from_millis(50));
+        assert_eq!(busy(15, 900), SILENCE_CEILING, "never beyond the ceiling");
+        // A silence that the host's delay explains is not blamed; a longer one is.
+        let started = Instant::now();
+        let now = started + Duration::from_millis(40);
+        let silent = |ms| WireHealth {
+            silence: Duration::from_millis(ms),
+            host_delay: Duration::from_millis(10),
+            in_flight: 50,
+            ..usual(15)
+        };
+        assert!(matches!(
+            s.blame(&silent(39), started, now),
+            Blame::Nothing(_)
+        ));
+        assert!(matches!(
+            s.blame(&silent(60), started, now),
+            Blame::Silent(_)
+        ));
     }
 
     #[test]

@@ -34,4 +34,9 @@ pub struct WireHealth {
     /// Calls waiting on this host to be written (queued behind the ones being sent): load on
     /// this host, not trouble at the server.
     pub backlog: u64,
+    /// How long this host recently kept a ready task of this process waiting for a CPU (the
+    /// worst lateness of a 1 ms timer over the last second or two). A server on the same
+    /// busy host waits for a CPU as long, and part of its silence is that wait, not a
+    /// failure. Zero when nothing measured it.
+    pub host_delay: Duration,
 }

@@ -38,6 +38,9 @@ const TICK: Duration = Duration::from_millis(1);
 const CAP: Duration = Duration::from_millis(10);
 /// How long the ticker sleeps while every line is idle, unless a request wakes it.
 const IDLE: Duration = Duration::from_secs(1);
+/// The period over which the ticker keeps the worst lateness of its own timer: the host's
+/// delay is the worst of this period and the one before.
+const DELAY_PERIOD_US: u64 = 1_000_000;
 
 /// The store-wide view: every line, the wire-time estimator, errors and backlog.
 pub(super) struct Wire {
@@ -58,6 +61,12 @@ pub(super) struct Wire {
     last_tick: AtomicU64,
     /// Wakes the ticker when an idle line gets a request.
     busy: Notify,
+    /// The host's scheduling delay as the ticker sees it: how much later than asked its
+    /// sleeps end, the worst in the current period (`delay_period`, in [`DELAY_PERIOD_US`]
+    /// since the epoch) and in the one before, in µs. Written by the ticker alone.
+    delay_period: AtomicU64,
+    delay_worst: AtomicU64,
+    delay_before: AtomicU64,
 }
 
 /// One connection to one server.
@@ -85,6 +94,9 @@ impl Wire {
             ticking: AtomicBool::new(false),
             last_tick: AtomicU64::new(0),
             busy: Notify::new(),
+            delay_period: AtomicU64::new(0),
+            delay_worst: AtomicU64::new(0),
+            delay_before: AtomicU64::new(0),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             wire.ticking.store(true, Ordering::Release);
@@ -192,6 +204,43 @@ impl Wire {
         busy
     }
 
+    /// Records that a sleep of the ticker ended `late` after it was due, `now`.
+    fn record_delay(&self, late: Duration, now: Instant) {
+        let period = self.stamp(now) / DELAY_PERIOD_US;
+        let late_us = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
+        let current = self.delay_period.load(Ordering::Relaxed);
+        if period == current {
+            self.delay_worst.fetch_max(late_us, Ordering::Relaxed);
+            return;
+        }
+        let before = if period == current + 1 {
+            self.delay_worst.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        self.delay_before.store(before, Ordering::Relaxed);
+        self.delay_worst.store(late_us, Ordering::Relaxed);
+        self.delay_period.store(period, Ordering::Relaxed);
+    }
+
+    /// The worst lateness of the ticker's sleeps over the last one to two periods: how long
+    /// this host recently kept a ready task of this process waiting for a CPU. Zero when the
+    /// ticker has not run for two periods (every line idle).
+    fn host_delay(&self, now: Instant) -> Duration {
+        let period = self.stamp(now) / DELAY_PERIOD_US;
+        let current = self.delay_period.load(Ordering::Relaxed);
+        let us = if period == current {
+            self.delay_worst
+                .load(Ordering::Relaxed)
+                .max(self.delay_before.load(Ordering::Relaxed))
+        } else if period == current + 1 {
+            self.delay_worst.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        Duration::from_micros(us)
+    }
+
     /// What the lines show now.
     pub(super) fn health(&self) -> WireHealth {
         let now = Instant::now();
@@ -233,6 +282,7 @@ impl Wire {
             last_error: self.instant(self.last_error.load(Ordering::Relaxed)),
             in_flight,
             backlog: self.backlog(),
+            host_delay: self.host_delay(now),
         }
     }
 }
@@ -261,7 +311,12 @@ async fn tick(wire: Weak<Wire>, _ticking: Ticking) {
             wire.advance(step, now)
         };
         if busy {
+            let asked = Instant::now();
             tokio::time::sleep(TICK).await;
+            let woke = Instant::now();
+            if let Some(wire) = wire.upgrade() {
+                wire.record_delay(woke.saturating_duration_since(asked + TICK), woke);
+            }
         } else {
             // Holds the wire while idle: a dropped store's ticker ends within `IDLE`.
             let Some(w) = wire.upgrade() else { return };
@@ -459,6 +514,26 @@ mod tests {
         wire.sample(Duration::from_millis(8));
         // rttvar 3: 8 + 12.
         assert_eq!(wire.health().usual, Duration::from_millis(20));
+    }
+
+    #[test]
+    fn the_host_delay_is_the_worst_timer_lateness_of_the_last_second_or_two() {
+        let wire = Wire::new();
+        let t0 = wire.epoch + Duration::from_secs(10);
+        assert_eq!(wire.host_delay(t0), Duration::ZERO, "nothing measured yet");
+        wire.record_delay(Duration::from_millis(12), t0);
+        wire.record_delay(Duration::from_millis(3), t0 + Duration::from_millis(100));
+        assert_eq!(wire.host_delay(t0), Duration::from_millis(12));
+        // The next period still remembers the worst of the one before.
+        let t1 = t0 + Duration::from_secs(1);
+        wire.record_delay(Duration::from_millis(2), t1);
+        assert_eq!(wire.host_delay(t1), Duration::from_millis(12));
+        // Two periods on, only the later one counts.
+        let t2 = t1 + Duration::from_secs(1);
+        wire.record_delay(Duration::from_millis(1), t2);
+        assert_eq!(wire.host_delay(t2), Duration::from_millis(2));
+        // A ticker idle for two periods knows nothing of the host now.
+        assert_eq!(wire.host_delay(t2 + Duration::from_secs(2)), Duration::ZERO);
     }
 
     #[test]
