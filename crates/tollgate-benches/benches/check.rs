@@ -1,7 +1,7 @@
 //! Keyed admission checks: tollgate's in-memory limiter against governor's keyed limiter, in
 //! the same run on the same machine.
 //!
-//! Run with `cargo bench -p tollgate`; `BENCHMARKS.md` at the repository root explains the
+//! Run with `cargo bench -p tollgate-benches --bench check`; `BENCHMARKS.md` at the repository root explains the
 //! cases and records the figures. Every benchmark reports throughput in checks, so that a
 //! two-thread result can be divided by the one-thread result of the same group.
 //!
@@ -44,8 +44,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Thro
 use governor::DefaultKeyedRateLimiter;
 use tollgate::{Cost, Limiter, Policy};
 
-mod common;
-use common::{
+use tollgate_benches::{
     fill, run, single_limit, spot_check, three_limits, Governor, Mode, Target, Tollgate,
     TollgatePrepared, MAX_KEYS, THREADS,
 };
