@@ -5,7 +5,7 @@ use std::time::Duration;
 use tollgate_core::{Limit, LimitKind, Verdict};
 
 use crate::decision::{Decision, DenyReason, LimitStatus, Outcome};
-use crate::limiter::{status_of, Meta};
+use crate::plan::Meta;
 
 /// A decision without the status of every limit: whether the call may go ahead and, if not,
 /// why, when to retry, and which limit denied it.
@@ -216,5 +216,48 @@ impl Answer for Admission {
     #[inline(always)]
     fn outcome(&self) -> Outcome {
         self.outcome
+    }
+}
+
+/// What a limit has left after the decision. An admitting verdict reports what is left after
+/// its cost; when the decision spends nothing (another limit denied), the cost is added back,
+/// which is exact for every algorithm. A concurrency check that takes no slot (`cost` 0) is
+/// evaluated as taking one, so its slot is added back too.
+#[inline(always)]
+fn remaining(cost: u64, kind: LimitKind, v: &Verdict, spends: bool) -> u64 {
+    if !v.admitted {
+        return v.remaining;
+    }
+    let back = match kind {
+        LimitKind::Concurrency if cost == 0 || !spends => 1,
+        LimitKind::Concurrency => 0,
+        _ if spends => 0,
+        _ => cost,
+    };
+    v.remaining.saturating_add(back).min(v.capacity)
+}
+
+/// What the decision reports about a limit whose operation spent `cost` and got `v`;
+/// `spends` tells whether the decision spent.
+#[inline(always)]
+pub(crate) fn status_of(
+    limit: &Limit,
+    cost: u64,
+    m: &Meta,
+    v: &Verdict,
+    spends: bool,
+) -> LimitStatus {
+    LimitStatus {
+        rule: m.rule,
+        label: m.label,
+        kind: m.kind,
+        amount: limit.amount(),
+        capacity: v.capacity,
+        window: limit.window(),
+        quota: limit.is_quota(),
+        admitted: v.admitted,
+        remaining: remaining(cost, m.kind, v, spends),
+        reset_after: Duration::from_micros(v.reset_after_us),
+        retry_after: Duration::from_micros(v.retry_after_us),
     }
 }

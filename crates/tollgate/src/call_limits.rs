@@ -35,10 +35,12 @@ use tollgate_core::{Algorithm, Limit, LimitKind, LimitSpec, Window};
 
 use crate::cost::Cost;
 use crate::decision::Decision;
+pub use crate::error::CallLimitsError;
 use crate::error::Error;
 use crate::key::{partition_hash, salt_of, BucketName};
-use crate::limiter::{op_cost, Limiter, Meta, Plan};
+use crate::limiter::handle::Limiter;
 use crate::permit::Reservation;
+use crate::plan::{op_cost, Meta, Plan};
 use crate::policy::intern::intern;
 use crate::store::{Mode, Op, Store};
 use crate::subject::Subject;
@@ -60,40 +62,6 @@ pub struct CallLimit {
 pub struct CallLimits {
     limits: SmallVec<[CallLimit; 2]>,
     loosen: bool,
-}
-
-/// Why a call's own limits cannot be applied.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum CallLimitsError {
-    /// The call asked for more than the policy gives without being allowed to.
-    #[error(
-        "{field}: {asked} is looser than rule {rule:?}'s {policy}; loosening needs permission"
-    )]
-    Loosens {
-        /// The call limit, such as `requests per minute`.
-        field: String,
-        /// The rule whose limit it would loosen.
-        rule: &'static str,
-        /// The policy's amount.
-        policy: u64,
-        /// The amount asked for.
-        asked: u64,
-    },
-    /// No limit of that kind and window applies to the call.
-    #[error("{field}: no {field} limit applies to this call, so there is nothing to change")]
-    NothingToChange {
-        /// The call limit, such as `requests per minute`.
-        field: String,
-    },
-    /// The amount is zero, or the derived limit is invalid.
-    #[error("{field}: {message}")]
-    Invalid {
-        /// The call limit.
-        field: String,
-        /// What is wrong.
-        message: String,
-    },
 }
 
 impl CallLimit {

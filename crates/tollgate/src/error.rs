@@ -101,7 +101,7 @@ pub enum Error {
     /// A call's own limits cannot be applied (they loosen the policy without permission,
     /// or change nothing that applies).
     #[error("call limits: {0}")]
-    CallLimits(#[from] crate::call_limits::CallLimitsError),
+    CallLimits(#[from] CallLimitsError),
     /// A policy file could not be read.
     #[error("reading {path}: {source}")]
     Io {
@@ -117,4 +117,38 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Store(e) if e.is_transient())
     }
+}
+
+/// Why a call's own limits cannot be applied.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallLimitsError {
+    /// The call asked for more than the policy gives without being allowed to.
+    #[error(
+        "{field}: {asked} is looser than rule {rule:?}'s {policy}; loosening needs permission"
+    )]
+    Loosens {
+        /// The call limit, such as `requests per minute`.
+        field: String,
+        /// The rule whose limit it would loosen.
+        rule: &'static str,
+        /// The policy's amount.
+        policy: u64,
+        /// The amount asked for.
+        asked: u64,
+    },
+    /// No limit of that kind and window applies to the call.
+    #[error("{field}: no {field} limit applies to this call, so there is nothing to change")]
+    NothingToChange {
+        /// The call limit, such as `requests per minute`.
+        field: String,
+    },
+    /// The amount is zero, or the derived limit is invalid.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The call limit.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
 }

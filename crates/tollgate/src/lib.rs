@@ -67,6 +67,7 @@ pub mod headers;
 pub mod key;
 mod limiter;
 mod permit;
+mod plan;
 pub mod policy;
 mod prepared;
 mod rps;
@@ -74,11 +75,13 @@ mod scratch;
 mod stats;
 pub mod store;
 mod subject;
+mod subject_index;
 pub mod subjects;
 mod sync;
 #[cfg(feature = "tower")]
 pub mod tower;
 mod wait;
+mod wait_queues;
 
 pub use admission::{Admission, Denier};
 pub use blocking::{BlockingLimiter, BlockingPermit};

@@ -1,16 +1,14 @@
 //! Permits: granted reservations that settle against actual usage and release their
 //! concurrency slot when dropped.
 
-use std::cell::Cell;
-use std::hash::{BuildHasher, Hasher};
-
 use smallvec::SmallVec;
 use tollgate_core::{LeaseId, LimitKind, Timestamp};
 
 use crate::cost::Cost;
 use crate::decision::Decision;
 use crate::error::Error;
-use crate::limiter::{Limiter, Plan};
+use crate::limiter::handle::Limiter;
+use crate::plan::Plan;
 use crate::store::memory::MemoryStore;
 use crate::store::{Route, Settlement, Store};
 
@@ -98,27 +96,6 @@ impl<S: Store> std::fmt::Debug for Permit<S> {
             .field("settled", &self.settled)
             .finish()
     }
-}
-
-/// A random lease id from a per-thread generator (unique across processes with
-/// overwhelming probability, without a shared counter).
-pub(crate) fn new_lease_id() -> LeaseId {
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new({
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u8(0);
-            h.finish() | 1
-        });
-    }
-    STATE.with(|s| {
-        // xorshift64*
-        let mut x = s.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        s.set(x);
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    })
 }
 
 impl<S: Store> Permit<S> {

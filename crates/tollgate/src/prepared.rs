@@ -10,8 +10,9 @@ use crate::admission::{Admission, Answer};
 use crate::cost::Cost;
 use crate::decision::Decision;
 use crate::error::Error;
-use crate::limiter::{op_cost, Limiter, Meta, Plan, Planned, Reported};
+use crate::limiter::handle::Limiter;
 use crate::permit::Reservation;
+use crate::plan::{op_cost, Meta, Plan, Planned, Reported};
 use crate::store::memory::MemoryStore;
 use crate::store::{Mode, Op, Ops, Store};
 use crate::subject::Subject;
@@ -257,7 +258,7 @@ impl<S: Store> Limiter<S> {
             let spend = op_cost(p.meta.kind, &cost, false);
             let mode = Mode::Spend;
             if self
-                .decide_one_now_into(&one.key, &p.limit, spend, &p.meta, mode, 0, sample, answer)
+                .decide_now_single(&one.key, &p.limit, spend, &p.meta, mode, 0, sample, answer)
                 .is_some()
             {
                 return Some(Ok(()));
@@ -267,7 +268,7 @@ impl<S: Store> Limiter<S> {
             self.decide_now_general(&op, &meta, mode, 0, None, sample, answer)
         } else if prepared.ops.is_empty() {
             // No limit applies: answered at once, unmeasured, as a decision by subject is.
-            self.decide_now_into(&[], &[], Mode::Spend, 0, None, answer)
+            self.decide_now(&[], &[], Mode::Spend, 0, None, answer)
         } else {
             // The store reads the prepared buckets and their shared limits where they are.
             let view = PreparedOps {
@@ -276,7 +277,7 @@ impl<S: Store> Limiter<S> {
             };
             let sample = self.stats_begin();
             if self
-                .decide_ops_now_into(&view, Mode::Spend, 0, sample, answer)
+                .decide_now_in_place(&view, Mode::Spend, 0, sample, answer)
                 .is_some()
             {
                 return Some(Ok(()));

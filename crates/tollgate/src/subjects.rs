@@ -30,97 +30,19 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use smallvec::SmallVec;
 
 use crate::error::Error;
 use crate::key::BucketName;
-use crate::limiter::{LimitUsage, Limiter};
+use crate::limiter::handle::Limiter;
+use crate::limiter::usage::LimitUsage;
 use crate::store::{FailureMode, Op, Store};
-
-/// The attribute values of each partition seen, by rule id and partition hash.
-type PartitionValues = HashMap<(u32, u128), Box<[Box<str>]>>;
-
-/// One partition of a rule: its cursor key, its hash and its attribute values.
-type RulePartition = (String, u128, Box<[Box<str>]>);
+use crate::subject_index::SubjectIndex;
 
 /// The most subjects one page returns.
 pub const MAX_PAGE: usize = 1_000;
-
-const SHARDS: usize = 16;
-
-/// The partitions a limiter has decided for, per rule, bounded.
-pub(crate) struct SubjectIndex {
-    max_per_rule: usize,
-    shards: Box<[Mutex<PartitionValues>]>,
-    counts: Mutex<HashMap<u32, usize>>,
-}
-
-impl SubjectIndex {
-    fn new(max_per_rule: usize) -> Self {
-        SubjectIndex {
-            max_per_rule,
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            counts: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn shard(&self, partition_hash: u128) -> &Mutex<PartitionValues> {
-        // The partition hash is a keyed hash already: its low bits spread evenly.
-        let i = usize::try_from(partition_hash % SHARDS as u128).unwrap_or(0);
-        &self.shards[i]
-    }
-
-    /// Notes that rule `rule_id` decided for the partition `values` (hash `ph`).
-    #[inline]
-    pub(crate) fn note(&self, rule_id: u32, ph: u128, values: &[&str]) {
-        let mut shard = self.shard(ph).lock();
-        if shard.contains_key(&(rule_id, ph)) {
-            return;
-        }
-        {
-            let mut counts = self.counts.lock();
-            let n = counts.entry(rule_id).or_insert(0);
-            if *n >= self.max_per_rule {
-                metrics::counter!("tollgate_subject_index_full_total").increment(1);
-                return;
-            }
-            *n += 1;
-        }
-        shard.insert(
-            (rule_id, ph),
-            values.iter().map(|v| Box::from(*v)).collect(),
-        );
-    }
-
-    /// The noted partitions of rule `rule_id` with their cursors, in cursor order.
-    fn of_rule(&self, rule_id: u32) -> Vec<RulePartition> {
-        let mut out: Vec<RulePartition> = self
-            .shards
-            .iter()
-            .flat_map(|s| {
-                s.lock()
-                    .iter()
-                    .filter(|((r, _), _)| *r == rule_id)
-                    .map(|((_, ph), v)| (cursor_of(v), *ph, v.clone()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
-    }
-
-    fn forget(&self, rule_id: u32, ph: u128) {
-        if self.shard(ph).lock().remove(&(rule_id, ph)).is_some() {
-            if let Some(n) = self.counts.lock().get_mut(&rule_id) {
-                *n = n.saturating_sub(1);
-            }
-        }
-    }
-}
 
 /// One subject of a rule, with the usage of its buckets.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,16 +64,6 @@ pub struct SubjectPage {
     pub next: Option<String>,
     /// How many partitions of the rule the index holds now (live or not yet found full).
     pub tracked: usize,
-}
-
-/// The cursor of a subject: its values, each length-prefixed, so that no value can forge
-/// another.
-fn cursor_of(values: &[Box<str>]) -> String {
-    values
-        .iter()
-        .map(|v| format!("{}:{v}", v.len()))
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 impl<S: Store> Limiter<S> {
@@ -256,7 +168,7 @@ impl<S: Store> Limiter<S> {
                 usage: live,
             });
         }
-        page.tracked = index.counts.lock().get(&rule.id).copied().unwrap_or(0);
+        page.tracked = index.tracked(rule.id);
         Ok(page)
     }
 }

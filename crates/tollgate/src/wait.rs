@@ -5,76 +5,19 @@
 //! of its buckets queues behind them instead of trying first; the head of the queue sleeps
 //! until its `retry_after`, tries, and passes the turn on when admitted.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash};
-use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::cost::Cost;
 use crate::decision::Outcome;
 use crate::error::Error;
-use crate::limiter::Limiter;
+use crate::limiter::handle::Limiter;
 use crate::permit::Reservation;
+use crate::plan::Plan;
 use crate::store::Store;
 use crate::subject::Subject;
-
-type Queue = Arc<tokio::sync::Mutex<()>>;
-
-const SHARDS: usize = 16;
-
-/// The wait queues of one limiter, keyed by bucket.
-pub(crate) struct WaitQueues<K> {
-    shards: Box<[Mutex<HashMap<K, Queue>>]>,
-    hasher: std::collections::hash_map::RandomState,
-}
-
-impl<K: Hash + Eq + Clone> WaitQueues<K> {
-    pub(crate) fn new() -> Self {
-        WaitQueues {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: std::collections::hash_map::RandomState::new(),
-        }
-    }
-
-    fn shard(&self, key: &K) -> &Mutex<HashMap<K, Queue>> {
-        let i = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
-        &self.shards[i % SHARDS]
-    }
-
-    /// The first of `keys` that has waiters.
-    fn waiting<'k>(&self, keys: impl Iterator<Item = &'k K>) -> Option<(K, Queue)>
-    where
-        K: 'k,
-    {
-        keys.into_iter().find_map(|k| {
-            self.shard(k)
-                .lock()
-                .get(k)
-                .map(|q| (k.clone(), Arc::clone(q)))
-        })
-    }
-
-    fn join(&self, key: &K) -> Queue {
-        Arc::clone(
-            self.shard(key)
-                .lock()
-                .entry(key.clone())
-                .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(()))),
-        )
-    }
-
-    /// Forgets the queue of `key` if nobody else holds it.
-    fn leave(&self, key: &K, queue: Queue) {
-        let mut shard = self.shard(key).lock();
-        drop(queue);
-        if shard.get(key).is_some_and(|q| Arc::strong_count(q) == 1) {
-            shard.remove(key);
-        }
-    }
-}
+use crate::wait_queues::Queue;
 
 impl<S: Store> Limiter<S> {
     /// Waits until the call is admitted or `max_wait` has passed, then answers like
@@ -158,7 +101,7 @@ impl<S: Store> Limiter<S> {
     async fn wait_in_queue(
         &self,
         queue: &Queue,
-        plan: &crate::limiter::Plan<S::Key>,
+        plan: &Plan<S::Key>,
         deadline: Instant,
     ) -> Result<Reservation<S>, Error> {
         let Ok(_turn) = tokio::time::timeout_at(deadline, queue.lock()).await else {

@@ -2,7 +2,8 @@
 
 use tollgate_core::{LimitKind, LimitSpec, Window};
 
-use super::{Policy, Rule, RuleBuilder};
+use super::rule::{Rule, RuleBuilder};
+use super::set::Policy;
 
 /// The requests and tokens per minute of each bucket of the built-in policy.
 const RPM: u64 = 60;

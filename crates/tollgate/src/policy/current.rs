@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use super::Policy;
+use super::set::Policy;
 
 /// How many policies a thread remembers: a process usually runs one or two limiters.
 const CACHED: usize = 4;

@@ -26,7 +26,8 @@ use serde::Deserialize;
 use tollgate_core::{parse_duration, LimitSpec};
 use toml::Spanned;
 
-use super::{Policy, Rule};
+use super::rule::{Rule, RuleBuilder};
+use super::set::{Policy, Unmatched};
 use crate::error::{Error, Location, PolicyError};
 
 type Span = Range<usize>;
@@ -145,7 +146,7 @@ impl PolicyFile {
     /// A [`PolicyError`] with the file, line, column, rule and field.
     pub fn into_policy(self, source: &str, file: &str) -> Result<Policy, PolicyError> {
         let unmatched = match &self.unmatched {
-            None => super::Unmatched::Allow,
+            None => Unmatched::Allow,
             Some(u) => u.get_ref().parse().map_err(|message| PolicyError {
                 rule: None,
                 field: "unmatched".into(),
@@ -194,7 +195,7 @@ impl PolicyFile {
     }
 }
 
-fn to_builder(raw: RawRule, spans: &mut Spans) -> Result<super::RuleBuilder, PolicyError> {
+fn to_builder(raw: RawRule, spans: &mut Spans) -> Result<RuleBuilder, PolicyError> {
     let rule_name = raw.name.get_ref().clone();
     spans.add("name", raw.name.span());
     let mut b = Rule::builder(raw.name.into_inner());

@@ -10,7 +10,7 @@ use super::intern::intern;
 use super::selector::{Matcher, Selectors};
 use crate::error::PolicyError;
 use crate::key::salt_of;
-use crate::limiter::{Meta, Planned};
+use crate::plan::{Meta, Planned};
 use crate::store::FailureMode;
 use crate::subject::{Attr, Subject};
 

@@ -1,8 +1,8 @@
-//! What both benchmarks measure: the limiters under test behind one trait, the quotas of each
-//! mode, the policies, and the fill and spot checks around a measurement. `check.rs` times
-//! them with criterion; `paired.rs` times tollgate and governor in alternating batches.
-
-#![allow(dead_code, unreachable_pub)]
+//! What the in-process benchmarks measure: the limiters under test behind one trait, the quotas
+//! of each mode, the policies, and the fill and spot checks around a measurement.
+//! `benches/check.rs` times them with criterion; `benches/paired.rs` times tollgate and governor
+//! in alternating batches; `benches/instructions.rs` runs one case a given number of times for
+//! valgrind's callgrind to count its instructions.
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
@@ -22,16 +22,23 @@ pub const THREADS: [usize; 2] = [1, 2];
 /// How many keys, evenly spread, are checked for the expected outcome around a measurement.
 pub const SPOT_CHECKS: usize = 1_000;
 
+/// What every measured call is answered: how the quota is set against the calls.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// Every call admitted, no bucket refilled between two visits (a rate of one per ten
+    /// seconds with a burst of 10⁹).
     Admitted,
+    /// Every call admitted, every bucket refilled before its next visit.
     AdmittedRefilled,
+    /// Every call denied (one per hour, spent by the fill).
     Denied,
 }
 
 impl Mode {
+    /// Every mode, in the order the benchmarks run them.
     pub const ALL: [Mode; 3] = [Mode::Admitted, Mode::AdmittedRefilled, Mode::Denied];
 
+    /// The mode's name in a case's name.
     pub fn name(self) -> &'static str {
         match self {
             Mode::Admitted => "admitted",
@@ -40,6 +47,7 @@ impl Mode {
         }
     }
 
+    /// Whether the mode's calls are admitted.
     pub fn admits(self) -> bool {
         self != Mode::Denied
     }
@@ -74,14 +82,19 @@ impl Mode {
 
 /// Something that answers "is the call for key `i` admitted?", spending if so.
 pub trait Target: Sync {
+    /// Decides the call for key `i`: `true` if admitted.
     fn check(&self, i: usize) -> bool;
     /// How many entries (buckets) the limiter holds.
     fn held(&self) -> usize;
 }
 
+/// tollgate's `check_now` (or async `check`) on a subject built per call from its key.
 pub struct Tollgate<'k> {
+    /// The limiter under test.
     pub limiter: Limiter,
+    /// The tenant of each key index.
     pub keys: &'k [String],
+    /// The cost of every call.
     pub cost: Cost,
     /// Through the async `check` (polled once) instead of `check_now`.
     pub asynchronous: bool,
@@ -122,6 +135,8 @@ pub struct TollgatePrepared {
 }
 
 impl TollgatePrepared {
+    /// Prepares every key's subject on `limiter`; `admit` answers through
+    /// `admit_prepared_now`, otherwise through `check_prepared_now`.
     pub fn new(limiter: Limiter, keys: &[String], cost: Cost, admit: bool) -> Self {
         let keys = keys
             .iter()
@@ -159,7 +174,9 @@ impl Target for TollgatePrepared {
     }
 }
 
+/// governor's keyed limiter, keyed by the key's index.
 pub struct Governor {
+    /// The limiter under test.
     pub limiter: DefaultKeyedRateLimiter<u64>,
 }
 
@@ -174,6 +191,7 @@ impl Target for Governor {
     }
 }
 
+/// One rule `.per("tenant")` with the one limit `spec`.
 pub fn single_limit(spec: LimitSpec) -> Policy {
     Policy::builder()
         .rule(Rule::builder("per-tenant").per("tenant").limit(spec))
@@ -181,6 +199,7 @@ pub fn single_limit(spec: LimitSpec) -> Policy {
         .expect("a valid policy")
 }
 
+/// One rule `.per("tenant")` with a requests, a tokens and a concurrency limit.
 pub fn three_limits(mode: Mode) -> Policy {
     let requests = match mode {
         Mode::Denied => LimitSpec::new(LimitKind::Requests, 1, Window::HOUR),

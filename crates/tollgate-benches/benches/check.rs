@@ -1,9 +1,10 @@
 //! Keyed admission checks: tollgate's in-memory limiter against governor's keyed limiter, in
 //! the same run on the same machine.
 //!
-//! Run with `cargo bench -p tollgate`; `BENCHMARKS.md` at the repository root explains the
-//! cases and records the figures. Every benchmark reports throughput in checks, so that a
-//! two-thread result can be divided by the one-thread result of the same group.
+//! Run with `cargo bench -p tollgate-benches --bench check`; `BENCHMARKS.md` at the repository
+//! root explains the cases and records the figures. Every benchmark reports throughput in
+//! checks, so that a two-thread result can be divided by the one-thread result of the same
+//! group.
 //!
 //! - `check/<keys>/<mode>`: one GCRA requests limit per tenant (tollgate: a rule `.per("tenant")`;
 //!   governor: `RateLimiter::keyed` with `u64` keys). `<keys>` is `hot` (one key), `10k` or
@@ -44,8 +45,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Thro
 use governor::DefaultKeyedRateLimiter;
 use tollgate::{Cost, Limiter, Policy};
 
-mod common;
-use common::{
+use tollgate_benches::{
     fill, run, single_limit, spot_check, three_limits, Governor, Mode, Target, Tollgate,
     TollgatePrepared, MAX_KEYS, THREADS,
 };

@@ -12,8 +12,8 @@
 //! two-thread batch with its own one-thread batch: `2t/1t` is the throughput of two threads
 //! over that of one.
 //!
-//! Run with `cargo bench -p tollgate --bench paired`; an argument keeps the cases whose name
-//! contains it (`cargo bench -p tollgate --bench paired -- three_limit`).
+//! Run with `cargo bench -p tollgate-benches --bench paired`; an argument keeps the cases whose
+//! name contains it (`cargo bench -p tollgate-benches --bench paired -- three_limit`).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -21,8 +21,7 @@ use std::time::Duration;
 use governor::DefaultKeyedRateLimiter;
 use tollgate::{Cost, Limiter, Policy};
 
-mod common;
-use common::{
+use tollgate_benches::{
     fill, run, single_limit, spot_check, three_limits, Governor, Mode, Target, TollgatePrepared,
     MAX_KEYS,
 };
