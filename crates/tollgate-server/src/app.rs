@@ -224,7 +224,8 @@ pub enum Api {
 }
 
 impl Api {
-    fn label(self) -> &'static str {
+    /// The `api` label.
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Api::Check => "check",
             Api::Peek => "peek",
@@ -237,7 +238,8 @@ impl Api {
 }
 
 impl Api {
-    const ALL: [Api; 6] = [
+    /// Every API, in index order.
+    pub(crate) const ALL: [Api; 6] = [
         Api::Check,
         Api::Peek,
         Api::Reserve,
@@ -300,17 +302,48 @@ impl Meters {
     }
 }
 
-pub(crate) fn record(api: Api, j: &Judged, started: Instant) {
-    let (outcome, by): (&'static str, Option<&LimitStatus>) = match &j.shadow {
-        Some(shadow) => ("shadow_allowed", shadow.denied_by()),
-        None => (j.decision.outcome().as_str(), j.decision.denied_by()),
+/// The `limit` label of a limit in metrics: its kind and window (`tokens/minute`,
+/// `requests/90s`, `concurrency`), which stay the same when its amount, burst or algorithm
+/// change, so that a dashboard's series survive a tuned limit. (The limit's `label` in
+/// decisions names its bucket, and changes with it.)
+pub fn metric_limit_name(s: &LimitStatus) -> &'static str {
+    type Names = HashMap<(tollgate::LimitKind, tollgate::Window), &'static str>;
+    static NAMES: std::sync::OnceLock<parking_lot::Mutex<Names>> = std::sync::OnceLock::new();
+    let window = if s.kind == tollgate::LimitKind::Concurrency {
+        tollgate::Window::SECOND
+    } else {
+        s.window
     };
-    let (rule, limit) = by.map_or(("", ""), |s| (s.rule, s.label));
+    let mut names = NAMES.get_or_init(Default::default).lock();
+    names.entry((s.kind, window)).or_insert_with(|| {
+        let name = if s.kind == tollgate::LimitKind::Concurrency {
+            "concurrency".to_owned()
+        } else {
+            let w = match window.to_string() {
+                w if matches!(w.as_str(), "second" | "minute" | "hour" | "day" | "month") => w,
+                _ => {
+                    let d = window.nominal();
+                    format!("{}s", d.as_secs() + u64::from(d.subsec_nanos() > 0))
+                }
+            };
+            format!("{}/{w}", s.kind)
+        };
+        // One per kind and window in use: a handful for the life of the process.
+        Box::leak(name.into_boxed_str())
+    })
+}
+
+pub(crate) fn record(api: Api, j: &Judged, started: Instant) {
+    // Admitted by the enforced rules although a rule in shadow mode would have denied: the
+    // outcome is `allowed` (what happened); tollgate_shadow_denials_total counts the rest.
+    let outcome = j.decision.outcome().as_str();
+    let by = j.decision.denied_by();
+    let (rule, limit) = by.map_or(("", ""), |s| (s.rule, metric_limit_name(s)));
     let meters = Meters::get();
     meters.count_decision((api.index(), outcome, rule, limit));
     if let Some(shadow) = &j.shadow {
         for s in shadow.statuses().iter().filter(|s| !s.admitted) {
-            metrics::counter!("tollgate_shadow_denials_total", "rule" => s.rule, "limit" => s.label)
+            metrics::counter!("tollgate_shadow_denials_total", "rule" => s.rule, "limit" => metric_limit_name(s))
                 .increment(1);
         }
     }
