@@ -268,3 +268,59 @@ fn schemathesis_finds_no_mismatch_with_openapi_json() {
     );
     assert!(report.contains("Tested: 24"), "every operation: {report}");
 }
+
+#[test]
+fn bad_input_is_a_typed_400_naming_the_field() {
+    let tollgate = Service::start(SDK_POLICY, &[]).expect("tollgate serve starts");
+    for (body, status, needle) in [
+        (
+            r#"{"subject":{"tenant":"t"},"cost":[1,500]}"#,
+            400,
+            "cost: invalid type: sequence",
+        ),
+        (
+            r#"{"subject":{"tenant":"t"},"cost":{"tokens":1.5}}"#,
+            400,
+            "cost.tokens: invalid value: floating point `1.5`, expected a whole number",
+        ),
+        (
+            r#"{"subject":{"tenant":"t"},"cost":{"tokens":-1}}"#,
+            400,
+            "cost.tokens: invalid value: integer `-1`",
+        ),
+        (
+            r#"{"subject":{"tenant":"t"},"cost":{"tokens":18446744073709551616}}"#,
+            400,
+            "cost.tokens",
+        ),
+        (
+            r#"{"subject":{"tenant":"t"},"limits":[["requests",5]]}"#,
+            400,
+            "limits[0]: invalid type: sequence",
+        ),
+        (r#"[{"tenant":"t"}]"#, 400, "the body must be a JSON object"),
+        (
+            r#"{"subject":{"tenant":"t"},"cost":{"tokens":10.0}}"#,
+            200,
+            "\"allowed\":true",
+        ),
+        (
+            r#"{"subject":{"tenant":"u"},"cost":{"tokens":null},"request_id":null}"#,
+            200,
+            "\"allowed\":true",
+        ),
+    ] {
+        let (got, answer) = post(&tollgate, "/v1/check", body);
+        assert_eq!(got, status, "{body}: {answer}");
+        assert!(
+            answer.contains(needle),
+            "{body}: want {needle:?} in {answer}"
+        );
+    }
+    let (got, answer) = post(&tollgate, "/v1/reset", r#"{"rule":null}"#);
+    assert_eq!(got, 400, "{answer}");
+    assert!(
+        answer.contains("give a subject, a rule, or both"),
+        "{answer}"
+    );
+}
