@@ -307,16 +307,21 @@ impl Meters {
 /// change, so that a dashboard's series survive a tuned limit. (The limit's `label` in
 /// decisions names its bucket, and changes with it.)
 pub fn metric_limit_name(s: &LimitStatus) -> &'static str {
+    limit_name(s.kind, s.window)
+}
+
+/// [`metric_limit_name`] of a limit of `kind` per `window`.
+fn limit_name(kind: tollgate::LimitKind, window: tollgate::Window) -> &'static str {
     type Names = HashMap<(tollgate::LimitKind, tollgate::Window), &'static str>;
     static NAMES: std::sync::OnceLock<parking_lot::Mutex<Names>> = std::sync::OnceLock::new();
-    let window = if s.kind == tollgate::LimitKind::Concurrency {
+    let window = if kind == tollgate::LimitKind::Concurrency {
         tollgate::Window::SECOND
     } else {
-        s.window
+        window
     };
     let mut names = NAMES.get_or_init(Default::default).lock();
-    names.entry((s.kind, window)).or_insert_with(|| {
-        let name = if s.kind == tollgate::LimitKind::Concurrency {
+    names.entry((kind, window)).or_insert_with(|| {
+        let name = if kind == tollgate::LimitKind::Concurrency {
             "concurrency".to_owned()
         } else {
             let w = match window.to_string() {
@@ -326,11 +331,32 @@ pub fn metric_limit_name(s: &LimitStatus) -> &'static str {
                     format!("{}s", d.as_secs() + u64::from(d.subsec_nanos() > 0))
                 }
             };
-            format!("{}/{w}", s.kind)
+            format!("{kind}/{w}")
         };
         // One per kind and window in use: a handful for the life of the process.
         Box::leak(name.into_boxed_str())
     })
+}
+
+/// Registers `tollgate_shadow_denials_total` at zero for every limit of the rules in shadow
+/// mode in `config`, so that the series exist before the first shadow denial.
+fn shadow_series_at_zero(config: &Config) {
+    for rule in config.policy.rules() {
+        if !config.server.shadow && !config.shadow_rules.contains(rule.name()) {
+            continue;
+        }
+        for set in rule.limit_sets() {
+            for l in set.limits() {
+                let limit = l.limit();
+                metrics::counter!(
+                    "tollgate_shadow_denials_total",
+                    "rule" => rule.name(),
+                    "limit" => limit_name(limit.kind(), limit.window())
+                )
+                .increment(0);
+            }
+        }
+    }
 }
 
 pub(crate) fn record(api: Api, j: &Judged, started: Instant) {
@@ -463,6 +489,7 @@ impl<S: Store> App<S> {
     /// The state for `config` over `store`. `clock` times permit expiry (the memory store
     /// should read the same clock).
     pub fn new(config: Config, store: S, clock: Arc<dyn Clock>, store_kind: &'static str) -> Self {
+        shadow_series_at_zero(&config);
         let shared = Shared(Arc::new(store));
         let settings = Arc::new(crate::subject_limits::Settings::new(
             crate::subject_limits::Keeper::for_store(&config.store),
@@ -515,6 +542,7 @@ impl<S: Store> App<S> {
     /// their state), shadow rules, auth and the rest. Listener addresses and the store are
     /// fixed at startup; changes to them are logged and ignored.
     pub fn apply(&self, mut config: Config) -> u64 {
+        shadow_series_at_zero(&config);
         let old = self.runtime.load();
         if config.server.http != old.config.server.http
             || config.server.grpc != old.config.server.grpc

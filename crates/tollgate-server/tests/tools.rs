@@ -151,7 +151,10 @@ fn scraped(tollgate: &Service) -> String {
 #[test]
 fn metrics_pass_promtool_check_metrics() {
     let promtool = need("promtool", "prometheus");
-    let tollgate = Service::start(SDK_POLICY, &[]).expect("tollgate serve starts");
+    let policy = format!(
+        "{SDK_POLICY}\n[[rules]]\nname = \"trial\"\nmatch = {{ tenant = \"*\" }}\nshadow = true\nlimits = [{{ kind = \"requests\", amount = 5, per = \"minute\" }}]\n"
+    );
+    let tollgate = Service::start(&policy, &[]).expect("tollgate serve starts");
     // Before any decision: every counter is there, at zero.
     let (_, fresh) = tollgate.get("/metrics").unwrap();
     for series in [
@@ -160,6 +163,7 @@ fn metrics_pass_promtool_check_metrics() {
         "tollgate_auth_failures_total{why=\"invalid\"} 0",
         "tollgate_config_reloads_total{result=\"error\"} 0",
         "tollgate_store_errors_total 0",
+        "tollgate_shadow_denials_total{rule=\"trial\",limit=\"requests/minute\"} 0",
         "tollgate_build_info{version=\"",
         "process_resident_memory_bytes ",
         "process_cpu_seconds_total ",
