@@ -44,7 +44,7 @@ const SDK_POLICY: &str = r#"
 name = "sdk"
 match = { tenant = "*" }
 limits = [
-  { kind = "requests", amount = 1, per = "second" },
+  { kind = "requests", amount = 1, per = "hour" },
   { kind = "tokens", amount = 1000, per = "minute" },
 ]
 "#;
@@ -52,7 +52,9 @@ limits = [
 #[test]
 fn the_openai_sdk_waits_retry_after_ms_and_does_not_retry_a_413() {
     let py = python("openai");
-    let tollgate = Service::start(SDK_POLICY, &[]).expect("tollgate serve starts");
+    // One call per 5 s: the second call comes well within the window even on a busy host.
+    let policy = SDK_POLICY.replace("amount = 1, per = \"hour\"", "amount = 1, per = \"5s\"");
+    let tollgate = Service::start(&policy, &[]).expect("tollgate serve starts");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/sdk_retry.py");
     let out = Command::new(py)
         .arg(script)
@@ -176,9 +178,9 @@ fn metrics_pass_promtool_check_metrics() {
     // One vocabulary: the outcomes of the JSON answers, in both decision counters.
     for series in [
         "tollgate_decisions_total{outcome=\"too_large\",rule=\"sdk\",kind=\"tokens\",reason=\"too_large\"} 1",
-        "tollgate_decisions_total{outcome=\"denied\",rule=\"sdk\",kind=\"requests\",reason=\"requests\"} ",
+        "tollgate_decisions_total{outcome=\"denied\",rule=\"sdk\",kind=\"requests\",reason=\"requests\"} 2",
         "tollgate_server_decisions_total{api=\"check\",outcome=\"too_large\",rule=\"sdk\",limit=\"tokens/minute\"} 1",
-        "tollgate_server_decisions_total{api=\"check\",outcome=\"denied\",rule=\"sdk\",limit=\"requests/second\"} ",
+        "tollgate_server_decisions_total{api=\"check\",outcome=\"denied\",rule=\"sdk\",limit=\"requests/hour\"} 2",
     ] {
         assert!(body.contains(series), "{series} missing from\n{body}");
     }
@@ -216,7 +218,7 @@ fn the_limit_label_survives_a_changed_amount() {
     );
     let tollgate = Service::start(&tuned, &[]).expect("tollgate serve starts");
     let after = scraped(&tollgate);
-    let series = |m: &str| -> Vec<String> {
+    let series = |m: &str| -> std::collections::BTreeSet<String> {
         m.lines()
             .filter(|l| {
                 l.starts_with("tollgate_server_decisions_total{") && l.contains("rule=\"sdk\"")

@@ -47,7 +47,7 @@ def check(tokens):
 
 
 out = {}
-# One call a second: the first is admitted, the second is denied and retried by the SDK.
+# One call per 5 s: the first is admitted, the second is denied and retried by the SDK.
 out["first"] = check(1)
 seen.clear()
 out["second"] = check(1)
