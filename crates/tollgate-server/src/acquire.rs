@@ -33,7 +33,7 @@ pub struct AcquireRequest {
     pub cost: CostBody,
     /// How long to wait for admission, in milliseconds (0: answer at once). Cut to the
     /// server's `max_acquire_wait`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::api::whole")]
     pub max_wait_ms: u64,
     /// Keep the admitted reservation as a permit to commit, cancel or renew (as
     /// `/v1/reserve`); by default it is released at once, as `/v1/check` spends.
@@ -49,7 +49,7 @@ pub(crate) async fn acquire<S: Store>(
 ) -> Result<Response, ApiError> {
     let rt = app.runtime_ref();
     let who = rt.principal(crate::http::bearer(&headers))?;
-    let style = rt.config.server.headers;
+    let style = crate::http::Rendering::of(&rt.config.server);
     drop(rt);
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {

@@ -12,24 +12,135 @@ use crate::app::Judged;
 use crate::config::{truncate, valid_attribute_name, MAX_ATTRIBUTES, MAX_VALUE_BYTES};
 use crate::error::ApiError;
 
+/// A whole number of units from JSON: an integer, or a number without a fractional part
+/// (`1000.0`, `1e3`), as JSON Schema (and so `/openapi.json`) counts both as integers.
+/// Anything else — a fraction, a negative number, more than `u64::MAX`, a string — is refused
+/// with a message that the field's path is put before.
+///
+/// # Errors
+/// The deserializer's error saying what was expected.
+pub fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    struct Whole;
+    impl serde::de::Visitor<'_> for Whole {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a whole number from 0 to 18446744073709551615")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v).map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<u64, E> {
+            // 2^64 is the first float above u64::MAX.
+            if v.is_finite() && v.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&v)
+            {
+                // Whole and in range: the conversion is exact.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                Ok(v as u64)
+            } else {
+                Err(E::invalid_value(serde::de::Unexpected::Float(v), &self))
+            }
+        }
+    }
+    d.deserialize_any(Whole)
+}
+
+/// [`whole`] for an optional field: `null` is the same as leaving it out.
+///
+/// # Errors
+/// As [`whole`].
+pub fn whole_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    struct Opt;
+    impl<'de> serde::de::Visitor<'de> for Opt {
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a whole number, or null")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            whole(d).map(Some)
+        }
+    }
+    d.deserialize_option(Opt)
+}
+
+/// Implements `Deserialize` (and `Serialize`) for a struct derived with
+/// `#[serde(remote = "Self")]`, taking only a JSON object: serde's derived deserializer also
+/// takes an array of the fields in order (`"cost": [1, 500]`), which `/openapi.json` does not
+/// describe and which nobody means.
+macro_rules! object_only {
+    ($t:ty, $what:literal) => {
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Object;
+                impl<'de> serde::de::Visitor<'de> for Object {
+                    type Value = $t;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str($what)
+                    }
+                    fn visit_map<M: serde::de::MapAccess<'de>>(
+                        self,
+                        m: M,
+                    ) -> Result<Self::Value, M::Error> {
+                        // The inherent function serde's `remote = "Self"` derived.
+                        <$t>::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    }
+                }
+                d.deserialize_map(Object)
+            }
+        }
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                <$t>::serialize(self, s)
+            }
+        }
+    };
+}
+pub(crate) use object_only;
+
 /// What one call spends, as sent in requests. `requests` defaults to 1 (in a commit, every
 /// field defaults to what was reserved); `tokens` defaults to `input_tokens + output_tokens`.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct CostBody {
     /// Requests.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_opt"
+    )]
     pub requests: Option<u64>,
     /// Total tokens.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_opt"
+    )]
     pub tokens: Option<u64>,
     /// Input (prompt) tokens.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_opt"
+    )]
     pub input_tokens: Option<u64>,
     /// Output (completion) tokens.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_opt"
+    )]
     pub output_tokens: Option<u64>,
 }
+
+object_only!(CostBody, "an object such as {\"tokens\": 500}");
 
 impl CostBody {
     /// The cost, with defaults from `base`.
@@ -55,17 +166,23 @@ impl CostBody {
 
 /// One limit a call asks for itself: `{"kind": "requests", "amount": 30, "per": "minute"}`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct CallLimitBody {
     /// `requests`, `tokens`, `input_tokens`, `output_tokens` or `concurrency`.
     pub kind: String,
     /// How much per window (for concurrency: calls in flight).
+    #[serde(deserialize_with = "whole")]
     pub amount: u64,
     /// The window (default `minute`; ignored for concurrency). It must be the window of a
     /// limit that applies to the call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per: Option<String>,
 }
+
+object_only!(
+    CallLimitBody,
+    "an object such as {\"kind\": \"requests\", \"amount\": 30}"
+);
 
 /// Turns the `limits` of a request into the call's own limits; `loosen` allows limits looser
 /// than the policy's (the admin token).
@@ -204,6 +321,7 @@ pub struct DecisionRequestRef<'a> {
 /// # Errors
 /// 400 with the field path and what is wrong.
 pub fn parse_decision(body: &[u8]) -> Result<DecisionRequestRef<'_>, ApiError> {
+    an_object(body)?;
     match serde_json::from_slice::<DecisionRequestRef<'_>>(body) {
         Ok(r) => Ok(r),
         // The slow parser names the field; it fails the same way.
@@ -236,14 +354,20 @@ pub struct ResetRequest {
     pub rule: Option<String>,
 }
 
+/// Refuses a body that is not a JSON object (serde would take an array of a struct's fields).
+fn an_object(body: &[u8]) -> Result<(), ApiError> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        _ => Err(ApiError::bad_request("the body must be a JSON object")),
+    }
+}
+
 /// Parses a JSON body; errors name the field at fault.
 ///
 /// # Errors
 /// 400 with the field path and what is wrong.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    if body.is_empty() {
-        return Err(ApiError::bad_request("the body must be a JSON object"));
-    }
+    an_object(body)?;
     let mut de = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -278,10 +402,12 @@ pub fn subject_from<'a>(
             )));
         }
         valid_attribute_name(name).map_err(|m| ApiError::bad_request(format!("{field}: {m}")))?;
-        if value.len() > MAX_VALUE_BYTES {
+        // Counted in characters, as JSON Schema's maxLength (and so /openapi.json) counts
+        // them; the byte length is bounded too (4 bytes a character at most).
+        if value.len() > MAX_VALUE_BYTES && value.chars().count() > MAX_VALUE_BYTES {
             return Err(ApiError::bad_request(format!(
-                "{field}.{name}: values have at most {MAX_VALUE_BYTES} bytes, this one has {}",
-                value.len()
+                "{field}.{name}: values have at most {MAX_VALUE_BYTES} characters, this one has {}",
+                value.chars().count()
             )));
         }
         if value.chars().any(char::is_control) {
@@ -637,6 +763,87 @@ fn escape_into(out: &mut Vec<u8>, s: &str) {
         start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);
+}
+
+/// The message of a refusal without rule names (`[server] expose_rule_names = false`): what
+/// limits and how, as the rule-named message says, with the limit's anonymous name.
+pub fn anonymous_message(d: &Decision) -> String {
+    let name = |s: &LimitStatus| {
+        let names = tollgate::headers::policy_names(d, tollgate::headers::PolicyNames::Hidden);
+        d.statuses()
+            .iter()
+            .position(|o| std::ptr::eq(o, s))
+            .and_then(|i| names.into_iter().nth(i))
+            .unwrap_or_default()
+    };
+    match (d.outcome(), d.denied_by()) {
+        (tollgate::Outcome::Denied, Some(s)) if s.kind == tollgate::LimitKind::Concurrency => {
+            format!(
+                "denied by limit {:?} (at most {} in flight): no slot is free; retry after {:?} at the latest",
+                name(s),
+                s.amount,
+                d.retry_after().unwrap_or_default()
+            )
+        }
+        (tollgate::Outcome::Denied, Some(s)) => format!(
+            "denied by limit {:?} ({} {} per {}): retry after {:?}",
+            name(s),
+            s.amount,
+            s.kind,
+            s.window,
+            d.retry_after().unwrap_or_default()
+        ),
+        (tollgate::Outcome::TooLarge, Some(s)) => format!(
+            "cost exceeds what limit {:?} ({} {}) can ever admit",
+            name(s),
+            s.capacity,
+            s.kind
+        ),
+        // The other messages name no rule.
+        _ => d.to_string(),
+    }
+}
+
+/// [`decision_body`] without rule names (`[server] expose_rule_names = false`): each limit's
+/// `rule` is empty and its `limit` is the name `RateLimit-Policy` gives it; the message names
+/// no rule.
+pub fn anonymous_body(j: &Judged, permit: Option<PermitOut<'_>>) -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(&decision_body(j, permit)).unwrap_or(Value::Null);
+    let d = &j.decision;
+    let names = tollgate::headers::policy_names(d, tollgate::headers::PolicyNames::Hidden);
+    let anonymise = |limit: &mut Value, name: &str| {
+        limit["rule"] = json!("");
+        limit["limit"] = json!(name);
+    };
+    if let Some(limits) = v["limits"].as_array_mut() {
+        for (l, n) in limits.iter_mut().zip(&names) {
+            anonymise(l, n);
+        }
+    }
+    if let Some(by) = d.denied_by() {
+        if let Some(i) = d.statuses().iter().position(|o| std::ptr::eq(o, by)) {
+            anonymise(&mut v["denied_by"], &names[i]);
+        }
+    }
+    if v.get("message").is_some() {
+        v["message"] = json!(anonymous_message(d));
+    }
+    if let Some(shadow) = &j.shadow {
+        let shadow_names =
+            tollgate::headers::policy_names(shadow, tollgate::headers::PolicyNames::Hidden);
+        let denied = shadow
+            .statuses()
+            .iter()
+            .zip(&shadow_names)
+            .filter(|(s, _)| !s.admitted)
+            .map(|(_, n)| n);
+        if let Some(rules) = v["shadow"]["rules"].as_array_mut() {
+            for (r, n) in rules.iter_mut().zip(denied) {
+                anonymise(r, n);
+            }
+        }
+    }
+    serde_json::to_vec(&v).unwrap_or_default()
 }
 
 /// The JSON of one decision.

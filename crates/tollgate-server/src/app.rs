@@ -224,7 +224,8 @@ pub enum Api {
 }
 
 impl Api {
-    fn label(self) -> &'static str {
+    /// The `api` label.
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Api::Check => "check",
             Api::Peek => "peek",
@@ -237,7 +238,8 @@ impl Api {
 }
 
 impl Api {
-    const ALL: [Api; 6] = [
+    /// Every API, in index order.
+    pub(crate) const ALL: [Api; 6] = [
         Api::Check,
         Api::Peek,
         Api::Reserve,
@@ -300,17 +302,74 @@ impl Meters {
     }
 }
 
-pub(crate) fn record(api: Api, j: &Judged, started: Instant) {
-    let (outcome, by): (&'static str, Option<&LimitStatus>) = match &j.shadow {
-        Some(shadow) => ("shadow_allowed", shadow.denied_by()),
-        None => (j.decision.outcome().as_str(), j.decision.denied_by()),
+/// The `limit` label of a limit in metrics: its kind and window (`tokens/minute`,
+/// `requests/90s`, `concurrency`), which stay the same when its amount, burst or algorithm
+/// change, so that a dashboard's series survive a tuned limit. (The limit's `label` in
+/// decisions names its bucket, and changes with it.)
+pub fn metric_limit_name(s: &LimitStatus) -> &'static str {
+    limit_name(s.kind, s.window)
+}
+
+/// [`metric_limit_name`] of a limit of `kind` per `window`.
+fn limit_name(kind: tollgate::LimitKind, window: tollgate::Window) -> &'static str {
+    type Names = HashMap<(tollgate::LimitKind, tollgate::Window), &'static str>;
+    static NAMES: std::sync::OnceLock<parking_lot::Mutex<Names>> = std::sync::OnceLock::new();
+    let window = if kind == tollgate::LimitKind::Concurrency {
+        tollgate::Window::SECOND
+    } else {
+        window
     };
-    let (rule, limit) = by.map_or(("", ""), |s| (s.rule, s.label));
+    let mut names = NAMES.get_or_init(Default::default).lock();
+    names.entry((kind, window)).or_insert_with(|| {
+        let name = if kind == tollgate::LimitKind::Concurrency {
+            "concurrency".to_owned()
+        } else {
+            let w = match window.to_string() {
+                w if matches!(w.as_str(), "second" | "minute" | "hour" | "day" | "month") => w,
+                _ => {
+                    let d = window.nominal();
+                    format!("{}s", d.as_secs() + u64::from(d.subsec_nanos() > 0))
+                }
+            };
+            format!("{kind}/{w}")
+        };
+        // One per kind and window in use: a handful for the life of the process.
+        Box::leak(name.into_boxed_str())
+    })
+}
+
+/// Registers `tollgate_shadow_denials_total` at zero for every limit of the rules in shadow
+/// mode in `config`, so that the series exist before the first shadow denial.
+fn shadow_series_at_zero(config: &Config) {
+    for rule in config.policy.rules() {
+        if !config.server.shadow && !config.shadow_rules.contains(rule.name()) {
+            continue;
+        }
+        for set in rule.limit_sets() {
+            for l in set.limits() {
+                let limit = l.limit();
+                metrics::counter!(
+                    "tollgate_shadow_denials_total",
+                    "rule" => rule.name(),
+                    "limit" => limit_name(limit.kind(), limit.window())
+                )
+                .increment(0);
+            }
+        }
+    }
+}
+
+pub(crate) fn record(api: Api, j: &Judged, started: Instant) {
+    // Admitted by the enforced rules although a rule in shadow mode would have denied: the
+    // outcome is `allowed` (what happened); tollgate_shadow_denials_total counts the rest.
+    let outcome = j.decision.outcome().as_str();
+    let by = j.decision.denied_by();
+    let (rule, limit) = by.map_or(("", ""), |s| (s.rule, metric_limit_name(s)));
     let meters = Meters::get();
     meters.count_decision((api.index(), outcome, rule, limit));
     if let Some(shadow) = &j.shadow {
         for s in shadow.statuses().iter().filter(|s| !s.admitted) {
-            metrics::counter!("tollgate_shadow_denials_total", "rule" => s.rule, "limit" => s.label)
+            metrics::counter!("tollgate_shadow_denials_total", "rule" => s.rule, "limit" => metric_limit_name(s))
                 .increment(1);
         }
     }
@@ -430,6 +489,7 @@ impl<S: Store> App<S> {
     /// The state for `config` over `store`. `clock` times permit expiry (the memory store
     /// should read the same clock).
     pub fn new(config: Config, store: S, clock: Arc<dyn Clock>, store_kind: &'static str) -> Self {
+        shadow_series_at_zero(&config);
         let shared = Shared(Arc::new(store));
         let settings = Arc::new(crate::subject_limits::Settings::new(
             crate::subject_limits::Keeper::for_store(&config.store),
@@ -482,6 +542,7 @@ impl<S: Store> App<S> {
     /// their state), shadow rules, auth and the rest. Listener addresses and the store are
     /// fixed at startup; changes to them are logged and ignored.
     pub fn apply(&self, mut config: Config) -> u64 {
+        shadow_series_at_zero(&config);
         let old = self.runtime.load();
         if config.server.http != old.config.server.http
             || config.server.grpc != old.config.server.grpc

@@ -60,8 +60,8 @@ pub struct ServeArgs {
     /// Configuration file (TOML). Without one: the default policy and the memory store.
     #[arg(long, short, env = "TOLLGATE_CONFIG", hide_env_values = true)]
     pub config: Option<PathBuf>,
-    /// HTTP listen address [default: 127.0.0.1:8080].
-    #[arg(long, env = "TOLLGATE_HTTP", hide_env_values = true)]
+    /// HTTP listen address [default: 127.0.0.1:8080]; `:8080` listens on every interface.
+    #[arg(long, env = "TOLLGATE_HTTP", hide_env_values = true, value_parser = listen_addr)]
     pub http: Option<SocketAddr>,
     /// gRPC listen address, or `off` [default: 127.0.0.1:8081].
     #[arg(long, env = "TOLLGATE_GRPC", hide_env_values = true)]
@@ -168,6 +168,10 @@ pub struct SubjectArgs {
     /// Any other attribute (repeatable).
     #[arg(long = "attr", value_name = "NAME=VALUE", value_parser = parse_kv)]
     pub attrs: Vec<(String, String)>,
+}
+
+fn listen_addr(s: &str) -> Result<SocketAddr, String> {
+    crate::config::parse_listen_addr(s).ok_or_else(|| crate::config::listen_addr_error(s))
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -457,9 +461,9 @@ fn overrides(a: &ServeArgs, env: &EnvConfig) -> Result<Overrides, String> {
     let grpc = match a.grpc.as_deref() {
         None => None,
         Some("off") => Some(None),
-        Some(s) => Some(Some(s.parse::<SocketAddr>().map_err(|_| {
-            format!("--grpc: {s:?} is not an address like 127.0.0.1:8081, or off")
-        })?)),
+        Some(s) => Some(Some(crate::config::parse_listen_addr(s).ok_or_else(
+            || format!("--grpc: {s:?} is not an address like 127.0.0.1:8081 or :8081, or off"),
+        )?)),
     };
     let check = |u: &str, flag: &str| {
         if u.starts_with("redis://") || u.starts_with("rediss://") {
@@ -555,21 +559,29 @@ pub fn sources(file: &Config, o: &Overrides) -> Sources {
     }
 }
 
+/// Reports why `serve` cannot start, once: in the log (plain or JSON, as configured), or on
+/// stderr when the log filter hides errors.
+fn startup_error(e: &dyn std::fmt::Display) {
+    if tracing::enabled!(tracing::Level::ERROR) {
+        tracing::error!("{e}");
+    } else {
+        eprintln!("tollgate: {e}");
+    }
+}
+
 async fn serve(a: ServeArgs) -> ExitCode {
     init_logs(a.log_format, &a.log_level);
     let env = match EnvConfig::read() {
         Ok(env) => env,
         Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("tollgate: {e}");
+            startup_error(&e);
             return ExitCode::from(2);
         }
     };
     let overrides = match overrides(&a, &env) {
         Ok(o) => o,
         Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("tollgate: {e}");
+            startup_error(&e);
             return ExitCode::from(2);
         }
     };
@@ -577,8 +589,7 @@ async fn serve(a: ServeArgs) -> ExitCode {
         Some(path) => match Config::load(path) {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!(error = %e, "invalid configuration");
-                eprintln!("{e}");
+                startup_error(&e);
                 return ExitCode::FAILURE;
             }
         },
@@ -607,8 +618,7 @@ async fn serve(a: ServeArgs) -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            tracing::error!(error = %e, "cannot start");
-            eprintln!("tollgate: {e}");
+            startup_error(&format_args!("cannot start: {e}"));
             return ExitCode::FAILURE;
         }
     };

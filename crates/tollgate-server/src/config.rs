@@ -27,7 +27,7 @@ use toml::Spanned;
 
 /// The most attributes one subject may have.
 pub const MAX_ATTRIBUTES: usize = 32;
-/// The longest attribute value, in bytes.
+/// The longest attribute value in a request, in characters (a token in the file: in bytes).
 pub const MAX_VALUE_BYTES: usize = 256;
 /// The longest attribute name, in bytes.
 pub const MAX_NAME_BYTES: usize = 64;
@@ -102,6 +102,10 @@ pub struct ServerConfig {
     /// service keeps an index of the partitions it decides for, bounded to this. 0 turns it
     /// off (a hash lookup per rule per decision saved).
     pub max_tracked_subjects: usize,
+    /// Whether answers name the rules and limits (default true). `false` keeps the policy to
+    /// the operator: `RateLimit-Policy` names become `kind[.window]`, and JSON bodies carry
+    /// those names with an empty `rule` and a message without rule names.
+    pub expose_rule_names: bool,
 }
 
 impl Default for ServerConfig {
@@ -124,6 +128,7 @@ impl Default for ServerConfig {
             max_acquire_wait: Duration::from_secs(30),
             max_waiters: 10_000,
             max_tracked_subjects: 100_000,
+            expose_rule_names: true,
         }
     }
 }
@@ -268,6 +273,15 @@ pub struct ForwardAuthConfig {
     /// An attribute that receives the client's IP address (from `X-Forwarded-For` through
     /// trusted proxies, else the peer address).
     pub ip_attribute: Option<String>,
+    /// The header the proxy puts tollgate's client token in (default `x-tollgate-token`).
+    /// `authorization` reads `Authorization: Bearer`; otherwise that header is left alone,
+    /// as it carries the client's own key for the upstream (an OpenAI key, say).
+    pub token_header: String,
+    /// The status of every refusal (default: none, each refusal has its own: 429 denied, 413
+    /// too large, 403 unmatched, 503 unavailable). nginx's `auth_request` passes only 2xx, 401
+    /// and 403 through, so behind nginx this is 403 and nginx turns it back into the right
+    /// status by the `x-tollgate-outcome` header (see `examples/nginx/`).
+    pub deny_status: Option<u16>,
 }
 
 impl Default for ForwardAuthConfig {
@@ -285,6 +299,8 @@ impl Default for ForwardAuthConfig {
             .collect(),
             tokens_header: Some("x-estimated-tokens".to_owned()),
             ip_attribute: None,
+            token_header: "x-tollgate-token".to_owned(),
+            deny_status: None,
         }
     }
 }
@@ -485,6 +501,7 @@ struct RawServer {
     max_acquire_wait: S<String>,
     max_waiters: S<u64>,
     max_tracked_subjects: S<u64>,
+    expose_rule_names: S<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -531,6 +548,8 @@ struct RawForwardAuth {
     attributes: S<BTreeMap<String, Spanned<String>>>,
     tokens_header: S<String>,
     ip_attribute: S<String>,
+    token_header: S<String>,
+    deny_status: S<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -597,20 +616,39 @@ fn duration(
         })
 }
 
+/// A listen address as servers are usually given one: `127.0.0.1:8080`, `[::1]:8080`,
+/// `localhost:8080` (the IPv4 loopback), or `:8080` (every IPv4 interface, as Go programs
+/// read it).
+pub fn parse_listen_addr(s: &str) -> Option<SocketAddr> {
+    let s = s.trim();
+    if let Ok(a) = s.parse() {
+        return Some(a);
+    }
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    match host {
+        "" | "0.0.0.0" | "*" => Some(SocketAddr::from(([0, 0, 0, 0], port))),
+        h if h.eq_ignore_ascii_case("localhost") => Some(SocketAddr::from(([127, 0, 0, 1], port))),
+        _ => None,
+    }
+}
+
+/// The message for an address [`parse_listen_addr`] does not take.
+pub fn listen_addr_error(s: &str) -> String {
+    format!("{s:?} is not an address like 127.0.0.1:8080, [::1]:8080, localhost:8080 or :8080")
+}
+
 fn socket_addr(
     source: &Source<'_>,
     v: &Spanned<String>,
     field: &str,
 ) -> Result<SocketAddr, ConfigError> {
-    v.get_ref().trim().parse().map_err(|_| {
+    parse_listen_addr(v.get_ref()).ok_or_else(|| {
         at(
             source,
             Some(v.span()),
             field,
-            format!(
-                "{:?} is not an address like 127.0.0.1:8080 or [::1]:8080",
-                v.get_ref()
-            ),
+            listen_addr_error(v.get_ref()),
         )
     })
 }
@@ -926,6 +964,9 @@ impl Config {
             if let Some(v) = &s.shadow {
                 srv.shadow = *v.get_ref();
             }
+            if let Some(v) = &s.expose_rule_names {
+                srv.expose_rule_names = *v.get_ref();
+            }
             if let Some(v) = &s.trusted_proxies {
                 srv.trusted_proxies = v
                     .get_ref()
@@ -1203,6 +1244,22 @@ impl Config {
                 valid_attribute_name(a.get_ref())
                     .map_err(|m| at(source, Some(a.span()), "forward_auth.ip_attribute", m))?;
                 fa.ip_attribute = Some(a.get_ref().clone());
+            }
+            if let Some(h) = &f.token_header {
+                fa.token_header = valid_header_name(h.get_ref())
+                    .map_err(|m| at(source, Some(h.span()), "forward_auth.token_header", m))?;
+            }
+            if let Some(d) = &f.deny_status {
+                let code = *d.get_ref();
+                if !(400..=599).contains(&code) {
+                    return Err(at(
+                        source,
+                        Some(d.span()),
+                        "forward_auth.deny_status",
+                        format!("{code} is not a 4xx or 5xx status (behind nginx: 403)"),
+                    ));
+                }
+                fa.deny_status = u16::try_from(code).ok();
             }
         }
 

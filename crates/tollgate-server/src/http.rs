@@ -10,7 +10,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -123,14 +123,8 @@ pub fn router<S: ServedStore>(app: Arc<App<S>>, max_body: usize) -> Router {
                 .put(crate::admin::put_subject_limits::<S>)
                 .delete(crate::admin::delete_subject_limits::<S>),
         )
-        .route(
-            "/v1/forward-auth",
-            any(crate::forward_auth::forward_auth::<S>),
-        )
-        .route(
-            "/v1/forward-auth/{*rest}",
-            any(crate::forward_auth::forward_auth::<S>),
-        )
+        .route("/v1/forward-auth", forward_auth_methods::<S>())
+        .route("/v1/forward-auth/{*rest}", forward_auth_methods::<S>())
         .route("/metrics", get(metrics::<S>))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<S>))
@@ -138,6 +132,20 @@ pub fn router<S: ServedStore>(app: Arc<App<S>>, max_body: usize) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(app)
+}
+
+/// The forward-auth endpoint on the eight methods OpenAPI 3.1 can describe (the proxy asks
+/// with the client's method; `get` answers `HEAD` too). Any other method is 405 with
+/// `Allow`, as `/openapi.json` says.
+fn forward_auth_methods<S: ServedStore>() -> axum::routing::MethodRouter<Arc<App<S>>> {
+    let handler = crate::forward_auth::forward_auth::<S>;
+    get(handler)
+        .post(handler)
+        .put(handler)
+        .patch(handler)
+        .delete(handler)
+        .options(handler)
+        .trace(handler)
 }
 
 async fn not_found() -> ApiError {
@@ -197,8 +205,27 @@ fn header_name(name: &'static str) -> HeaderName {
 /// response metadata.
 pub const DEGRADED: HeaderName = HeaderName::from_static("x-tollgate-degraded");
 
+/// How decisions are rendered for clients: `[server] headers` and `expose_rule_names`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rendering {
+    /// Which rate-limit headers.
+    pub headers: Headers,
+    /// Whether rule names are shown (headers and bodies).
+    pub expose_rule_names: bool,
+}
+
+impl Rendering {
+    /// The server section's settings.
+    pub fn of(server: &crate::config::ServerConfig) -> Self {
+        Rendering {
+            headers: server.headers,
+            expose_rule_names: server.expose_rule_names,
+        }
+    }
+}
+
 /// Adds the decision's rate-limit headers to `headers` (and [`DEGRADED`] when it is degraded).
-pub fn add_decision_headers(headers: &mut HeaderMap, j: &Judged, style: Headers) {
+pub fn add_decision_headers(headers: &mut HeaderMap, j: &Judged, style: Headers, expose: bool) {
     if j.decision.is_degraded() {
         headers.insert(DEGRADED, HeaderValue::from_static("true"));
     }
@@ -207,7 +234,14 @@ pub fn add_decision_headers(headers: &mut HeaderMap, j: &Judged, style: Headers)
     let mut spans = Vec::with_capacity(9);
     let emit = |name, range| spans.push((name, range));
     match style {
-        Headers::Style(s) => tollgate::headers::render(&j.decision, s, &mut buf, emit),
+        Headers::Style(s) => {
+            let names = if expose {
+                tollgate::headers::PolicyNames::Rules
+            } else {
+                tollgate::headers::PolicyNames::Hidden
+            };
+            tollgate::headers::render_with(&j.decision, s, names, &mut buf, emit);
+        }
         Headers::None => tollgate::headers::render_retry_after(&j.decision, &mut buf, emit),
     }
     headers.reserve(spans.len());
@@ -221,7 +255,7 @@ pub fn add_decision_headers(headers: &mut HeaderMap, j: &Judged, style: Headers)
 
 pub(crate) fn decision_response(
     j: &Judged,
-    style: Headers,
+    style: Rendering,
     deny_status: StatusCode,
     permit: Option<PermitOut<'_>>,
 ) -> Response {
@@ -241,14 +275,19 @@ pub(crate) fn decision_response(
     } else {
         deny_status
     };
-    let mut r = Response::new(axum::body::Body::from(decision_body(j, permit)));
+    let body = if style.expose_rule_names {
+        decision_body(j, permit)
+    } else {
+        crate::api::anonymous_body(j, permit)
+    };
+    let mut r = Response::new(axum::body::Body::from(body));
     *r.status_mut() = status;
     r.headers_mut().reserve(10);
     r.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    add_decision_headers(r.headers_mut(), j, style);
+    add_decision_headers(r.headers_mut(), j, style.headers, style.expose_rule_names);
     r
 }
 
@@ -264,7 +303,7 @@ async fn decide<S: Store>(
 ) -> Result<Response, ApiError> {
     let rt = app.runtime_ref();
     let who = rt.principal(bearer(headers))?;
-    let style = rt.config.server.headers;
+    let style = Rendering::of(&rt.config.server);
     drop(rt);
     let body = body_of(body)?;
     if body.is_empty() {
@@ -491,6 +530,7 @@ async fn reset<S: Store>(
 
 async fn metrics<S: Store>(State(app): AppState<S>) -> Response {
     app.refresh_gauges();
+    crate::telemetry::collect_process_metrics();
     match crate::telemetry::prometheus() {
         Some(h) => (
             [(

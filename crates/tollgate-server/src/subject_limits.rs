@@ -31,11 +31,12 @@ use crate::error::ApiError;
 
 /// One limit as the admin API takes it: the policy file's fields.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct LimitBody {
     /// `requests`, `tokens`, `input_tokens`, `output_tokens` or `concurrency`.
     pub kind: String,
     /// Units per window (for concurrency: calls in flight).
+    #[serde(deserialize_with = "crate::api::whole")]
     pub amount: u64,
     /// The window: `second`, `minute`, `hour`, `day`, `month` or a duration (not for
     /// concurrency).
@@ -45,12 +46,21 @@ pub struct LimitBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub algorithm: Option<String>,
     /// GCRA only: the most that can be spent at once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::api::whole_opt"
+    )]
     pub burst: Option<u64>,
     /// Concurrency: how long a slot is held by a holder that never releases it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<String>,
 }
+
+crate::api::object_only!(
+    LimitBody,
+    "an object such as {\"kind\": \"requests\", \"amount\": 100, \"per\": \"minute\"}"
+);
 
 impl LimitBody {
     /// The limit, validated; errors name `field` (`limits[0]`).

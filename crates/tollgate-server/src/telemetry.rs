@@ -22,8 +22,13 @@ pub fn init_logs(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal: a log file, a pipe or a journal gets plain
+    // text (NO_COLOR turns them off at a terminal too).
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     // A subscriber may already be set (tests, embedding programs): keep it.
     let _ = match format {
@@ -50,6 +55,8 @@ pub fn prometheus() -> Option<PrometheusHandle> {
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
             describe();
+            process_collector().describe();
+            start_at_zero();
             let upkeep = handle.clone();
             // Histograms keep samples until upkeep folds them; one thread for the process.
             let _ = std::thread::Builder::new()
@@ -63,11 +70,81 @@ pub fn prometheus() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// The `process_*` metrics' collector (CPU seconds, resident and virtual memory, open and
+/// maximum file descriptors, threads, start time), read from the operating system at each
+/// scrape.
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// Brings the `process_*` metrics up to date: called before each scrape is rendered.
+pub fn collect_process_metrics() {
+    process_collector().collect();
+}
+
+/// Every counter the service exports, with each label set known before the first event, at
+/// zero: a dashboard or alert (`rate(...)`, `increase(...)`) then sees the series from the
+/// start instead of from its first event, and `tollgate_build_info` says what runs.
+/// Series labelled by rule appear with their rule's first event.
+fn start_at_zero() {
+    use metrics::{counter, gauge};
+    gauge!("tollgate_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    counter!("tollgate_decisions_total", "outcome" => "allowed").increment(0);
+    for api in crate::app::Api::ALL {
+        counter!(
+            "tollgate_server_decisions_total",
+            "api" => api.label(),
+            "outcome" => "allowed",
+            "rule" => "",
+            "limit" => ""
+        )
+        .increment(0);
+    }
+    for why in ["missing", "invalid", "tenant", "admin"] {
+        counter!("tollgate_auth_failures_total", "why" => why).increment(0);
+    }
+    for result in ["ok", "error"] {
+        counter!("tollgate_config_reloads_total", "result" => result).increment(0);
+    }
+    for listener in ["http", "grpc"] {
+        counter!("tollgate_accept_errors_total", "listener" => listener).increment(0);
+        for reason in [
+            "read_timeout",
+            "idle_timeout",
+            "write_timeout",
+            "evicted",
+            "shutdown",
+        ] {
+            counter!("tollgate_connections_closed_total", "listener" => listener, "reason" => reason)
+                .increment(0);
+        }
+    }
+    for action in ["allow", "deny"] {
+        counter!("tollgate_unmatched_total", "action" => action).increment(0);
+    }
+    for mode in ["closed", "open_or_local"] {
+        counter!("tollgate_degraded_decisions_total", "mode" => mode).increment(0);
+    }
+    for name in [
+        "tollgate_store_errors_total",
+        "tollgate_store_overloaded_total",
+        "tollgate_denial_cache_hits_total",
+        "tollgate_redis_rollbacks_total",
+        "tollgate_redis_script_loads_total",
+        "tollgate_memory_store_full_total",
+        "tollgate_memory_evicted_total",
+        "tollgate_subject_index_full_total",
+    ] {
+        counter!(name).increment(0);
+    }
+}
+
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(
         "tollgate_decisions_total",
-        "Decisions made by the limiter, by outcome, denying rule, kind and reason"
+        "Decisions made by the limiter, by outcome (allowed, denied, too_large, store_full, unavailable, unmatched), denying rule, kind and reason"
     );
     describe_histogram!(
         "tollgate_decision_seconds",
@@ -77,7 +154,7 @@ fn describe() {
     describe_counter!("tollgate_store_errors_total", "Store calls that failed");
     describe_counter!(
         "tollgate_server_decisions_total",
-        "Decisions answered by the service, by API, outcome, rule and limit"
+        "Decisions answered by the service, by API, outcome (as tollgate_decisions_total), denying rule and limit (kind/window)"
     );
     describe_histogram!(
         "tollgate_server_request_seconds",
@@ -109,5 +186,45 @@ fn describe() {
     describe_counter!(
         "tollgate_auth_failures_total",
         "Requests refused for a missing or wrong token, or another tenant"
+    );
+    describe_gauge!(
+        "tollgate_build_info",
+        "Always 1; the version label says which tollgate runs"
+    );
+    describe_counter!(
+        "tollgate_unmatched_total",
+        "Calls no rule's limits apply to, by what the policy did with them (allow or deny)"
+    );
+    describe_counter!(
+        "tollgate_degraded_decisions_total",
+        "Decisions made by the rules' failure modes while the shared store failed, by mode"
+    );
+    describe_counter!(
+        "tollgate_store_overloaded_total",
+        "Store calls refused because too many were already waiting for Redis"
+    );
+    describe_counter!(
+        "tollgate_denial_cache_hits_total",
+        "Denials answered from the local cache of a bucket known to be empty, without Redis"
+    );
+    describe_counter!(
+        "tollgate_redis_rollbacks_total",
+        "Multi-slot admissions undone because one slot's part failed"
+    );
+    describe_counter!(
+        "tollgate_redis_script_loads_total",
+        "Lua scripts loaded into Redis (after a restart or SCRIPT FLUSH)"
+    );
+    describe_counter!(
+        "tollgate_memory_store_full_total",
+        "Decisions refused because the memory store held its maximum of buckets"
+    );
+    describe_counter!(
+        "tollgate_memory_evicted_total",
+        "Refilled buckets the memory store dropped"
+    );
+    describe_counter!(
+        "tollgate_subject_index_full_total",
+        "Partitions not indexed for /v1/admin/subjects because the index was full"
     );
 }

@@ -386,3 +386,117 @@ fn subjects_lists_who_has_live_buckets() {
     assert_eq!(text.lines().count(), 2, "{text}");
     assert!(text.contains("agent=a2"), "{text}");
 }
+
+#[test]
+fn redis_url_with_a_password_and_a_database_is_honoured() {
+    let redis = RedisServer::start().unwrap();
+    redis
+        .cli(&["CONFIG", "SET", "requirepass", "s3cret-pw"])
+        .unwrap();
+    let url = format!("redis://:s3cret-pw@127.0.0.1:{}/3", redis.port());
+    let s = serve(&[("REDIS_URL", &url)]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !readyz(&s).contains("\"status\":\"ready\"") {
+        assert!(
+            Instant::now() < deadline,
+            "Redis never became ready: {}",
+            readyz(&s)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = client(&s, &["check", "--tenant", "acme", "--provider", "openai"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let in_db3 = redis
+        .cli(&["-a", "s3cret-pw", "--no-auth-warning", "-n", "3", "DBSIZE"])
+        .unwrap();
+    assert_ne!(in_db3.trim(), "0", "the buckets are in database 3");
+    let in_db0 = redis
+        .cli(&["-a", "s3cret-pw", "--no-auth-warning", "DBSIZE"])
+        .unwrap();
+    assert_eq!(in_db0.trim(), "0");
+    // The password never reaches the log.
+    drop(s);
+}
+
+#[test]
+fn tollgate_http_takes_a_port_alone() {
+    let port = tollgate_test::free_port().unwrap();
+    let mut child = tollgate()
+        .args(["serve", "--grpc", "off", "--log-format", "json"])
+        .env("TOLLGATE_HTTP", format!(":{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let s = Served {
+        child,
+        http: format!("http://127.0.0.1:{port}"),
+        log: rx,
+    };
+    let line = log_line(&s, "tollgate listening");
+    assert!(line.contains(&format!("0.0.0.0:{port}")), "{line}");
+    assert!(readyz(&s).contains("200 OK"));
+}
+
+#[test]
+fn startup_errors_are_printed_once_and_without_colour() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    for (args, env, needle) in [
+        (
+            vec!["serve", "--config", missing.to_str().unwrap()],
+            None,
+            "missing.toml",
+        ),
+        (
+            vec!["serve", "--grpc", "off"],
+            Some(("REDIS_URL", "localhost:6379")),
+            "REDIS_URL: not a URL",
+        ),
+        (
+            vec!["serve", "--grpc", "off"],
+            Some(("TOLLGATE_HTTP", "every-interface")),
+            "not an address like",
+        ),
+    ] {
+        let mut cmd = tollgate();
+        cmd.args(&args);
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            err.matches(needle).count(),
+            1,
+            "{args:?}: printed once:\n{err}"
+        );
+        assert!(
+            !err.contains('\u{1b}'),
+            "{args:?}: no ANSI codes in a pipe:\n{err:?}"
+        );
+    }
+    // A running service's plain log, in a pipe: no colour codes either.
+    let mut child = tollgate()
+        .args(["serve", "--http", "127.0.0.1:0", "--grpc", "off"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.contains("INFO"), "{first}");
+    assert!(!first.contains('\u{1b}'), "{first:?}");
+}

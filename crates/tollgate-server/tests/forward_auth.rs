@@ -127,15 +127,31 @@ async fn forward_auth_needs_a_token_when_auth_is_on() {
     )
     .await;
     assert_eq!(ok.status, 200);
-    let bearer = format!("Bearer {ACME}");
-    let ok = fwd(
-        &s,
-        "/v1/forward-auth",
-        &[("authorization", bearer.as_str())],
-    )
-    .await;
+    let ok = fwd(&s, "/v1/forward-auth", &[("x-tollgate-token", ACME)]).await;
     assert_eq!(ok.status, 200, "the token's tenant fills the subject");
     assert_eq!(s.used(Some(ADMIN), "tenant=acme", "requests").await, 2);
+    // The client's own key for the upstream is not a tollgate token: with it alone the
+    // call is unauthenticated, and beside the tollgate token it changes nothing.
+    let upstream_key = format!("Bearer {ACME}");
+    let alone = fwd(
+        &s,
+        "/v1/forward-auth",
+        &[("authorization", upstream_key.as_str())],
+    )
+    .await;
+    assert_eq!(alone.status, 401, "Authorization is the upstream's");
+    let both = fwd(
+        &s,
+        "/v1/forward-auth",
+        &[
+            ("authorization", "Bearer sk-proj-the-clients-openai-key"),
+            ("x-tollgate-token", ACME),
+        ],
+    )
+    .await;
+    // Authenticated by X-Tollgate-Token and decided: acme's two calls an hour are spent.
+    assert_eq!(both.status, 429);
+    assert_eq!(both.header("x-tollgate-outcome"), Some("denied"));
     let other = fwd(
         &s,
         "/v1/forward-auth",
@@ -189,5 +205,102 @@ async fn the_openapi_document_lists_every_endpoint() {
             "{method} {path}: {body}"
         );
     }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn refusals_name_their_outcome_and_a_deny_status_replaces_their_status() {
+    let policy = r#"
+unmatched = "deny"
+
+[forward_auth]
+attributes = { tenant = "x-tenant-id" }
+tokens_header = "x-estimated-tokens"
+ATTRS
+
+[[rules]]
+name = "fa-outcomes"
+match = { tenant = "*" }
+limits = [
+  { kind = "requests", amount = 1, per = "hour" },
+  { kind = "tokens", amount = 100, per = "hour" },
+]
+"#;
+    for (deny_status, statuses) in [
+        ("", [429, 413, 403]),
+        ("deny_status = 403", [403, 403, 403]),
+    ] {
+        let s = start(&policy.replace("ATTRS", deny_status)).await;
+        let ok = fwd(&s, "/v1/forward-auth", &[("x-tenant-id", "o")]).await;
+        assert_eq!(
+            (ok.status, ok.header("x-tollgate-outcome")),
+            (200, Some("allowed"))
+        );
+        let denied = fwd(&s, "/v1/forward-auth", &[("x-tenant-id", "o")]).await;
+        let too_large = fwd(
+            &s,
+            "/v1/forward-auth",
+            &[("x-tenant-id", "p"), ("x-estimated-tokens", "101")],
+        )
+        .await;
+        let unmatched = fwd(&s, "/v1/forward-auth", &[]).await;
+        let got = [&denied, &too_large, &unmatched].map(|a| a.status);
+        assert_eq!(got, statuses, "{deny_status:?}");
+        assert_eq!(denied.header("x-tollgate-outcome"), Some("denied"));
+        assert!(denied.header("retry-after").is_some());
+        assert!(denied.header("retry-after-ms").is_some());
+        assert_eq!(too_large.header("x-tollgate-outcome"), Some("too_large"));
+        assert_eq!(too_large.header("x-should-retry"), Some("false"));
+        assert_eq!(unmatched.header("x-tollgate-outcome"), Some("unmatched"));
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn rule_names_can_be_kept_from_clients() {
+    let policy = r#"
+[server]
+expose_rule_names = false
+
+[[rules]]
+name = "secret-tier-rule"
+match = { tenant = "*" }
+limits = [
+  { kind = "requests", amount = 1, per = "hour" },
+  { kind = "tokens", amount = 100, per = "minute" },
+  { kind = "tokens", amount = 1000, per = "day" },
+]
+"#;
+    let s = start(policy).await;
+    fwd(&s, "/v1/forward-auth", &[("x-tenant-id", "h")]).await;
+    let fa = fwd(&s, "/v1/forward-auth", &[("x-tenant-id", "h")]).await;
+    assert_eq!(fa.status, 429);
+    let api = s.check(None, json!({ "tenant": "h" }), json!({})).await;
+    assert_eq!(api.status, 429);
+    for (what, headers, body) in [
+        ("forward-auth", &fa.headers, fa.body.to_string()),
+        ("check", &api.headers, api.body.to_string()),
+    ] {
+        let all: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {}\n", v.to_str().unwrap_or("")))
+            .collect();
+        assert!(!all.contains("secret"), "{what} headers: {all}");
+        assert!(!body.contains("secret"), "{what} body: {body}");
+        let policy = headers["ratelimit-policy"].to_str().unwrap();
+        assert!(policy.contains("\"requests\";q=1"), "{policy}");
+        assert!(policy.contains("\"tokens.minute\";q=100"), "{policy}");
+        assert!(policy.contains("\"tokens.day\";q=1000"), "{policy}");
+    }
+    assert_eq!(api.body["denied_by"]["rule"], "");
+    assert_eq!(api.body["denied_by"]["limit"], "requests");
+    assert!(
+        api.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"requests\""),
+        "{}",
+        api.body
+    );
     s.stop().await;
 }

@@ -304,7 +304,14 @@ async fn shadow_rules_count_denials_and_admit() {
                 && l.ends_with(" 2")),
         "{m}"
     );
-    assert!(m.lines().any(|l| l.contains("outcome=\"shadow_allowed\"")));
+    // The admitted calls count as allowed (one outcome vocabulary across the counters); the
+    // shadow rule's would-be denials are tollgate_shadow_denials_total's.
+    assert!(!m.contains("shadow_allowed"), "{m}");
+    assert!(m
+        .lines()
+        .any(|l| l.starts_with("tollgate_server_decisions_total{")
+            && l.contains("outcome=\"allowed\"")
+            && !l.ends_with(" 0")));
     s.stop().await;
 }
 

@@ -4,6 +4,7 @@
 use std::ops::Range;
 use std::time::Duration;
 
+use smallvec::SmallVec;
 use tollgate_core::LimitKind;
 
 use crate::decision::{Decision, LimitStatus};
@@ -69,15 +70,58 @@ pub fn render(
     decision: &Decision,
     style: HeaderStyle,
     buf: &mut Vec<u8>,
+    emit: impl FnMut(&'static str, Range<usize>),
+) {
+    render_with(decision, style, PolicyNames::Rules, buf, emit);
+}
+
+/// How the limits are named in `RateLimit-Policy` and `RateLimit`.
+///
+/// Each name is unique within a decision: `rule.kind` (`per-tenant.tokens`), with the window
+/// added when the rule has more than one limit of that kind (`per-tenant.tokens.minute`,
+/// `per-tenant.tokens.day`), and an ordinal when even that is shared (`.2`). Names depend on
+/// the limits that apply, not on their state, so a client sees the same names call after call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PolicyNames {
+    /// `rule.kind[.window][.n]` (the default).
+    #[default]
+    Rules,
+    /// `kind[.window][.n]`: clients do not learn the rules' names.
+    Hidden,
+}
+
+/// [`render`], naming the limits as `names` says.
+pub fn render_with(
+    decision: &Decision,
+    style: HeaderStyle,
+    names: PolicyNames,
+    buf: &mut Vec<u8>,
     mut emit: impl FnMut(&'static str, Range<usize>),
 ) {
     if matches!(style, HeaderStyle::OpenAi | HeaderStyle::Both) {
         openai(decision, buf, &mut emit);
     }
     if matches!(style, HeaderStyle::Ietf | HeaderStyle::Both) {
-        ietf(decision, buf, &mut emit);
+        ietf(decision, names, buf, &mut emit);
     }
     render_retry_after(decision, buf, emit);
+}
+
+/// [`headers`], naming the limits as `names` says.
+pub fn headers_with(
+    decision: &Decision,
+    style: HeaderStyle,
+    names: PolicyNames,
+) -> Vec<(&'static str, String)> {
+    let mut buf = Vec::with_capacity(256);
+    let mut spans = Vec::with_capacity(9);
+    render_with(decision, style, names, &mut buf, |name, range| {
+        spans.push((name, range))
+    });
+    spans
+        .into_iter()
+        .map(|(name, range)| (name, String::from_utf8_lossy(&buf[range]).into_owned()))
+        .collect()
 }
 
 /// Renders the headers that tell a client whether and when to retry, as [`render`] does
@@ -183,8 +227,10 @@ fn openai(
 ) {
     for (kind, [limit, remaining, reset]) in OPENAI_HEADERS {
         if let Some(s) = decision.tightest(kind) {
+            // The most that can be spent at once, so that `limit - remaining` is what has
+            // been used (with a burst, the bucket holds `burst`, not `amount`).
             let start = buf.len();
-            write_u64(buf, s.amount);
+            write_u64(buf, s.capacity);
             emit(limit, start..buf.len());
             let start = buf.len();
             write_u64(buf, s.remaining);
@@ -196,17 +242,97 @@ fn openai(
     }
 }
 
+/// The name of each of `decision`'s limits, in the order of its statuses, as
+/// `RateLimit-Policy` gives them (see [`PolicyNames`]).
+pub fn policy_names(decision: &Decision, names: PolicyNames) -> Vec<String> {
+    let statuses = decision.statuses();
+    let suffixes = name_suffixes(statuses, names);
+    statuses
+        .iter()
+        .zip(suffixes)
+        .map(|(s, suffix)| {
+            let mut buf = Vec::with_capacity(32);
+            write_policy_name(&mut buf, s, names, suffix);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+        .collect()
+}
+
+/// What a limit's policy name needs besides `rule.kind` to be unique in its decision: the
+/// window (another limit shares rule and kind), and an ordinal (another shares the window too).
+#[derive(Clone, Copy, Default)]
+struct NameSuffix {
+    window: bool,
+    ordinal: Option<u32>,
+}
+
+fn name_suffixes(statuses: &[LimitStatus], names: PolicyNames) -> SmallVec<[NameSuffix; 8]> {
+    let same_kind = |a: &LimitStatus, b: &LimitStatus| {
+        a.kind == b.kind && (names == PolicyNames::Hidden || a.rule == b.rule)
+    };
+    let same_window = |a: &LimitStatus, b: &LimitStatus| {
+        same_kind(a, b) && (a.kind == LimitKind::Concurrency || a.window == b.window)
+    };
+    statuses
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let others = || statuses.iter().enumerate().filter(move |(j, _)| *j != i);
+            let window = s.kind != LimitKind::Concurrency && others().any(|(_, o)| same_kind(s, o));
+            let ordinal = others().any(|(_, o)| same_window(s, o)).then(|| {
+                let before = statuses[..i].iter().filter(|o| same_window(s, o)).count();
+                u32::try_from(before).unwrap_or(u32::MAX).saturating_add(1)
+            });
+            NameSuffix { window, ordinal }
+        })
+        .collect()
+}
+
 /// Appends the policy name of `s` as an sf-string's content: the rule's printable ASCII
-/// (without `"` and `\`, each other character becoming one `_`), `.`, the kind.
-fn write_policy_name(buf: &mut Vec<u8>, s: &LimitStatus) {
-    let plain = |b: &u8| b.is_ascii_graphic() && *b != b'"' && *b != b'\\' || *b == b' ';
-    if s.rule.as_bytes().iter().all(plain) {
-        buf.extend_from_slice(s.rule.as_bytes());
-    } else {
-        write_escaped_rule(buf, s.rule);
+/// (without `"` and `\`, each other character becoming one `_`) and `.` (unless the names are
+/// hidden), the kind, then what [`NameSuffix`] says.
+fn write_policy_name(buf: &mut Vec<u8>, s: &LimitStatus, names: PolicyNames, suffix: NameSuffix) {
+    if names == PolicyNames::Rules {
+        let plain = |b: &u8| b.is_ascii_graphic() && *b != b'"' && *b != b'\\' || *b == b' ';
+        if s.rule.as_bytes().iter().all(plain) {
+            buf.extend_from_slice(s.rule.as_bytes());
+        } else {
+            write_escaped_rule(buf, s.rule);
+        }
+        buf.push(b'.');
     }
-    buf.push(b'.');
     buf.extend_from_slice(s.kind.as_str().as_bytes());
+    if suffix.window {
+        buf.push(b'.');
+        write_window(buf, s.window);
+    }
+    if let Some(n) = suffix.ordinal {
+        buf.push(b'.');
+        write_u64(buf, u64::from(n));
+    }
+}
+
+/// A window in a name: `second`, `minute`, `hour`, `day`, `month`, or whole seconds (`90s`).
+fn write_window(buf: &mut Vec<u8>, w: crate::Window) {
+    let secs = ceil_secs(w.nominal());
+    let word: Option<&[u8]> = match w {
+        crate::Window::Month => Some(b"month"),
+        crate::Window::Length(d) if d.subsec_nanos() == 0 => match secs {
+            1 => Some(b"second"),
+            60 => Some(b"minute"),
+            3600 => Some(b"hour"),
+            86_400 => Some(b"day"),
+            _ => None,
+        },
+        crate::Window::Length(_) => None,
+    };
+    match word {
+        Some(w) => buf.extend_from_slice(w),
+        None => {
+            write_u64(buf, secs);
+            buf.push(b's');
+        }
+    }
 }
 
 fn write_escaped_rule(buf: &mut Vec<u8>, rule: &str) {
@@ -217,17 +343,24 @@ fn write_escaped_rule(buf: &mut Vec<u8>, rule: &str) {
     }
 }
 
-fn ietf(decision: &Decision, buf: &mut Vec<u8>, emit: &mut impl FnMut(&'static str, Range<usize>)) {
-    if decision.statuses().is_empty() {
+fn ietf(
+    decision: &Decision,
+    names: PolicyNames,
+    buf: &mut Vec<u8>,
+    emit: &mut impl FnMut(&'static str, Range<usize>),
+) {
+    let statuses = decision.statuses();
+    if statuses.is_empty() {
         return;
     }
+    let suffixes = name_suffixes(statuses, names);
     let start = buf.len();
-    for (i, s) in decision.statuses().iter().enumerate() {
+    for (i, s) in statuses.iter().enumerate() {
         if i > 0 {
             buf.extend_from_slice(b", ");
         }
         buf.push(b'"');
-        write_policy_name(buf, s);
+        write_policy_name(buf, s, names, suffixes[i]);
         buf.extend_from_slice(b"\";q=");
         write_u64(buf, s.amount);
         match s.kind {
@@ -242,12 +375,12 @@ fn ietf(decision: &Decision, buf: &mut Vec<u8>, emit: &mut impl FnMut(&'static s
     }
     emit("ratelimit-policy", start..buf.len());
     let start = buf.len();
-    for (i, s) in decision.statuses().iter().enumerate() {
+    for (i, s) in statuses.iter().enumerate() {
         if i > 0 {
             buf.extend_from_slice(b", ");
         }
         buf.push(b'"');
-        write_policy_name(buf, s);
+        write_policy_name(buf, s, names, suffixes[i]);
         buf.extend_from_slice(b"\";r=");
         write_u64(buf, s.remaining);
         buf.extend_from_slice(b";t=");
@@ -383,27 +516,64 @@ mod tests {
     fn openai_by_format(decision: &Decision, out: &mut Vec<(&'static str, String)>) {
         for (kind, [limit, remaining, reset]) in OPENAI_HEADERS {
             if let Some(s) = decision.tightest(kind) {
-                out.push((limit, s.amount.to_string()));
+                out.push((limit, s.capacity.to_string()));
                 out.push((remaining, s.remaining.to_string()));
                 out.push((reset, go_duration_by_format(s.reset_after)));
             }
         }
     }
 
-    fn policy_name_by_format(s: &LimitStatus) -> String {
-        let mut name = String::with_capacity(s.rule.len() + 12);
-        for c in s.rule.chars() {
-            // sf-string: printable ASCII without '"' and '\'.
-            name.push(
-                if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
-                    c
+    /// The names of a decision's limits: `rule.kind`, then `.window` for those whose
+    /// `rule.kind` repeats, then `.n` for those whose name still repeats.
+    fn policy_names_by_format(statuses: &[LimitStatus], names: PolicyNames) -> Vec<String> {
+        let base: Vec<String> = statuses
+            .iter()
+            .map(|s| {
+                let mut name = String::new();
+                if names == PolicyNames::Rules {
+                    for c in s.rule.chars() {
+                        // sf-string: printable ASCII without '"' and '\'.
+                        name.push(
+                            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                                c
+                            } else {
+                                '_'
+                            },
+                        );
+                    }
+                    name.push('.');
+                }
+                name.push_str(s.kind.as_str());
+                name
+            })
+            .collect();
+        let windowed: Vec<String> = statuses
+            .iter()
+            .zip(&base)
+            .map(|(s, b)| {
+                if s.kind != LimitKind::Concurrency && base.iter().filter(|o| *o == b).count() > 1 {
+                    let w = match s.window.to_string().as_str() {
+                        w @ ("second" | "minute" | "hour" | "day" | "month") => w.to_owned(),
+                        _ => format!("{}s", ceil_secs(s.window.nominal())),
+                    };
+                    format!("{b}.{w}")
                 } else {
-                    '_'
-                },
-            );
-        }
-        let _ = write!(name, ".{}", s.kind);
-        name
+                    b.clone()
+                }
+            })
+            .collect();
+        windowed
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                if windowed.iter().filter(|o| *o == n).count() > 1 {
+                    let nth = windowed[..i].iter().filter(|o| *o == n).count() + 1;
+                    format!("{n}.{nth}")
+                } else {
+                    n.clone()
+                }
+            })
+            .collect()
     }
 
     fn ietf_by_format(decision: &Decision, out: &mut Vec<(&'static str, String)>) {
@@ -412,9 +582,10 @@ mod tests {
         }
         let mut policy = String::new();
         let mut current = String::new();
+        let names = policy_names_by_format(decision.statuses(), PolicyNames::Rules);
         for (i, s) in decision.statuses().iter().enumerate() {
             let sep = if i == 0 { "" } else { ", " };
-            let name = policy_name_by_format(s);
+            let name = &names[i];
             let _ = write!(policy, "{sep}\"{name}\";q={}", s.amount);
             match s.kind {
                 LimitKind::Requests => policy.push_str(";qu=\"requests\""),
@@ -540,6 +711,70 @@ mod tests {
             .map(|(n, r)| (n, String::from_utf8(buf[r].to_vec()).unwrap()))
             .collect();
         assert_eq!(rendered, headers(&decisions[2], HeaderStyle::Both));
+    }
+
+    #[tokio::test]
+    async fn policy_names_are_unique_and_the_limit_agrees_with_remaining() {
+        use crate::{Cost, LimitSpec, Limiter, Policy, Rule, Subject, Window};
+        let policy = Policy::builder()
+            .rule(
+                Rule::builder("tiers")
+                    .per("tenant")
+                    .limit(LimitSpec::new(LimitKind::Requests, 60, Window::MINUTE).burst(10))
+                    .limit(LimitSpec::new(LimitKind::Tokens, 1000, Window::MINUTE))
+                    .limit(LimitSpec::new(LimitKind::Tokens, 10_000, Window::HOUR))
+                    .limit(LimitSpec::new(LimitKind::Tokens, 50_000, Window::DAY))
+                    .limit(LimitSpec::concurrency(3)),
+            )
+            .rule(
+                Rule::builder("models")
+                    .per("tenant")
+                    .limit(LimitSpec::new(LimitKind::Requests, 100, Window::MINUTE))
+                    .limit(LimitSpec::concurrency(5)),
+            )
+            .build()
+            .unwrap();
+        let l = Limiter::with_policy(policy);
+        let d = l
+            .check(&Subject::new().tenant("a"), Cost::tokens(10))
+            .await
+            .unwrap();
+        let h: std::collections::HashMap<&str, String> =
+            headers(&d, HeaderStyle::Both).into_iter().collect();
+        // The burst is what the bucket holds: used = limit - remaining = 1.
+        assert_eq!(h["x-ratelimit-limit-requests"], "10");
+        assert_eq!(h["x-ratelimit-remaining-requests"], "9");
+        let policy = &h["ratelimit-policy"];
+        for name in [
+            "\"tiers.requests\";q=60",
+            "\"tiers.tokens.minute\";q=1000",
+            "\"tiers.tokens.hour\";q=10000",
+            "\"tiers.tokens.day\";q=50000",
+            "\"tiers.concurrency\";q=3",
+            "\"models.requests\";q=100",
+            "\"models.concurrency\";q=5",
+        ] {
+            assert!(policy.contains(name), "{name} in {policy}");
+        }
+        for names in [PolicyNames::Rules, PolicyNames::Hidden] {
+            let want = policy_names_by_format(d.statuses(), names);
+            let unique: std::collections::HashSet<&String> = want.iter().collect();
+            assert_eq!(unique.len(), want.len(), "{want:?}");
+            let h: std::collections::HashMap<&str, String> =
+                headers_with(&d, HeaderStyle::Ietf, names)
+                    .into_iter()
+                    .collect();
+            for n in &want {
+                assert!(h["ratelimit-policy"].contains(&format!("\"{n}\";")), "{n}");
+                assert!(h["ratelimit"].contains(&format!("\"{n}\";")), "{n}");
+            }
+            if names == PolicyNames::Hidden {
+                assert!(!h["ratelimit-policy"].contains("tiers"), "{h:?}");
+                assert!(!h["ratelimit"].contains("models"), "{h:?}");
+                assert!(h["ratelimit-policy"].contains("\"requests.minute.1\";q=60"));
+                assert!(h["ratelimit-policy"].contains("\"concurrency.2\";q=5"));
+            }
+        }
     }
 
     #[test]

@@ -35,9 +35,19 @@ pub(crate) struct DenialLabels {
     too_large: Key,
 }
 
+/// The `outcome` label of a denial for `reason`: the decision's outcome as the service's
+/// answers and `tollgate_server_decisions_total` name it (`denied`, or `too_large`).
+fn denial_outcome(reason: DenyReason) -> &'static str {
+    if reason == DenyReason::TooLarge {
+        Outcome::TooLarge.as_str()
+    } else {
+        Outcome::Denied.as_str()
+    }
+}
+
 fn labels(rule: &'static str, kind: LimitKind, reason: DenyReason) -> &'static [Label] {
     Box::leak(Box::new([
-        Label::from_static_parts("outcome", "denied"),
+        Label::from_static_parts("outcome", denial_outcome(reason)),
         Label::from_static_parts("rule", rule),
         Label::from_static_parts("kind", kind.as_str()),
         Label::from_static_parts("reason", reason.code()),
@@ -190,7 +200,7 @@ impl Stats {
                         .map_or("unknown", DenyReason::code);
                     metrics::counter!(
                         DECISIONS,
-                        "outcome" => "denied",
+                        "outcome" => outcome.as_str(),
                         "rule" => "",
                         "kind" => "",
                         "reason" => reason

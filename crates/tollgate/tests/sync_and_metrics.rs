@@ -140,11 +140,19 @@ fn decisions_are_counted_by_outcome_rule_kind_and_reason() {
         })
         .collect();
     assert_eq!(counter(&snapshot, &[("outcome", "allowed")]), 5);
+    // The outcome is the decision's, as the service names it (denied, too_large, ...).
     let by = |reason: &str, kind: &str| {
         counter(
             &snapshot,
             &[
-                ("outcome", "denied"),
+                (
+                    "outcome",
+                    if reason == "too_large" {
+                        "too_large"
+                    } else {
+                        "denied"
+                    },
+                ),
                 ("rule", "gateway"),
                 ("kind", kind),
                 ("reason", reason),
