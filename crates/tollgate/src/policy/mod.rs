@@ -16,7 +16,7 @@ use std::collections::HashSet;
 pub use builtin::default_policy;
 pub(crate) use current::CurrentPolicy;
 pub use file::PolicyFile;
-pub use rule::{LimitSet, Rule, RuleBuilder, RuleLimit};
+pub use rule::{LimitSet, MatchMode, Rule, RuleBuilder, RuleLimit, SetAction};
 pub use selector::{Matcher, Selectors};
 
 use tollgate_core::LimitSpec;
