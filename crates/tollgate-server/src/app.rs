@@ -406,6 +406,8 @@ impl Drop for Waiting<'_> {
 pub struct App<S: Store> {
     limiter: Limiter<Shared<S>>,
     enforced: Limiter<Shared<S>>,
+    /// Decides Envoy descriptors that carry their own limit (see [`crate::descriptor_limit`]).
+    descriptor_limits: Limiter<Shared<S>>,
     runtime: ArcSwap<Runtime>,
     permits: parking_lot::Mutex<HashMap<String, Slot<S>>>,
     clock: Arc<dyn Clock>,
@@ -443,10 +445,12 @@ impl<S: Store> App<S> {
         if runtime.config.server.max_tracked_subjects > 0 {
             limiter.track_subjects(runtime.config.server.max_tracked_subjects);
         }
-        let enforced = Limiter::with_store(runtime.enforced_policy(), shared);
+        let enforced = Limiter::with_store(runtime.enforced_policy(), shared.clone());
+        let descriptor_limits = Limiter::with_store(crate::descriptor_limit::policy(), shared);
         App {
             limiter,
             enforced,
+            descriptor_limits,
             runtime: ArcSwap::from_pointee(runtime),
             permits: parking_lot::Mutex::new(HashMap::new()),
             clock,
@@ -460,6 +464,11 @@ impl<S: Store> App<S> {
     /// The limiter of the whole policy.
     pub fn limiter(&self) -> &Limiter<Shared<S>> {
         &self.limiter
+    }
+
+    /// The limiter of Envoy descriptors that carry their own limit.
+    pub(crate) fn descriptor_limits(&self) -> &Limiter<Shared<S>> {
+        &self.descriptor_limits
     }
 
     /// The current configuration.

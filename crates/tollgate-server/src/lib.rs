@@ -36,6 +36,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 mod conn;
+mod descriptor_limit;
 pub mod error;
 mod forward_auth;
 mod framing;

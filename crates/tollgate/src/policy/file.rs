@@ -26,7 +26,7 @@ use serde::Deserialize;
 use tollgate_core::{parse_duration, LimitSpec};
 use toml::Spanned;
 
-use super::{MatchMode, Policy, Rule, SetAction};
+use super::{Policy, Rule, SetAction};
 use crate::error::{Error, Location, PolicyError};
 
 type Span = Range<usize>;
@@ -259,7 +259,13 @@ fn to_builder(raw: RawRule, spans: &mut Spans) -> Result<super::RuleBuilder, Pol
             spans.add(format!("{field}.match.{attr}"), value.span());
             when.push((attr, value.into_inner()));
         }
-        let action = set_action(&rule_name, &format!("{field}."), &o.unlimited, &o.deny, spans)?;
+        let action = set_action(
+            &rule_name,
+            &format!("{field}."),
+            &o.unlimited,
+            &o.deny,
+            spans,
+        )?;
         let specs = match o.limits {
             Some(limits) => limit_specs(&rule_name, &format!("{field}.limits"), limits, spans)?,
             None if action == SetAction::Limit => {
@@ -487,6 +493,7 @@ limits = [{ kind = "requests", amount = 1000, per = "minute" }]
 #[cfg(test)]
 mod match_mode_tests {
     use super::*;
+    use crate::policy::MatchMode;
     use crate::Subject;
 
     const RULES: &str = r#"
@@ -555,7 +562,10 @@ deny = true
         .unwrap_err();
         assert_eq!(e.field, "deny");
         let e = Policy::from_toml(
-            &RULES.replace("deny = true", "deny = true\nlimits = [{ kind = \"requests\", amount = 1, per = \"second\" }]"),
+            &RULES.replace(
+                "deny = true",
+                "deny = true\nlimits = [{ kind = \"requests\", amount = 1, per = \"second\" }]",
+            ),
             "m.toml",
         )
         .unwrap_err();

@@ -206,12 +206,9 @@ impl Rule {
         if !self.match_mode.exact_for(subject) {
             return true;
         }
-        subject.iter().all(|(name, _)| {
-            self.selectors
-                .0
-                .iter()
-                .any(|(a, _)| a.name() == name)
-        })
+        subject
+            .iter()
+            .all(|(name, _)| self.selectors.0.iter().any(|(a, _)| a.name() == name))
     }
 
     /// Whether `subject` has none of the attributes the rule needs absent.
