@@ -41,6 +41,9 @@ use crate::conn::{Acceptor, Answered, Conn, Connections, Protocol, Tracked};
 use crate::descriptor_limit;
 use crate::error::ApiError;
 
+/// The rate limit service's full name, as health checks and reflection name it.
+pub(crate) const RLS_SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
+
 /// The most descriptors one request may carry.
 const MAX_DESCRIPTORS: usize = 16;
 
@@ -56,10 +59,23 @@ pub(crate) fn spawn<S: Store>(
     conns: Arc<Connections>,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    let routes = tonic::service::Routes::new(RateLimitServiceServer::new(Rls { app })).prepare();
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let routes = tonic::service::Routes::new(RateLimitServiceServer::new(Rls { app }))
+        .add_service(health_service)
+        .add_service(crate::reflection::v1())
+        .add_service(crate::reflection::v1alpha())
+        .prepare();
     let mut http = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http.timer(TokioTimer::new());
     tokio::spawn(async move {
+        // The whole server ("") and the rate limit service answer SERVING while the port
+        // is open (`grpc.health.v1.Health`).
+        health
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        health
+            .set_service_status(RLS_SERVICE, tonic_health::ServingStatus::Serving)
+            .await;
         let mut acceptor = Acceptor::new(listener, Arc::clone(&conns), Protocol::Grpc);
         let stop = crate::server::stopped(stop);
         tokio::pin!(stop);
@@ -112,6 +128,10 @@ impl hyper::service::Service<http::Request<Incoming>> for Grpc {
 
     fn call(&self, mut req: http::Request<Incoming>) -> Self::Future {
         let request = self.conn.begin();
+        let rls = req
+            .uri()
+            .path()
+            .starts_with(concat!("/", "envoy.service.ratelimit.v3."));
         let reached = Reached::default();
         req.extensions_mut().insert(reached.clone());
         let mut routes = self.routes.clone();
@@ -121,7 +141,7 @@ impl hyper::service::Service<http::Request<Incoming>> for Grpc {
                 Ok(r) => r,
                 Err(never) => match never {},
             };
-            if !reached.0.load(Ordering::Acquire) {
+            if rls && !reached.0.load(Ordering::Acquire) {
                 undecodable_is_invalid_argument(response.headers_mut());
             }
             Ok(response.map(|body| Answered::new(body, request)))

@@ -47,6 +47,7 @@ mod grpc;
 pub mod http;
 pub mod openapi;
 pub mod preflight;
+mod reflection;
 mod reload;
 pub mod server;
 pub mod store;
