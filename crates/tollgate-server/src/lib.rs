@@ -37,6 +37,8 @@ pub mod client;
 pub mod config;
 mod conn;
 mod descriptor_limit;
+pub mod envoy_import;
+mod envoy_yaml;
 pub mod error;
 mod forward_auth;
 mod framing;
