@@ -766,6 +766,8 @@ impl Config {
     ///   (`tenant`, `agent`, `user`, `provider`, `model`, `tier`) nor produced by
     ///   `[forward_auth]` or `[grpc]`: only a client that sends that exact name matches it, so
     ///   it is often a typo.
+    ///   A rule that selects `[grpc] domain_attribute` is for Envoy descriptors, whose keys
+    ///   are any names: it is not warned about.
     /// - An override that the rule's own selectors exclude (see
     ///   [`tollgate::Rule::unreachable_overrides`]).
     pub fn warnings(&self) -> Vec<String> {
@@ -776,6 +778,12 @@ impl Config {
         produced.extend(self.grpc.domain_attribute.as_deref());
         let mut out = Vec::new();
         for rule in self.policy.rules() {
+            // A rule on the Envoy domain is for descriptors, whose keys are any names.
+            let envoy = self
+                .grpc
+                .domain_attribute
+                .as_deref()
+                .is_some_and(|d| rule.selectors().iter().any(|(a, _)| a.name() == d));
             let mut named: Vec<(String, String)> = rule
                 .selectors()
                 .iter()
@@ -793,7 +801,7 @@ impl Config {
                 );
             }
             for (place, attr) in named {
-                if !produced.contains(attr.as_str()) {
+                if !envoy && !produced.contains(attr.as_str()) {
                     out.push(format!(
                         "rule {:?} ({place}) names attribute {attr:?}, which is not one of tollgate's \
                          ({}) nor produced by [forward_auth] or [grpc]: only callers that send \

@@ -55,6 +55,7 @@ fn every_readme_example_converts_or_is_refused_at_its_line() {
         let c = Config::from_toml(&toml, &name).unwrap_or_else(|e| panic!("{name}: {e}\n{toml}"));
         assert!(!c.policy.rules().is_empty(), "{name}");
         assert_eq!(c.grpc.domain_attribute.as_deref(), Some("domain"));
+        assert_eq!(c.warnings(), Vec::<String>::new(), "{name}");
     }
 }
 
