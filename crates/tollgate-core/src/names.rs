@@ -34,14 +34,18 @@ impl FromStr for Algorithm {
 
 impl FromStr for Window {
     type Err = LimitError;
-    /// `second`, `minute`, `hour`, `day`, `month`, or a duration such as `30s`, `90m`, `1h30m`.
+    /// `second`, `minute`, `hour`, `day`, `week` (7 days), `month` (the calendar month),
+    /// `year` (365 days, as Envoy's rate limit service counts one), or a duration such as
+    /// `30s`, `90m`, `1h30m`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "second" | "sec" | "s" => Ok(Window::SECOND),
             "minute" | "min" | "m" => Ok(Window::MINUTE),
             "hour" | "h" => Ok(Window::HOUR),
             "day" | "d" => Ok(Window::DAY),
+            "week" => Ok(Window::Length(Duration::from_secs(7 * 86_400))),
             "month" => Ok(Window::Month),
+            "year" => Ok(Window::Length(Duration::from_secs(365 * 86_400))),
             other => parse_duration(other)
                 .map(Window::Length)
                 .ok_or_else(|| LimitError::BadWindow(other.to_owned())),
@@ -99,6 +103,14 @@ mod tests {
         assert_eq!(parse_duration("m"), None);
         assert_eq!(parse_duration("99999999999999999999d"), None);
         assert!("fortnight".parse::<Window>().is_err());
+        assert_eq!(
+            "week".parse::<Window>().unwrap(),
+            Window::Length(Duration::from_secs(604_800))
+        );
+        assert_eq!(
+            "year".parse::<Window>().unwrap(),
+            Window::Length(Duration::from_secs(31_536_000))
+        );
         assert_eq!("tokens".parse::<LimitKind>().unwrap(), LimitKind::Tokens);
         assert!("bytes".parse::<LimitKind>().is_err());
         assert_eq!(

@@ -114,6 +114,16 @@ pub struct Runtime {
     pub generation: u64,
     /// The file's policy, before the subject limits set at run time.
     pub base: Policy,
+    /// Whether a rule or override of the policy denies every call it selects (`deny = true`).
+    denies: bool,
+}
+
+/// Whether any limit set of `policy` is `deny`.
+fn denies(policy: &Policy) -> bool {
+    policy.rules().iter().any(|r| {
+        r.limit_sets()
+            .any(|s| s.action() == tollgate::policy::SetAction::Deny)
+    })
 }
 
 impl Runtime {
@@ -143,6 +153,30 @@ impl Runtime {
             .filter(|r| !self.config.shadow_rules.contains(r.name()))
             .cloned();
         Policy::new(rules).unwrap_or_else(|_| self.config.policy.clone())
+    }
+
+    /// The rule that refuses every call of `subject` (`deny = true`, Envoy's
+    /// `requests_per_unit: 0`), if one applies. The limiter applies no limit for such a set,
+    /// so the service refuses the call before deciding.
+    pub fn denying_rule(&self, subject: &Subject<'_>) -> Option<&'static str> {
+        if !self.denies {
+            return None;
+        }
+        self.config
+            .policy
+            .matching(subject)
+            .find(|r| r.limits_for(subject).action() == tollgate::policy::SetAction::Deny)
+            .map(|r| r.name())
+    }
+
+    /// [`denying_rule`](Self::denying_rule) as the refusal the HTTP APIs answer (403).
+    fn refuse_denied(&self, subject: &Subject<'_>) -> Result<(), ApiError> {
+        match self.denying_rule(subject) {
+            None => Ok(()),
+            Some(rule) => Err(ApiError::forbidden(format!(
+                "rule {rule:?} refuses every call it selects (deny = true)"
+            ))),
+        }
     }
 
     /// Looks a bearer token up (in constant time per token).
@@ -465,6 +499,8 @@ impl Drop for Waiting<'_> {
 pub struct App<S: Store> {
     limiter: Limiter<Shared<S>>,
     enforced: Limiter<Shared<S>>,
+    /// Decides Envoy descriptors that carry their own limit (see [`crate::descriptor_limit`]).
+    descriptor_limits: Limiter<Shared<S>>,
     runtime: ArcSwap<Runtime>,
     permits: parking_lot::Mutex<HashMap<String, Slot<S>>>,
     clock: Arc<dyn Clock>,
@@ -496,6 +532,7 @@ impl<S: Store> App<S> {
         ));
         let runtime = Runtime {
             base: config.policy.clone(),
+            denies: denies(&config.policy),
             config,
             generation: 1,
         };
@@ -503,10 +540,12 @@ impl<S: Store> App<S> {
         if runtime.config.server.max_tracked_subjects > 0 {
             limiter.track_subjects(runtime.config.server.max_tracked_subjects);
         }
-        let enforced = Limiter::with_store(runtime.enforced_policy(), shared);
+        let enforced = Limiter::with_store(runtime.enforced_policy(), shared.clone());
+        let descriptor_limits = Limiter::with_store(crate::descriptor_limit::policy(), shared);
         App {
             limiter,
             enforced,
+            descriptor_limits,
             runtime: ArcSwap::from_pointee(runtime),
             permits: parking_lot::Mutex::new(HashMap::new()),
             clock,
@@ -520,6 +559,11 @@ impl<S: Store> App<S> {
     /// The limiter of the whole policy.
     pub fn limiter(&self) -> &Limiter<Shared<S>> {
         &self.limiter
+    }
+
+    /// The limiter of Envoy descriptors that carry their own limit.
+    pub(crate) fn descriptor_limits(&self) -> &Limiter<Shared<S>> {
+        &self.descriptor_limits
     }
 
     /// The current configuration.
@@ -564,6 +608,7 @@ impl<S: Store> App<S> {
         let base = config.policy.clone();
         config.policy = crate::subject_limits::apply(&base, &self.settings.all());
         let runtime = Runtime {
+            denies: denies(&config.policy),
             config,
             generation,
             base,
@@ -589,6 +634,7 @@ impl<S: Store> App<S> {
         let mut config = old.config.clone();
         config.policy = crate::subject_limits::apply(&old.base, &self.settings.all());
         let runtime = Runtime {
+            denies: denies(&config.policy),
             config,
             generation: old.generation,
             base: old.base.clone(),
@@ -691,6 +737,7 @@ impl<S: Store> App<S> {
     ) -> Result<Judged, ApiError> {
         let started = Instant::now();
         let rt = self.runtime.load();
+        rt.refuse_denied(subject)?;
         if request_id.is_some() && !call.is_empty() {
             return Err(ApiError::bad_request(
                 "limits: a call with its own limits cannot also have a request_id",
@@ -809,6 +856,7 @@ impl<S: Store> App<S> {
         call: &CallLimits,
     ) -> Result<(Option<Permit<Shared<S>>>, Judged), ApiError> {
         let rt = self.runtime.load();
+        rt.refuse_denied(subject)?;
         let first = self
             .limiter
             .reserve_with(subject, estimate, call)
@@ -882,6 +930,7 @@ impl<S: Store> App<S> {
     ) -> Result<Acquired, ApiError> {
         let started = Instant::now();
         let rt = self.runtime.load_full();
+        rt.refuse_denied(subject)?;
         let max_wait = max_wait.min(rt.config.server.max_acquire_wait);
         let max_waiters = rt.config.server.max_waiters;
         if hold && self.permits.lock().len() >= rt.config.server.max_permits {

@@ -123,6 +123,13 @@ pub enum ConfigCommand {
         /// The file.
         file: PathBuf,
     },
+    /// Convert envoyproxy/ratelimit YAML configuration (one domain per file) to tollgate
+    /// TOML on standard output; what cannot be carried is refused with its file and line.
+    ImportEnvoy {
+        /// The YAML files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// Where the service is and who is asking.
@@ -373,6 +380,9 @@ pub fn run(cli: Cli) -> ExitCode {
     if let Command::Config(ConfigCommand::Check { file }) = &cli.command {
         return config_check(file);
     }
+    if let Command::Config(ConfigCommand::ImportEnvoy { files }) = &cli.command {
+        return import_envoy(files);
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     let workers = match &cli.command {
@@ -403,6 +413,34 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Bench(a) => crate::bench::run(a).await,
         }
     })
+}
+
+fn import_envoy(files: &[PathBuf]) -> ExitCode {
+    let mut read = Vec::with_capacity(files.len());
+    for f in files {
+        match std::fs::read_to_string(f) {
+            Ok(text) => read.push((f.display().to_string(), text)),
+            Err(e) => {
+                eprintln!("tollgate: cannot read {}: {e}", f.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match crate::envoy_import::import(&read) {
+        Ok(toml) => {
+            // What is written must load: a failure here is tollgate's, not the input's.
+            if let Err(e) = Config::from_toml(&toml, "(converted)") {
+                eprintln!("tollgate: the converted configuration does not load: {e}");
+                return ExitCode::from(2);
+            }
+            print!("{toml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn config_check(file: &std::path::Path) -> ExitCode {

@@ -309,9 +309,9 @@ impl Default for ForwardAuthConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum HitsAddend {
     /// Tokens (one request of `hits_addend` tokens): the AI gateways' use.
-    #[default]
     Tokens,
-    /// Requests.
+    /// Requests (the default, as envoyproxy/ratelimit counts hits).
+    #[default]
     Requests,
 }
 
@@ -322,7 +322,8 @@ pub struct GrpcConfig {
     pub domain_attribute: Option<String>,
     /// Descriptor entry key → subject attribute. Keys not listed keep their own name.
     pub descriptors: BTreeMap<String, String>,
-    /// What `hits_addend` counts (default tokens). Zero means one.
+    /// What `hits_addend` counts (default requests, as envoyproxy/ratelimit counts hits;
+    /// `tokens` for AI gateways that send the token count). Zero means one.
     pub hits_addend: HitsAddend,
 }
 
@@ -396,6 +397,12 @@ pub struct Config {
     pub blank: bool,
     /// Rules in shadow mode: their denials are counted, and the call admitted.
     pub shadow_rules: BTreeSet<String>,
+    /// Rules with `detailed_metric = true`: the Envoy service counts their descriptors by
+    /// every value (`tollgate_grpc_descriptor_decisions_total`).
+    pub detailed_rules: BTreeSet<String>,
+    /// Rule → the rules it replaces (`replaces = [...]`): in one Envoy request, a descriptor
+    /// whose every rule is replaced by a rule of another descriptor is not limited.
+    pub replaces: BTreeMap<String, Vec<String>>,
     /// `[server]`.
     pub server: ServerConfig,
     /// `[redis]` or `[memory]`.
@@ -426,6 +433,8 @@ impl Default for Config {
             defines_rules: false,
             blank: false,
             shadow_rules: BTreeSet::new(),
+            detailed_rules: BTreeSet::new(),
+            replaces: BTreeMap::new(),
             server: ServerConfig::default(),
             store: StoreConfig::Memory { max_buckets: None },
             auth: AuthConfig::default(),
@@ -730,6 +739,67 @@ fn token(
     Ok(Some(Token(value)))
 }
 
+/// The settings of a rule that are the service's, not the policy's: read and taken out of the
+/// rule before the policy reads it.
+#[derive(Default)]
+struct ServiceFlags {
+    /// `shadow = true`.
+    shadow: bool,
+    /// `detailed_metric = true`.
+    detailed_metric: bool,
+    /// `replaces = ["rule", ...]`, with where it is.
+    replaces: Option<(Vec<String>, Range<usize>)>,
+}
+
+impl ServiceFlags {
+    fn is_empty(&self) -> bool {
+        !self.shadow && !self.detailed_metric && self.replaces.is_none()
+    }
+}
+
+/// Takes `shadow`, `detailed_metric` and `replaces` out of one rule's table.
+fn take_service_flags(
+    t: &mut DeTable<'_>,
+    source: &Source<'_>,
+) -> Result<ServiceFlags, ConfigError> {
+    let mut flags = ServiceFlags::default();
+    for (field, slot) in [
+        ("shadow", &mut flags.shadow),
+        ("detailed_metric", &mut flags.detailed_metric),
+    ] {
+        if let Some(flag) = t.remove(field) {
+            *slot = flag.get_ref().as_bool().ok_or_else(|| {
+                at(
+                    source,
+                    Some(flag.span()),
+                    field,
+                    format!("must be true or false, not a {}", flag.get_ref().type_str()),
+                )
+            })?;
+        }
+    }
+    if let Some(list) = t.remove("replaces") {
+        let bad = || {
+            at(
+                source,
+                Some(list.span()),
+                "replaces",
+                "must be a list of rule names".into(),
+            )
+        };
+        let DeValue::Array(items) = list.get_ref() else {
+            return Err(bad());
+        };
+        let names = items
+            .iter()
+            .map(|v| v.get_ref().as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(bad)?;
+        flags.replaces = Some((names, list.span()));
+    }
+    Ok(flags)
+}
+
 /// The attributes tollgate itself names; any other is a custom label.
 const KNOWN_ATTRIBUTES: [&str; 6] = ["tenant", "agent", "user", "provider", "model", "tier"];
 
@@ -741,6 +811,8 @@ impl Config {
     ///   (`tenant`, `agent`, `user`, `provider`, `model`, `tier`) nor produced by
     ///   `[forward_auth]` or `[grpc]`: only a client that sends that exact name matches it, so
     ///   it is often a typo.
+    ///   A rule that selects `[grpc] domain_attribute` is for Envoy descriptors, whose keys
+    ///   are any names: it is not warned about.
     /// - An override that the rule's own selectors exclude (see
     ///   [`tollgate::Rule::unreachable_overrides`]).
     pub fn warnings(&self) -> Vec<String> {
@@ -751,6 +823,12 @@ impl Config {
         produced.extend(self.grpc.domain_attribute.as_deref());
         let mut out = Vec::new();
         for rule in self.policy.rules() {
+            // A rule on the Envoy domain is for descriptors, whose keys are any names.
+            let envoy = self
+                .grpc
+                .domain_attribute
+                .as_deref()
+                .is_some_and(|d| rule.selectors().iter().any(|(a, _)| a.name() == d));
             let mut named: Vec<(String, String)> = rule
                 .selectors()
                 .iter()
@@ -768,7 +846,7 @@ impl Config {
                 );
             }
             for (place, attr) in named {
-                if !produced.contains(attr.as_str()) {
+                if !envoy && !produced.contains(attr.as_str()) {
                     out.push(format!(
                         "rule {:?} ({place}) names attribute {attr:?}, which is not one of tollgate's \
                          ({}) nor produced by [forward_auth] or [grpc]: only callers that send \
@@ -825,6 +903,9 @@ impl Config {
 
         // The policy part: `rules`, without the service's own `shadow` flags.
         let mut shadow_rules = BTreeSet::new();
+        let mut detailed_rules = BTreeSet::new();
+        let mut replaces = BTreeMap::new();
+        let mut replaces_at = Vec::new();
         let unmatched = match root.remove("unmatched") {
             None => tollgate::Unmatched::Allow,
             Some(u) => u
@@ -850,36 +931,30 @@ impl Config {
                             .get("name")
                             .and_then(|n| n.get_ref().as_str())
                             .map(str::to_owned);
-                        if let Some(flag) = t.remove("shadow") {
-                            let Some(on) = flag.get_ref().as_bool() else {
-                                return Err(ConfigError {
-                                    rule: name,
-                                    ..at(
-                                        &source,
-                                        Some(flag.span()),
-                                        "shadow",
-                                        format!(
-                                            "must be true or false, not a {}",
-                                            flag.get_ref().type_str()
-                                        ),
-                                    )
-                                });
-                            };
-                            if on {
-                                match name {
-                                    Some(n) => {
-                                        shadow_rules.insert(n);
-                                    }
-                                    None => {
-                                        return Err(at(
-                                            &source,
-                                            Some(item_span),
-                                            &format!("rules[{i}].name"),
-                                            "is required".into(),
-                                        ))
-                                    }
-                                }
-                            }
+                        let flags = take_service_flags(t, &source).map_err(|e| ConfigError {
+                            rule: name.clone(),
+                            ..e
+                        })?;
+                        if flags.is_empty() {
+                            continue;
+                        }
+                        let Some(name) = name else {
+                            return Err(at(
+                                &source,
+                                Some(item_span),
+                                &format!("rules[{i}].name"),
+                                "is required".into(),
+                            ));
+                        };
+                        if flags.shadow {
+                            shadow_rules.insert(name.clone());
+                        }
+                        if flags.detailed_metric {
+                            detailed_rules.insert(name.clone());
+                        }
+                        if let Some((names, span)) = flags.replaces {
+                            replaces_at.push((name.clone(), span));
+                            replaces.insert(name, names);
                         }
                     }
                 }
@@ -902,6 +977,8 @@ impl Config {
             blank,
             policy_given: rules_given,
             shadow_rules,
+            detailed_rules,
+            replaces,
             gateway,
             ..Config::default()
         };
@@ -912,6 +989,33 @@ impl Config {
             None => default_policy(),
         }
         .with_unmatched(unmatched);
+        for (rule, span) in replaces_at {
+            let names = config
+                .replaces
+                .get(&rule)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            for (j, other) in names.iter().enumerate() {
+                let why = if *other == rule {
+                    Some("a rule cannot replace itself")
+                } else if config.policy.rule(other).is_none() {
+                    Some("names no rule")
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    return Err(ConfigError {
+                        rule: Some(rule.clone()),
+                        ..at(
+                            &source,
+                            Some(span.clone()),
+                            &format!("replaces[{j}]"),
+                            format!("{other:?}: {why}"),
+                        )
+                    });
+                }
+            }
+        }
         for r in &config.shadow_rules {
             // Every name came from a rule that built; this cannot fail, but stay honest.
             if config.policy.rule(r).is_none() {

@@ -95,6 +95,10 @@ impl From<&str> for Attr {
 pub struct Subject<'a> {
     known: [Option<Cow<'a, str>>; 6],
     custom: SmallVec<[(Cow<'a, str>, Cow<'a, str>); 2]>,
+    /// Whether the attributes are the whole descriptor (see [`Subject::exact`]).
+    exact: bool,
+    /// A namespace of the subject's buckets (see [`Subject::scoped`]).
+    scope: Option<Cow<'a, str>>,
 }
 
 impl<'a> Subject<'a> {
@@ -187,6 +191,36 @@ impl<'a> Subject<'a> {
             .chain(self.custom.iter().map(|(n, v)| (&**n, &**v)))
     }
 
+    /// Marks the attributes as the whole descriptor, as Envoy's rate limit service reads one:
+    /// a rule whose match mode is `auto` (the default) then applies only if its `match` names
+    /// every attribute of the subject, so that the descriptors `(tenant)` and
+    /// `(tenant, model)` of one request each meet only the rules of their own depth.
+    pub fn exact(mut self) -> Self {
+        self.exact = true;
+        self
+    }
+
+    /// Whether the attributes are the whole descriptor (see [`exact`](Self::exact)).
+    #[inline]
+    pub fn is_exact(&self) -> bool {
+        self.exact
+    }
+
+    /// Puts the subject's buckets in the namespace `scope`: every rule partitions the subject
+    /// by it as well, so that subjects of two scopes never share a bucket, whatever the
+    /// rules select. The Envoy service scopes a descriptor by its domain when the domain is
+    /// not an attribute. The scope is not an attribute: no rule selects it.
+    pub fn scoped(mut self, scope: impl Into<Cow<'a, str>>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// The namespace of the subject's buckets, if any (see [`scoped`](Self::scoped)).
+    #[inline]
+    pub fn scope(&self) -> Option<&str> {
+        self.scope.as_deref()
+    }
+
     /// How many attributes the subject has.
     pub fn len(&self) -> usize {
         self.iter().count()
@@ -206,6 +240,8 @@ impl<'a> Subject<'a> {
                 .into_iter()
                 .map(|(n, v)| (Cow::Owned(n.into_owned()), Cow::Owned(v.into_owned())))
                 .collect(),
+            exact: self.exact,
+            scope: self.scope.map(|s| Cow::Owned(s.into_owned())),
         }
     }
 }

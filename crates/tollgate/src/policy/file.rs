@@ -26,7 +26,7 @@ use serde::Deserialize;
 use tollgate_core::{parse_duration, LimitSpec};
 use toml::Spanned;
 
-use super::rule::{Rule, RuleBuilder};
+use super::rule::{Rule, RuleBuilder, SetAction};
 use super::set::{Policy, Unmatched};
 use crate::error::{Error, Location, PolicyError};
 
@@ -59,6 +59,15 @@ struct RawRule {
     tiers: BTreeMap<String, Spanned<RawTier>>,
     #[serde(default)]
     failure_mode: Option<Spanned<String>>,
+    /// `auto` (default), `exact` or `subset`.
+    #[serde(default)]
+    match_mode: Option<Spanned<String>>,
+    /// `true`: the calls the rule selects are never limited by it.
+    #[serde(default)]
+    unlimited: Option<Spanned<bool>>,
+    /// `true`: the calls the rule selects are refused.
+    #[serde(default)]
+    deny: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,7 +75,12 @@ struct RawRule {
 struct RawOverride {
     #[serde(rename = "match")]
     selectors: Spanned<BTreeMap<String, Spanned<String>>>,
-    limits: Spanned<Vec<Spanned<RawLimit>>>,
+    #[serde(default)]
+    limits: Option<Spanned<Vec<Spanned<RawLimit>>>>,
+    #[serde(default)]
+    unlimited: Option<Spanned<bool>>,
+    #[serde(default)]
+    deny: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -207,6 +221,16 @@ fn to_builder(raw: RawRule, spans: &mut Spans) -> Result<RuleBuilder, PolicyErro
                 .map_err(|m: String| PolicyError::new(&rule_name, "failure_mode", m))?,
         );
     }
+    if let Some(mode) = &raw.match_mode {
+        spans.add("match_mode", mode.span());
+        b = b.match_mode(
+            mode.get_ref()
+                .parse()
+                .map_err(|m: String| PolicyError::new(&rule_name, "match_mode", m))?,
+        );
+    }
+    let action = set_action(&rule_name, "", &raw.unlimited, &raw.deny, spans)?;
+    b = b.action(action);
     if let Some(sel) = raw.selectors {
         spans.add("match", sel.span());
         for (attr, value) in sel.into_inner() {
@@ -236,8 +260,35 @@ fn to_builder(raw: RawRule, spans: &mut Spans) -> Result<RuleBuilder, PolicyErro
             spans.add(format!("{field}.match.{attr}"), value.span());
             when.push((attr, value.into_inner()));
         }
-        let specs = limit_specs(&rule_name, &format!("{field}.limits"), o.limits, spans)?;
-        b = b.override_when(when, specs);
+        let action = set_action(
+            &rule_name,
+            &format!("{field}."),
+            &o.unlimited,
+            &o.deny,
+            spans,
+        )?;
+        let specs = match o.limits {
+            Some(limits) => limit_specs(&rule_name, &format!("{field}.limits"), limits, spans)?,
+            None if action == SetAction::Limit => {
+                return Err(PolicyError::new(
+                    &rule_name,
+                    format!("{field}.limits"),
+                    "is required (or unlimited = true, or deny = true)",
+                ))
+            }
+            None => Vec::new(),
+        };
+        b = if action == SetAction::Limit {
+            b.override_when(when, specs)
+        } else if specs.is_empty() {
+            b.override_action(when, action)
+        } else {
+            return Err(PolicyError::new(
+                &rule_name,
+                format!("{field}.limits"),
+                "an override that is unlimited or denies takes no limits",
+            ));
+        };
     }
     for (tier, t) in raw.tiers {
         let field = format!("tiers.{tier}");
@@ -251,6 +302,33 @@ fn to_builder(raw: RawRule, spans: &mut Spans) -> Result<RuleBuilder, PolicyErro
         b = b.tier(tier, specs);
     }
     Ok(b)
+}
+
+/// Reads `unlimited` and `deny` of a rule (`prefix` empty) or an override.
+fn set_action(
+    rule: &str,
+    prefix: &str,
+    unlimited: &Option<Spanned<bool>>,
+    deny: &Option<Spanned<bool>>,
+    spans: &mut Spans,
+) -> Result<SetAction, PolicyError> {
+    if let Some(u) = unlimited {
+        spans.add(format!("{prefix}unlimited"), u.span());
+    }
+    if let Some(d) = deny {
+        spans.add(format!("{prefix}deny"), d.span());
+    }
+    let on = |f: &Option<Spanned<bool>>| f.as_ref().is_some_and(|v| *v.get_ref());
+    match (on(unlimited), on(deny)) {
+        (true, true) => Err(PolicyError::new(
+            rule,
+            format!("{prefix}deny"),
+            "give unlimited or deny, not both",
+        )),
+        (true, false) => Ok(SetAction::Unlimited),
+        (false, true) => Ok(SetAction::Deny),
+        (false, false) => Ok(SetAction::Limit),
+    }
 }
 
 fn limit_specs(
@@ -410,5 +488,90 @@ limits = [{ kind = "requests", amount = 1000, per = "minute" }]
         let e = err("[[rules]]\nname = \"x\"\nlimits = [{ kind = \"requests\", amount = 5, per = \"minute\" }, { kind = \"requests\", amount = 5, per = \"minute\" }]\n");
         assert_eq!(e.field, "limits[1]");
         assert!(e.message.contains("duplicates limits[0]"));
+    }
+}
+
+#[cfg(test)]
+mod match_mode_tests {
+    use super::*;
+    use crate::policy::MatchMode;
+    use crate::Subject;
+
+    const RULES: &str = r#"
+[[rules]]
+name = "tenant"
+match = { tenant = "*" }
+limits = [{ kind = "requests", amount = 5, per = "minute" }]
+
+[[rules]]
+name = "tenant-any-depth"
+match = { tenant = "*" }
+match_mode = "subset"
+limits = [{ kind = "requests", amount = 5, per = "minute" }]
+
+[[rules]]
+name = "tenant-model"
+match = { tenant = "*", model = "*" }
+match_mode = "exact"
+unlimited = true
+
+[[rules.overrides]]
+match = { model = "blocked" }
+deny = true
+"#;
+
+    fn names(p: &Policy, s: &Subject<'_>) -> Vec<&'static str> {
+        p.matching(s).map(|r| r.name()).collect()
+    }
+
+    #[test]
+    fn exact_rules_meet_only_descriptors_of_their_own_depth() {
+        let p = Policy::from_toml(RULES, "m.toml").unwrap();
+        let shallow = Subject::new().tenant("t");
+        let deep = Subject::new().tenant("t").model("m");
+        // Outside gRPC (subset by default) every rule whose match is met applies.
+        assert_eq!(names(&p, &shallow), ["tenant", "tenant-any-depth"]);
+        assert_eq!(
+            names(&p, &deep),
+            ["tenant", "tenant-any-depth", "tenant-model"]
+        );
+        // A descriptor: auto rules meet only their own depth; subset rules any depth.
+        let shallow = shallow.exact();
+        let deep = deep.exact();
+        assert_eq!(names(&p, &shallow), ["tenant", "tenant-any-depth"]);
+        assert_eq!(names(&p, &deep), ["tenant-any-depth", "tenant-model"]);
+        // `exact` holds for subjects that are not descriptors too.
+        let extra = Subject::new().tenant("t").model("m").label("region", "eu");
+        assert!(!names(&p, &extra).contains(&"tenant-model"));
+
+        let r = p.rule("tenant-model").unwrap();
+        assert_eq!(r.match_mode(), MatchMode::Exact);
+        assert_eq!(r.limits_for(&deep).action(), SetAction::Unlimited);
+        let blocked = Subject::new().tenant("t").model("blocked").exact();
+        assert_eq!(r.limits_for(&blocked).action(), SetAction::Deny);
+    }
+
+    #[test]
+    fn bad_match_modes_and_actions_name_their_field() {
+        let e = Policy::from_toml(&RULES.replace("\"exact\"", "\"loose\""), "m.toml").unwrap_err();
+        assert_eq!(e.field, "match_mode");
+        assert_eq!(e.location.unwrap().line, 16);
+        let e = Policy::from_toml(
+            &RULES.replace("unlimited = true", "unlimited = true\ndeny = true"),
+            "m.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "deny");
+        let e = Policy::from_toml(
+            &RULES.replace(
+                "deny = true",
+                "deny = true\nlimits = [{ kind = \"requests\", amount = 1, per = \"second\" }]",
+            ),
+            "m.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "overrides[0].limits", "{e}");
+        let e = Policy::from_toml(&RULES.replace("deny = true", ""), "m.toml").unwrap_err();
+        assert_eq!(e.field, "overrides[0].limits", "{e}");
     }
 }

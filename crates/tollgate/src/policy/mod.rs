@@ -15,7 +15,7 @@ mod set;
 pub use builtin::default_policy;
 pub(crate) use current::CurrentPolicy;
 pub use file::PolicyFile;
-pub use rule::{LimitSet, Rule, RuleBuilder, RuleLimit};
+pub use rule::{LimitSet, MatchMode, Rule, RuleBuilder, RuleLimit, SetAction};
 pub use selector::{Matcher, Selectors};
 pub(crate) use set::note_unmatched;
 pub use set::{Policy, PolicyBuilder, Unmatched};

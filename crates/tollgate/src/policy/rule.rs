@@ -37,11 +37,26 @@ impl RuleLimit {
     }
 }
 
+/// What a limit set does with the calls it selects.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SetAction {
+    /// Its limits apply (the usual set).
+    #[default]
+    Limit,
+    /// No limit applies, on purpose: the call is covered by the rule and never limited by
+    /// it (Envoy's `unlimited: true`).
+    Unlimited,
+    /// Every call is refused (Envoy's `requests_per_unit: 0`). The limiter applies no
+    /// limit for such a set; the service refuses the call before deciding.
+    Deny,
+}
+
 /// The limits that apply together: a rule's defaults, or one override's.
 #[derive(Clone, Debug)]
 pub struct LimitSet {
     pub(crate) name: &'static str,
     pub(crate) limits: Vec<RuleLimit>,
+    pub(crate) action: SetAction,
 }
 
 impl LimitSet {
@@ -52,6 +67,56 @@ impl LimitSet {
     /// The limits.
     pub fn limits(&self) -> &[RuleLimit] {
         &self.limits
+    }
+    /// What the set does: limit, leave unlimited, or deny.
+    pub fn action(&self) -> SetAction {
+        self.action
+    }
+}
+
+/// How a rule's `match` meets a subject's attributes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum MatchMode {
+    /// `exact` for a subject marked [`Subject::exact`] (an Envoy descriptor), `subset`
+    /// otherwise (the default).
+    #[default]
+    Auto,
+    /// The subject must have no attribute the rule's `match` does not name.
+    Exact,
+    /// The subject may have attributes the rule's `match` does not name.
+    Subset,
+}
+
+impl MatchMode {
+    /// `auto`, `exact` or `subset`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MatchMode::Auto => "auto",
+            MatchMode::Exact => "exact",
+            MatchMode::Subset => "subset",
+        }
+    }
+
+    /// Whether the subject's attributes must all be named by the rule.
+    #[inline(always)]
+    fn exact_for(self, subject: &Subject<'_>) -> bool {
+        match self {
+            MatchMode::Auto => subject.is_exact(),
+            MatchMode::Exact => true,
+            MatchMode::Subset => false,
+        }
+    }
+}
+
+impl std::str::FromStr for MatchMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(MatchMode::Auto),
+            "exact" => Ok(MatchMode::Exact),
+            "subset" => Ok(MatchMode::Subset),
+            other => Err(format!("{other:?} is not auto, exact or subset")),
+        }
     }
 }
 
@@ -75,6 +140,8 @@ pub struct Rule {
     pub(crate) overrides: Vec<Override>,
     /// What the rule's limits do while the shared store fails.
     pub(crate) failure_mode: crate::store::FailureMode,
+    /// Whether a subject may have attributes the match does not name.
+    pub(crate) match_mode: MatchMode,
     /// What the rule was built from, so it can be changed and rebuilt at run time.
     source: RuleBuilder,
 }
@@ -89,6 +156,8 @@ impl Rule {
             limits: Vec::new(),
             overrides: Vec::new(),
             failure_mode: crate::store::FailureMode::default(),
+            match_mode: MatchMode::Auto,
+            action: SetAction::Limit,
         }
     }
 
@@ -119,10 +188,27 @@ impl Rule {
         &self.partition
     }
 
+    /// How the rule's match meets a subject's attributes.
+    pub fn match_mode(&self) -> MatchMode {
+        self.match_mode
+    }
+
     /// Whether the rule applies to `subject`.
     #[inline]
     pub fn matches(&self, subject: &Subject<'_>) -> bool {
-        self.selectors.matches(subject) && self.lacks_absent(subject)
+        self.selectors.matches(subject) && self.lacks_absent(subject) && self.names_all(subject)
+    }
+
+    /// Whether the rule's match mode is satisfied: under `exact`, the subject has no
+    /// attribute the match does not name.
+    #[inline(always)]
+    fn names_all(&self, subject: &Subject<'_>) -> bool {
+        if !self.match_mode.exact_for(subject) {
+            return true;
+        }
+        subject
+            .iter()
+            .all(|(name, _)| self.selectors.0.iter().any(|(a, _)| a.name() == name))
     }
 
     /// Whether `subject` has none of the attributes the rule needs absent.
@@ -155,7 +241,11 @@ impl Rule {
                 _ => return false,
             }
         }
-        self.lacks_absent(subject)
+        if let Some(scope) = subject.scope() {
+            // After the rule's own values, so that they keep the rule's order.
+            values.push(scope);
+        }
+        self.lacks_absent(subject) && self.names_all(subject)
     }
 
     /// The limit set for `subject`: the most specific matching override, or the defaults.
@@ -229,10 +319,13 @@ pub struct RuleBuilder {
     /// `(field name, selectors, limits)`: the field is `overrides[i]` or `tiers.<name>`.
     overrides: Vec<RawOverride>,
     failure_mode: crate::store::FailureMode,
+    match_mode: MatchMode,
+    /// What the defaults do.
+    action: SetAction,
 }
 
-/// An override as given to the builder: `(field name, selectors, limits)`.
-type RawOverride = (String, Vec<(String, String)>, Vec<LimitSpec>);
+/// An override as given to the builder: `(field name, selectors, limits, action)`.
+type RawOverride = (String, Vec<(String, String)>, Vec<LimitSpec>, SetAction);
 
 impl RuleBuilder {
     /// Selects subjects whose `attr` matches `value`: `"*"` for each distinct value (one bucket
@@ -261,6 +354,19 @@ impl RuleBuilder {
         self
     }
 
+    /// How the rule's match meets a subject's attributes (default [`MatchMode::Auto`]).
+    pub fn match_mode(mut self, mode: MatchMode) -> Self {
+        self.match_mode = mode;
+        self
+    }
+
+    /// What the defaults do with the calls they select: [`SetAction::Unlimited`] and
+    /// [`SetAction::Deny`] take no limits.
+    pub fn action(mut self, action: SetAction) -> Self {
+        self.action = action;
+        self
+    }
+
     /// Adds a limit to the defaults.
     pub fn limit(mut self, spec: LimitSpec) -> Self {
         self.limits.push(spec);
@@ -281,14 +387,29 @@ impl RuleBuilder {
         let n = self
             .overrides
             .iter()
-            .filter(|(f, _, _)| f.starts_with("overrides["))
+            .filter(|(f, _, _, _)| f.starts_with("overrides["))
             .count();
         self.overrides.push((
             format!("overrides[{n}]"),
             when,
             limits.into_iter().collect(),
+            SetAction::Limit,
         ));
         self
+    }
+
+    /// An override that selects like [`override_when`](Self::override_when) and, instead of
+    /// limits, leaves the calls unlimited or denies them (`action`).
+    pub fn override_action<A: Into<String>, V: Into<String>>(
+        self,
+        when: impl IntoIterator<Item = (A, V)>,
+        action: SetAction,
+    ) -> Self {
+        let mut b = self.override_when(when, std::iter::empty());
+        if let Some(o) = b.overrides.last_mut() {
+            o.3 = action;
+        }
+        b
     }
 
     /// Sets the limits for subjects that match every `(attr, value)` pair: replaces the
@@ -308,10 +429,11 @@ impl RuleBuilder {
         match self
             .overrides
             .iter_mut()
-            .find(|(_, w, _)| same_pairs(w, &when))
+            .find(|(_, w, _, _)| same_pairs(w, &when))
         {
             Some(o) => {
                 o.2 = limits;
+                o.3 = SetAction::Limit;
                 self
             }
             None => self.override_when(when, limits),
@@ -322,7 +444,7 @@ impl RuleBuilder {
     /// whether there was one.
     pub fn remove_override(mut self, when: &[(String, String)]) -> (Self, bool) {
         let before = self.overrides.len();
-        self.overrides.retain(|(_, w, _)| !same_pairs(w, when));
+        self.overrides.retain(|(_, w, _, _)| !same_pairs(w, when));
         let removed = self.overrides.len() != before;
         (self, removed)
     }
@@ -338,6 +460,7 @@ impl RuleBuilder {
             format!("tiers.{tier}"),
             vec![("tier".to_owned(), tier)],
             limits.into_iter().collect(),
+            SetAction::Limit,
         ));
         self
     }
@@ -395,11 +518,15 @@ impl RuleBuilder {
         let (name, id) = intern(&rule_name);
         // A rule may have no default limits when it has overrides (tiers only): subjects that
         // match no override are then not limited by it.
-        let default = if self.limits.is_empty() && !self.overrides.is_empty() {
+        let default = if self.limits.is_empty()
+            && self.action == SetAction::Limit
+            && !self.overrides.is_empty()
+        {
             let (set_name, _) = intern("default");
             LimitSet {
                 name: set_name,
                 limits: Vec::new(),
+                action: SetAction::Limit,
             }
         } else {
             build_set(
@@ -407,13 +534,14 @@ impl RuleBuilder {
                 self.failure_mode,
                 "default",
                 &self.limits,
+                self.action,
                 "limits",
                 &err,
             )?
         };
         let mut overrides = Vec::with_capacity(self.overrides.len());
         let mut seen = HashSet::new();
-        for (field, when, limits) in &self.overrides {
+        for (field, when, limits, action) in &self.overrides {
             let when = parse_selectors(when, &format!("{field}.match"), &err)?;
             if when.0.is_empty() {
                 return Err(err(
@@ -443,6 +571,7 @@ impl RuleBuilder {
                 self.failure_mode,
                 &set_name,
                 limits,
+                *action,
                 &format!("{field}.limits"),
                 &err,
             )?;
@@ -459,6 +588,7 @@ impl RuleBuilder {
             default,
             overrides,
             failure_mode: self.failure_mode,
+            match_mode: self.match_mode,
             source,
         })
     }
@@ -498,11 +628,26 @@ fn build_set(
     failure: FailureMode,
     set_name: &str,
     specs: &[LimitSpec],
+    action: SetAction,
     field: &str,
     err: &impl Fn(String, String) -> PolicyError,
 ) -> Result<LimitSet, PolicyError> {
-    if specs.is_empty() {
-        return Err(err(field.to_owned(), "needs at least one limit".into()));
+    match action {
+        SetAction::Limit if specs.is_empty() => {
+            return Err(err(field.to_owned(), "needs at least one limit".into()));
+        }
+        SetAction::Unlimited | SetAction::Deny if !specs.is_empty() => {
+            let what = if action == SetAction::Deny {
+                "deny"
+            } else {
+                "unlimited"
+            };
+            return Err(err(
+                field.to_owned(),
+                format!("a set that is {what} takes no limits"),
+            ));
+        }
+        _ => {}
     }
     let mut limits: Vec<RuleLimit> = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
@@ -538,7 +683,11 @@ fn build_set(
         });
     }
     let (name, _) = intern(set_name);
-    Ok(LimitSet { name, limits })
+    Ok(LimitSet {
+        name,
+        limits,
+        action,
+    })
 }
 
 /// A stable, readable name for a limit within a rule: it changes exactly when the limit does.
