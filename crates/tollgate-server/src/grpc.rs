@@ -171,8 +171,9 @@ fn clamp32(n: u64) -> u32 {
 }
 
 /// Envoy's view of a limit: an amount per unit of time. Windows that are not a whole unit
-/// are scaled to the largest unit that fits in them.
-fn current_limit(s: &LimitStatus) -> RateLimit {
+/// are scaled to the largest unit that fits in them. Named `rule.label`, or `label` alone
+/// where rule names are kept from clients (`[server] expose_rule_names = false`).
+fn current_limit(s: &LimitStatus, expose: bool) -> RateLimit {
     let (per_unit, unit) = match s.window {
         Window::Month => (s.amount, Unit::Month),
         Window::Length(d) => {
@@ -195,7 +196,11 @@ fn current_limit(s: &LimitStatus) -> RateLimit {
         }
     };
     RateLimit {
-        name: format!("{}.{}", s.rule, s.label),
+        name: if expose {
+            format!("{}.{}", s.rule, s.label)
+        } else {
+            s.label.to_string()
+        },
         requests_per_unit: clamp32(per_unit),
         unit: unit as i32,
     }
@@ -205,7 +210,7 @@ fn current_limit(s: &LimitStatus) -> RateLimit {
 /// descriptor that would have been admitted but was given back (another descriptor of the
 /// request was over its limit): its remaining is reported as it is, not as if spent. A
 /// descriptor a rule in shadow mode judged over its limit shows that limit, with code OK.
-fn status_of(j: &Judged, unspent: Option<Cost>) -> DescriptorStatus {
+fn status_of(j: &Judged, unspent: Option<Cost>, expose: bool) -> DescriptorStatus {
     let (d, code) = match &j.shadow {
         Some(shadow) => (shadow, Code::Ok),
         None if j.is_allowed() => (&j.decision, Code::Ok),
@@ -222,25 +227,35 @@ fn status_of(j: &Judged, unspent: Option<Cost>) -> DescriptorStatus {
     });
     DescriptorStatus {
         code: code as i32,
-        current_limit: tightest.map(current_limit),
+        current_limit: tightest.map(|s| current_limit(s, expose)),
         limit_remaining: tightest.map_or(0, |s| clamp32(remaining(s))),
         duration_until_reset: tightest.map(|s| pb_duration(s.reset_after)),
         ..DescriptorStatus::default()
     }
 }
 
-fn headers_of(j: &Judged, style: Headers) -> Vec<HeaderValue> {
-    let pairs = match style {
-        Headers::Style(s) => tollgate::headers::headers(&j.decision, s),
-        Headers::None => tollgate::headers::retry_after_header(&j.decision)
-            .map(|r| vec![("retry-after", r)])
-            .unwrap_or_default(),
-    };
-    pairs
+/// The headers Envoy adds to the client's answer: the rate-limit headers of `style`, naming
+/// limits by rule only where `expose` (`[server] expose_rule_names`).
+fn headers_of(j: &Judged, style: Headers, expose: bool) -> Vec<HeaderValue> {
+    let mut buf = Vec::with_capacity(384);
+    let mut spans = Vec::with_capacity(9);
+    let emit = |name, range| spans.push((name, range));
+    match style {
+        Headers::Style(s) => {
+            let names = if expose {
+                tollgate::headers::PolicyNames::Rules
+            } else {
+                tollgate::headers::PolicyNames::Hidden
+            };
+            tollgate::headers::render_with(&j.decision, s, names, &mut buf, emit);
+        }
+        Headers::None => tollgate::headers::render_retry_after(&j.decision, &mut buf, emit),
+    }
+    spans
         .into_iter()
-        .map(|(k, v)| HeaderValue {
+        .map(|(k, range)| HeaderValue {
             key: k.to_owned(),
-            value: v,
+            value: String::from_utf8_lossy(&buf[range]).into_owned(),
             ..HeaderValue::default()
         })
         .collect()
@@ -518,7 +533,7 @@ impl<S: Store> Rls<S> {
             .map(|((j, step), r)| match (j, step) {
                 (Some(j), _) => {
                     let unspent = (!all && j.is_allowed()).then_some(r.cost);
-                    status_of(j, unspent)
+                    status_of(j, unspent, rt.config.server.expose_rule_names)
                 }
                 (None, Step::Answered(st)) => st,
                 (None, _) => DescriptorStatus::default(),
@@ -534,7 +549,13 @@ impl<S: Store> Rls<S> {
             overall_code: if over { Code::OverLimit } else { Code::Ok } as i32,
             statuses,
             response_headers_to_add: shown
-                .map(|j| headers_of(j, rt.config.server.headers))
+                .map(|j| {
+                    headers_of(
+                        j,
+                        rt.config.server.headers,
+                        rt.config.server.expose_rule_names,
+                    )
+                })
                 .unwrap_or_default(),
             ..RateLimitResponse::default()
         };
@@ -663,12 +684,20 @@ mod tests {
 
     #[test]
     fn windows_map_to_envoy_units() {
-        let l = current_limit(&status(60, Window::MINUTE));
+        let l = current_limit(&status(60, Window::MINUTE), true);
         assert_eq!((l.requests_per_unit, l.unit), (60, Unit::Minute as i32));
-        let l = current_limit(&status(100, Window::Length(Duration::from_secs(7200))));
+        let l = current_limit(
+            &status(100, Window::Length(Duration::from_secs(7200))),
+            true,
+        );
         assert_eq!((l.requests_per_unit, l.unit), (50, Unit::Hour as i32));
-        let l = current_limit(&status(5, Window::Month));
+        let l = current_limit(&status(5, Window::Month), true);
         assert_eq!((l.requests_per_unit, l.unit), (5, Unit::Month as i32));
         assert_eq!(l.name, "r.l");
+        assert_eq!(
+            current_limit(&status(5, Window::Month), false).name,
+            "l",
+            "no rule name where names are kept from clients"
+        );
     }
 }
