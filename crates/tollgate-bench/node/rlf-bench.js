@@ -48,7 +48,13 @@ async function serverSnapshot(redis) {
   for (const m of stats.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+),/gm)) {
     commands[m[1]] = { calls: Number(m[2]), usec: Number(m[3]) };
   }
-  return { cpuS, commands };
+  // Read and write events and network bytes, as tollgate-bench's reads_per_decision etc.
+  const io = {};
+  for (const line of (await redis.info('stats')).split('\r\n')) {
+    const [k, v] = line.split(':');
+    if (/^total_(reads|writes)_processed$|^total_net_(input|output)_bytes$/.test(k)) io[k] = Number(v);
+  }
+  return { cpuS, commands, io };
 }
 
 function machineBusyS() {
@@ -179,6 +185,10 @@ async function main() {
       eval_calls: evalCmd.calls,
       script_calls_per_decision: round2(per(evalsha.calls + evalCmd.calls)),
       script_usec_per_decision: round2(per(evalsha.usec + evalCmd.usec)),
+      reads_per_decision: round2(per(after.io.total_reads_processed - before.io.total_reads_processed)),
+      writes_per_decision: round2(per(after.io.total_writes_processed - before.io.total_writes_processed)),
+      bytes_in_per_decision: round2(per(after.io.total_net_input_bytes - before.io.total_net_input_bytes)),
+      bytes_out_per_decision: round2(per(after.io.total_net_output_bytes - before.io.total_net_output_bytes)),
       cpu_s: round2(serverCpuS),
       cpu_usec_per_decision: round2(per(serverCpuS * 1e6)),
     },
