@@ -189,6 +189,69 @@ pub struct Redis {
     pub open_loop: Vec<OpenLoop>,
     /// A six-node cluster.
     pub cluster: Cluster,
+    /// Side by side with rate-limiter-flexible on the same server.
+    pub rlf: Rlf,
+}
+
+/// tollgate against rate-limiter-flexible (`RateLimiterRedis` over ioredis), one private
+/// redis-server, interleaved rounds (`crates/tollgate-bench/scripts/vs-rlf.sh`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rlf {
+    /// The machine's key in `machines`.
+    pub machine: String,
+    /// Redis, Node and the packages, the compiler.
+    pub software: String,
+    /// When.
+    pub date: String,
+    /// The commit measured.
+    pub code: String,
+    /// Interleaved rounds (one run of each side per caller count in each).
+    pub rounds: u32,
+    /// Seconds measured per run.
+    pub duration_s: u32,
+    /// tollgate-bench's tokio workers.
+    pub tollgate_threads: u32,
+    /// The machine's one-minute load average before the runs.
+    pub load_average: Bounds,
+    /// One row per caller count.
+    pub cases: Vec<RlfCase>,
+}
+
+/// One caller count of the rate-limiter-flexible comparison: medians over the rounds and
+/// their range.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RlfCase {
+    /// Concurrent callers on each side.
+    pub callers: u32,
+    /// tollgate, decisions per second.
+    pub tollgate_rate: Span,
+    /// rate-limiter-flexible, decisions per second.
+    pub rlf_rate: Span,
+    /// tollgate's rate divided by rate-limiter-flexible's in the same round.
+    pub ratio: Span,
+    /// Redis CPU per decision, tollgate, µs.
+    pub tollgate_cpu_us: Span,
+    /// Redis CPU per decision, rate-limiter-flexible, µs.
+    pub rlf_cpu_us: Span,
+    /// The load tool's CPU per decision, tollgate-bench, µs.
+    pub tollgate_client_cpu_us: Span,
+    /// The load tool's CPU per decision, Node, µs.
+    pub rlf_client_cpu_us: Span,
+    /// `EVALSHA` µs per call in Redis, tollgate.
+    pub tollgate_evalsha_us: Span,
+    /// `EVALSHA` µs per call in Redis, rate-limiter-flexible.
+    pub rlf_evalsha_us: Span,
+    /// Read events in Redis per decision (`INFO stats`), tollgate: below 1 when one read
+    /// brings several calls.
+    pub tollgate_reads: Span,
+    /// Read events in Redis per decision, rate-limiter-flexible.
+    pub rlf_reads: Span,
+    /// p99 latency, tollgate, ms.
+    pub tollgate_p99_ms: Span,
+    /// p99 latency, rate-limiter-flexible, ms.
+    pub rlf_p99_ms: Span,
 }
 
 /// One closed-loop case.

@@ -75,6 +75,7 @@ pub(crate) fn blocks(r: &Results) -> Vec<(&'static str, String)> {
         ("redis", redis(r)),
         ("redis-open-loop", redis_open_loop(r)),
         ("redis-cluster", redis_cluster(r)),
+        ("redis-rlf", redis_rlf(r)),
         ("redis-goals", redis_goals(r)),
         ("service-bare", service_bare(r)),
         ("service-current", service_current(r)),
@@ -519,14 +520,113 @@ fn redis_goals(r: &Results) -> String {
             against(c1.max(c3) < m16, c1.max(c3) < m1).into(),
         ],
     );
+    let rlf = &x.rlf.cases;
     row(
         &mut out,
         &[
-            "faster than rate-limiter-flexible on the same Redis".into(),
-            "not measured yet".into(),
-            "—".into(),
+            "at least rate-limiter-flexible's decisions/s on the same Redis".into(),
+            rlf.iter()
+                .map(|c| {
+                    format!(
+                        "{:.2}× with {} (median of {} rounds, lowest {:.2}×)",
+                        c.ratio.median,
+                        callers(c.callers),
+                        x.rlf.rounds,
+                        c.ratio.low.unwrap_or(c.ratio.median)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            if rlf.is_empty() || rlf.iter().any(|c| c.ratio.median < 1.0) {
+                "not met"
+            } else if rlf
+                .iter()
+                .all(|c| c.ratio.low.unwrap_or(c.ratio.median) >= 1.0)
+            {
+                "met"
+            } else {
+                "met by the median, not in every round"
+            }
+            .into(),
         ],
     );
+    out
+}
+
+/// `1 caller`, `50 callers`.
+fn callers(n: u32) -> String {
+    if n == 1 {
+        "1 caller".into()
+    } else {
+        format!("{n} callers")
+    }
+}
+
+/// A rate and its range: `61,234/s (58,001–63,410)`.
+fn rate_span(s: &Span) -> String {
+    match (s.low, s.high) {
+        (Some(lo), Some(hi)) => format!(
+            "{}/s ({}–{})",
+            thousands(s.median as u64),
+            thousands(lo as u64),
+            thousands(hi as u64)
+        ),
+        _ => format!("{}/s", thousands(s.median as u64)),
+    }
+}
+
+fn redis_rlf(r: &Results) -> String {
+    let x = &r.redis.rlf;
+    let mut out = machine_line(r.machines.get(&x.machine), &x.date, &x.code);
+    let _ = writeln!(out, "Software: {}.\n", x.software);
+    let _ = writeln!(
+        out,
+        "Closed loop, {} s per run, {} interleaved rounds; tollgate-bench with {} tokio worker{}; \
+         one-minute load average {:.1}–{:.1} before the runs (the machine was running other \
+         jobs). Medians over the rounds with their range; the ratio is taken within each round; \
+         where a cell holds two figures, tollgate's comes first.\n",
+        x.duration_s,
+        x.rounds,
+        x.tollgate_threads,
+        if x.tollgate_threads == 1 { "" } else { "s" },
+        x.load_average.low,
+        x.load_average.high
+    );
+    out.push_str(
+        "| callers | tollgate | rate-limiter-flexible | tollgate ÷ rate-limiter-flexible | Redis CPU per decision | client CPU per decision | `EVALSHA` per call | Redis reads per decision | p99 |\n\
+         | --: | --: | --: | --: | --: | --: | --: | --: | --: |\n",
+    );
+    for c in &x.cases {
+        row(
+            &mut out,
+            &[
+                c.callers.to_string(),
+                rate_span(&c.tollgate_rate),
+                rate_span(&c.rlf_rate),
+                match (c.ratio.low, c.ratio.high) {
+                    (Some(lo), Some(hi)) => format!("{:.2}× ({lo:.2}–{hi:.2})", c.ratio.median),
+                    _ => format!("{:.2}×", c.ratio.median),
+                },
+                format!(
+                    "{:.2} / {:.2} µs",
+                    c.tollgate_cpu_us.median, c.rlf_cpu_us.median
+                ),
+                format!(
+                    "{:.2} / {:.2} µs",
+                    c.tollgate_client_cpu_us.median, c.rlf_client_cpu_us.median
+                ),
+                format!(
+                    "{:.2} / {:.2} µs",
+                    c.tollgate_evalsha_us.median, c.rlf_evalsha_us.median
+                ),
+                format!("{:.2} / {:.2}", c.tollgate_reads.median, c.rlf_reads.median),
+                format!(
+                    "{:.2} / {:.2} ms",
+                    c.tollgate_p99_ms.median, c.rlf_p99_ms.median
+                ),
+            ],
+        );
+    }
     out
 }
 
