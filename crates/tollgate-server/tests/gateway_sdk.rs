@@ -167,6 +167,8 @@ async fn the_openai_sdk_legacy_completions_and_responses_streamed_and_not() {
     assert_eq!(out["response_stream_usage"], 2, "{out}");
     assert_eq!(out["response_event_types"][0], "response.created", "{out}");
 
+    // The fake records a call once its task has finished writing the answer.
+    fake.wait_for(5, std::time::Duration::from_secs(10)).await;
     let seen = fake.seen();
     assert_eq!(seen.len(), 5, "every call reached the upstream once");
     let legacy: Vec<_> = seen
