@@ -133,6 +133,8 @@ async fn a_non_streamed_chat_settles_the_upstreams_usage() {
         "word".to_owned() + &" word".repeat(19)
     );
     assert!(headers.contains_key("x-tollgate-request-id"));
+    // The fake records the call once its task has finished writing the answer.
+    assert_eq!(fake.wait_for(1, Duration::from_secs(10)).await, 1);
     let seen = fake.seen();
     assert_eq!(seen.len(), 1);
     // Passthrough: the client's own key reaches the upstream.
@@ -179,7 +181,9 @@ async fn a_stream_is_relayed_and_the_usage_chunk_tollgate_asked_for_is_removed()
             .filter(|e| e.contains("\"content\":\""))
             .count();
         assert_eq!(contents, 1 + 5, "the role chunk and five words");
-        // The upstream was asked for usage either way.
+        // The upstream was asked for usage either way. (The fake records a call once its
+        // task has finished writing, which may be after the client has read the end.)
+        assert_eq!(fake.wait_for(1, Duration::from_secs(10)).await, 1);
         let seen = fake.seen();
         assert_eq!(seen[0].body["stream_options"]["include_usage"], true);
         until_settled(&s, "completed", before + 1).await;
@@ -392,6 +396,7 @@ async fn upstream_errors_pass_through_and_spend_nothing() {
 async fn a_stream_the_upstream_breaks_is_settled_at_what_was_streamed() {
     let fake = FakeUpstream::start().await.unwrap();
     let s = gateway(&fake, "").await;
+    let before = settlements(&s, "stream_broken").await;
     let r = s
         .http
         .post(s.url("/v1/chat/completions"))
@@ -403,10 +408,10 @@ async fn a_stream_the_upstream_breaks_is_settled_at_what_was_streamed() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.text().await.is_err(), "the client sees the stream break");
-    let before = settlements(&s, "stream_broken").await;
     let input = 3 + 1 + 1 + 3; // "user", "hi", per-message and priming tokens
     assert_spent(&s, &tenant_of(KEY), "openai", input + 4).await;
-    assert!(before >= 1, "counted as a broken stream");
+    // Counted as a broken stream (the count is written once the settlement has run).
+    until_settled(&s, "stream_broken", before + 1).await;
     s.stop().await;
 }
 

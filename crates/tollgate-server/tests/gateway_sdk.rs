@@ -1,5 +1,6 @@
 //! The gateway with the official Python SDKs (`openai`, `anthropic`) as clients, changed only
-//! in their base URL: completions streamed and not, a 429 the SDK retries after exactly the
+//! in their base URL: chat completions, legacy completions, responses and messages, streamed
+//! and not, a 429 the SDK retries after exactly the
 //! wait tollgate named, and refusals it does not retry (a call that can never fit: 413 with
 //! `x-should-retry: false`; a spent daily quota). The SDKs run from the repository's `.venv`
 //! (made by `scripts/venv` from `scripts/requirements-test.txt`; the test runs it if needed).
@@ -138,6 +139,90 @@ async fn the_openai_sdk_works_unchanged_streamed_and_not() {
         .iter()
         .filter(|x| x.stream)
         .all(|x| x.body["stream_options"]["include_usage"] == true));
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdk_legacy_completions_and_responses_streamed_and_not() {
+    let fake = FakeUpstream::start().await.unwrap();
+    let s = start(&fake).await;
+    let out =
+        run("openai_legacy_and_responses", &s.url()).await["openai_legacy_and_responses"].clone();
+    // Legacy completions: the text and usage as the upstream sent them.
+    assert_eq!(out["completion_text"], "word word word word word", "{out}");
+    assert_eq!(out["completion_usage"][1], 5, "{out}");
+    assert_eq!(out["completion_stream_text"], "word word word", "{out}");
+    // The usage chunk tollgate asked for is not shown to a client that did not ask ...
+    assert_eq!(out["completion_stream_usage_chunks"], 0, "{out}");
+    assert_eq!(out["completion_stream_empty_choices"], 0, "{out}");
+    // ... and one that asked gets it.
+    assert_eq!(out["completion_asked_usage"], 3, "{out}");
+    // The Responses API, whose stream reports usage in its `response.completed` event.
+    assert_eq!(
+        out["response_text"], "word word word word word word word",
+        "{out}"
+    );
+    assert_eq!(out["response_usage"][1], 7, "{out}");
+    assert_eq!(out["response_stream_text"], "word word", "{out}");
+    assert_eq!(out["response_stream_usage"], 2, "{out}");
+    assert_eq!(out["response_event_types"][0], "response.created", "{out}");
+
+    // The fake records a call once its task has finished writing the answer.
+    fake.wait_for(5, std::time::Duration::from_secs(10)).await;
+    let seen = fake.seen();
+    assert_eq!(seen.len(), 5, "every call reached the upstream once");
+    let legacy: Vec<_> = seen
+        .iter()
+        .filter(|x| x.path == "/v1/completions")
+        .collect();
+    assert_eq!(legacy.len(), 3);
+    assert!(
+        legacy
+            .iter()
+            .filter(|x| x.stream)
+            .all(|x| x.body["stream_options"]["include_usage"] == true),
+        "tollgate asks a streamed completion for its usage"
+    );
+    assert!(seen.iter().all(|x| x.completed && x.usage_reported));
+    // Each call settled on the provider's usage: the tokens counted for these two models
+    // (which no other test of this process uses; metrics are per process) are the ones the
+    // upstream reported. Settlement runs on a task of its own: wait for it.
+    let (input, output): (u64, u64) = seen
+        .iter()
+        .map(|x| (x.input_tokens, x.output_tokens))
+        .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
+    let counted = |m: &str, direction: &str| {
+        ["gpt-3.5-turbo-instruct", "gpt-4.1"]
+            .iter()
+            .map(|model| {
+                m.lines()
+                    .filter(|l| l.starts_with("tollgate_gateway_tokens_total"))
+                    .filter(|l| l.contains(&format!("model=\"{model}\"")))
+                    .filter(|l| l.contains(&format!("direction=\"{direction}\"")))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>()
+            })
+            .sum::<f64>()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let m = reqwest::get(format!("{}/metrics", s.url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if counted(&m, "input") == input as f64 && counted(&m, "output") == output as f64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "settled {} input and {} output tokens; the upstream reported {input} and {output}",
+            counted(&m, "input"),
+            counted(&m, "output")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     s.shutdown().await;
 }
 

@@ -2,7 +2,7 @@
 //! Anthropic's APIs well enough for their SDKs, streaming and not, so that the gateway can
 //! be tested end to end without a network.
 //!
-//! Paths: `POST /v1/chat/completions`, `/v1/embeddings`, `/v1/responses`, `GET /v1/models`
+//! Paths: `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/responses`, `GET /v1/models`
 //! (OpenAI; base URL `{url}/v1`), `POST /v1/messages`, `/v1/messages/count_tokens`
 //! (Anthropic; base URL `{url}`).
 //!
@@ -112,6 +112,8 @@ pub struct Seen {
 #[derive(Default)]
 struct Shared {
     arrived: std::sync::atomic::AtomicUsize,
+    /// Keep no [`Seen`] (a benchmark's millions of requests would fill the memory).
+    forget: std::sync::atomic::AtomicBool,
     behavior: Mutex<Behavior>,
     seen: Mutex<Vec<Seen>>,
     changed: Notify,
@@ -246,6 +248,14 @@ impl FakeUpstream {
             .load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Whether to record each request in [`seen`](Self::seen) (by default it does; a
+    /// benchmark's upstream does not, so that its memory stays flat).
+    pub fn set_recording(&self, on: bool) {
+        self.shared
+            .forget
+            .store(!on, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Forgets the requests seen so far.
     pub fn clear(&self) {
         lock(&self.shared.seen).clear();
@@ -340,7 +350,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S, share
             ..Seen::default()
         };
         let keep = answer(&req, &mut seen, &shared, &mut r, &mut w).await;
-        lock(&shared.seen).push(seen);
+        if !shared.forget.load(std::sync::atomic::Ordering::Relaxed) {
+            lock(&shared.seen).push(seen);
+        }
         shared.changed.notify_waiters();
         if !keep {
             break;
@@ -370,6 +382,7 @@ async fn pause<R: AsyncRead + Unpin>(r: &mut R, d: Duration) -> bool {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Api {
     Chat,
+    Completions,
     Embeddings,
     Responses,
     Models,
@@ -405,6 +418,7 @@ where
     let h = |k: &str| req.headers.get(k).and_then(|v| v.parse::<u64>().ok());
     let api = match (req.method.as_str(), req.path.as_str()) {
         ("POST", "/v1/chat/completions") => Api::Chat,
+        ("POST", "/v1/completions") => Api::Completions,
         ("POST", "/v1/embeddings") => Api::Embeddings,
         ("POST", "/v1/responses") => Api::Responses,
         ("GET", "/v1/models") => Api::Models,
@@ -497,6 +511,14 @@ where
                 }
                 v
             }
+            Api::Completions => {
+                let mut v = json!({"id": "cmpl-fake", "object": "text_completion", "created": 0, "model": model,
+                    "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": null}]});
+                if usage_on {
+                    v["usage"] = json!({"prompt_tokens": input, "completion_tokens": chunks, "total_tokens": input + chunks});
+                }
+                v
+            }
             Api::Responses => {
                 let mut v = json!({"id": "resp_fake", "object": "response", "created_at": 0, "status": "completed", "model": model,
                     "output": [{"type": "message", "id": "msg_fake", "status": "completed", "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}]}]});
@@ -539,8 +561,10 @@ where
         return false;
     }
     let mut events: Vec<String> = Vec::new();
-    let report = usage_on && (api != Api::Chat || include_usage);
+    // Chat and legacy completions report a stream's usage only when asked.
+    let report = usage_on && (!matches!(api, Api::Chat | Api::Completions) || include_usage);
     match api {
+        Api::Completions => {}
         Api::Chat => {
             events.push(sse(None, &json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]})));
         }
@@ -578,6 +602,10 @@ where
                 None,
                 &json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": null}]}),
             ),
+            Api::Completions => sse(
+                None,
+                &json!({"id": "cmpl-fake", "object": "text_completion", "created": 0, "model": model, "choices": [{"index": 0, "text": word, "finish_reason": null, "logprobs": null}]}),
+            ),
             Api::Responses => sse(
                 Some("response.output_text.delta"),
                 &json!({"type": "response.output_text.delta", "item_id": "msg_fake", "output_index": 0, "content_index": 0, "delta": word}),
@@ -604,6 +632,14 @@ where
             if report {
                 events.push(sse(None, &json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [],
                     "usage": {"prompt_tokens": input, "completion_tokens": chunks, "total_tokens": input + chunks, "prompt_tokens_details": {"cached_tokens": 0}}})));
+            }
+            events.push("data: [DONE]\n\n".to_owned());
+        }
+        Api::Completions => {
+            events.push(sse(None, &json!({"id": "cmpl-fake", "object": "text_completion", "created": 0, "model": model, "choices": [{"index": 0, "text": "", "finish_reason": "stop", "logprobs": null}]})));
+            if report {
+                events.push(sse(None, &json!({"id": "cmpl-fake", "object": "text_completion", "created": 0, "model": model, "choices": [],
+                    "usage": {"prompt_tokens": input, "completion_tokens": chunks, "total_tokens": input + chunks}})));
             }
             events.push("data: [DONE]\n\n".to_owned());
         }

@@ -33,6 +33,29 @@ def run(scenario):
         e = c.embeddings.create(model="text-embedding-3-small", input="hello")
         out["embedding_len"] = len(e.data[0].embedding)
         out["models"] = [m.id for m in c.models.list()]
+    elif scenario == "openai_legacy_and_responses":
+        # Legacy completions and the Responses API, each streamed and not.
+        c = openai.OpenAI(base_url=base + "/v1", api_key=KEY)
+        r = c.completions.create(model="gpt-3.5-turbo-instruct", prompt="say hi", max_tokens=5)
+        out["completion_text"] = r.choices[0].text
+        out["completion_usage"] = [r.usage.prompt_tokens, r.usage.completion_tokens]
+        chunks = list(c.completions.create(model="gpt-3.5-turbo-instruct", prompt="say hi", max_tokens=3,
+                                           stream=True))
+        out["completion_stream_text"] = "".join(ch.choices[0].text for ch in chunks if ch.choices)
+        out["completion_stream_usage_chunks"] = sum(1 for ch in chunks if ch.usage is not None)
+        out["completion_stream_empty_choices"] = sum(1 for ch in chunks if not ch.choices)
+        chunks = list(c.completions.create(model="gpt-3.5-turbo-instruct", prompt="say hi", max_tokens=3,
+                                           stream=True, stream_options={"include_usage": True}))
+        out["completion_asked_usage"] = chunks[-1].usage.completion_tokens if chunks[-1].usage else None
+        r = c.responses.create(model="gpt-4.1", input="hi", max_output_tokens=7)
+        out["response_text"] = r.output_text
+        out["response_usage"] = [r.usage.input_tokens, r.usage.output_tokens]
+        events = list(c.responses.create(model="gpt-4.1", input=[{"role": "user", "content": "hi"}],
+                                         max_output_tokens=2, stream=True))
+        out["response_event_types"] = [e.type for e in events]
+        out["response_stream_text"] = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        done = [e for e in events if e.type == "response.completed"]
+        out["response_stream_usage"] = done[0].response.usage.output_tokens if done else None
     elif scenario == "anthropic":
         c = anthropic.Anthropic(base_url=base, api_key=KEY)
         m = c.messages.create(model="claude-sonnet-4-5", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
