@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tollgate::{Cost, Decision, LimitStatus, Subject};
 
-use crate::app::Judged;
 use crate::config::{truncate, valid_attribute_name, MAX_ATTRIBUTES, MAX_VALUE_BYTES};
 use crate::error::ApiError;
+use crate::judged::Judged;
 
 /// A whole number of units from JSON: an integer, or a number without a fractional part
 /// (`1000.0`, `1e3`), as JSON Schema (and so `/openapi.json`) counts both as integers.

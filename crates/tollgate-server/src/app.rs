@@ -17,6 +17,8 @@ use crate::config::{Client, Config, Token};
 use crate::error::ApiError;
 use crate::store::Shared;
 
+pub use crate::judged::Judged;
+
 /// Who is calling.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Principal {
@@ -221,23 +223,6 @@ fn ct_eq(a: &Token, b: &str) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// A decision as the service answers it.
-#[derive(Clone, Debug)]
-pub struct Judged {
-    /// The decision to act on.
-    pub decision: Decision,
-    /// Set when a rule in shadow mode denied and the call was admitted anyway: the shadow
-    /// decision (a denial).
-    pub shadow: Option<Decision>,
-}
-
-impl Judged {
-    /// Whether the call may go ahead.
-    pub fn is_allowed(&self) -> bool {
-        self.decision.is_allowed()
-    }
 }
 
 /// Which API a decision was made for (a metrics label).

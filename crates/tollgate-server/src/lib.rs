@@ -47,6 +47,7 @@ mod framing;
 pub mod fuzzing;
 mod grpc;
 pub mod http;
+mod judged;
 pub mod openapi;
 pub mod preflight;
 mod reflection;
