@@ -48,8 +48,8 @@ pub(crate) async fn acquire<S: Store>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let rt = app.runtime_ref();
-    let who = rt.principal(crate::http::bearer(&headers))?;
-    let style = crate::http::Rendering::of(&rt.config.server);
+    let who = rt.principal(crate::request::bearer(&headers))?;
+    let style = crate::respond::Rendering::of(&rt.config.server);
     drop(rt);
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -78,7 +78,7 @@ pub(crate) async fn acquire<S: Store>(
         expires_in_ms: u64::try_from(a.expires_in.as_millis()).unwrap_or(u64::MAX),
     });
     let mut r =
-        crate::http::decision_response(&a.judged, style, StatusCode::TOO_MANY_REQUESTS, permit);
+        crate::respond::decision_response(&a.judged, style, StatusCode::TOO_MANY_REQUESTS, permit);
     // The decision's JSON with how long the request waited.
     let waited = u64::try_from(a.waited.as_millis()).unwrap_or(u64::MAX);
     let body = std::mem::take(r.body_mut());

@@ -23,7 +23,9 @@ type AppState<S> = State<Arc<App<S>>>;
 
 /// The caller, who must hold the admin token.
 fn admin<S: Store>(app: &App<S>, headers: &HeaderMap) -> Result<Principal, ApiError> {
-    let who = app.runtime_ref().principal(crate::http::bearer(headers))?;
+    let who = app
+        .runtime_ref()
+        .principal(crate::request::bearer(headers))?;
     if !who.is_admin() {
         metrics::counter!("tollgate_auth_failures_total", "why" => "admin").increment(1);
         return Err(ApiError::forbidden("this needs the admin token"));

@@ -25,7 +25,8 @@ use tollgate::Cost;
 use crate::api::subject_from;
 use crate::app::{Api, App};
 use crate::error::ApiError;
-use crate::http::{add_decision_headers, bearer, client_ip};
+use crate::request::{bearer, client_ip};
+use crate::respond::add_decision_headers;
 
 /// The tollgate token of a forward-auth request, from `header` (`authorization`: the bearer
 /// token of `Authorization`).

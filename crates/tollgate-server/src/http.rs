@@ -2,13 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -21,14 +20,16 @@ use tollgate::store::Store;
 use tower::Service;
 
 use crate::api::{
-    decision_body, parse_decision, parse_json, subject_from, usage_json, CommitRequest, PermitOut,
-    ResetRequest,
+    parse_decision, parse_json, subject_from, usage_json, CommitRequest, PermitOut, ResetRequest,
 };
-use crate::app::{Api, App, Judged, Principal, Settle};
-use crate::config::{Cidr, Headers};
+use crate::app::{Api, App, Principal, Settle};
 use crate::conn::{Acceptor, Answered, Connections, Protocol, Tracked};
 use crate::error::ApiError;
+use crate::respond::decision_response;
 use crate::store::ServedStore;
+
+pub use crate::request::{bearer, client_ip};
+pub use crate::respond::{add_decision_headers, Rendering, DEGRADED};
 
 type AppState<S> = State<Arc<App<S>>>;
 
@@ -152,19 +153,6 @@ async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint; see /openapi.json")
 }
 
-/// The bearer token of a request: `Authorization: Bearer <token>`.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, token) = v.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
-}
-
 fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -173,122 +161,6 @@ fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
             ApiError::bad_request(e.body_text())
         }
     })
-}
-
-/// The header name of a name that [`tollgate::headers::render`] emits, without parsing it.
-fn header_name(name: &'static str) -> HeaderName {
-    const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
-    const REMAINING_REQUESTS: HeaderName =
-        HeaderName::from_static("x-ratelimit-remaining-requests");
-    const RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
-    const LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
-    const REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
-    const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
-    const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-    const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
-    match name {
-        "x-ratelimit-limit-requests" => LIMIT_REQUESTS,
-        "x-ratelimit-remaining-requests" => REMAINING_REQUESTS,
-        "x-ratelimit-reset-requests" => RESET_REQUESTS,
-        "x-ratelimit-limit-tokens" => LIMIT_TOKENS,
-        "x-ratelimit-remaining-tokens" => REMAINING_TOKENS,
-        "x-ratelimit-reset-tokens" => RESET_TOKENS,
-        "ratelimit-policy" => POLICY,
-        "ratelimit" => RATELIMIT,
-        "retry-after" => axum::http::header::RETRY_AFTER,
-        other => HeaderName::from_static(other),
-    }
-}
-
-/// The header that marks a decision made without the shared store (by the rules' failure
-/// modes): `x-tollgate-degraded: true`; absent otherwise. gRPC answers carry the same key as
-/// response metadata.
-pub const DEGRADED: HeaderName = HeaderName::from_static("x-tollgate-degraded");
-
-/// How decisions are rendered for clients: `[server] headers` and `expose_rule_names`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rendering {
-    /// Which rate-limit headers.
-    pub headers: Headers,
-    /// Whether rule names are shown (headers and bodies).
-    pub expose_rule_names: bool,
-}
-
-impl Rendering {
-    /// The server section's settings.
-    pub fn of(server: &crate::config::ServerConfig) -> Self {
-        Rendering {
-            headers: server.headers,
-            expose_rule_names: server.expose_rule_names,
-        }
-    }
-}
-
-/// Adds the decision's rate-limit headers to `headers` (and [`DEGRADED`] when it is degraded).
-pub fn add_decision_headers(headers: &mut HeaderMap, j: &Judged, style: Headers, expose: bool) {
-    if j.decision.is_degraded() {
-        headers.insert(DEGRADED, HeaderValue::from_static("true"));
-    }
-    // Every value is rendered into one buffer, which the header values then share.
-    let mut buf = Vec::with_capacity(384);
-    let mut spans = Vec::with_capacity(9);
-    let emit = |name, range| spans.push((name, range));
-    match style {
-        Headers::Style(s) => {
-            let names = if expose {
-                tollgate::headers::PolicyNames::Rules
-            } else {
-                tollgate::headers::PolicyNames::Hidden
-            };
-            tollgate::headers::render_with(&j.decision, s, names, &mut buf, emit);
-        }
-        Headers::None => tollgate::headers::render_retry_after(&j.decision, &mut buf, emit),
-    }
-    headers.reserve(spans.len());
-    let buf = Bytes::from(buf);
-    for (name, range) in spans {
-        if let Ok(v) = HeaderValue::from_maybe_shared(buf.slice(range)) {
-            headers.append(header_name(name), v);
-        }
-    }
-}
-
-pub(crate) fn decision_response(
-    j: &Judged,
-    style: Rendering,
-    deny_status: StatusCode,
-    permit: Option<PermitOut<'_>>,
-) -> Response {
-    let status = if j.is_allowed() || permit.is_some() {
-        StatusCode::OK
-    } else if j.decision.outcome() == tollgate::Outcome::Unavailable {
-        // A rule that fails closed while the shared store is down: not a rate-limit denial.
-        StatusCode::SERVICE_UNAVAILABLE
-    } else if deny_status != StatusCode::OK && j.decision.outcome() == tollgate::Outcome::Unmatched
-    {
-        // No rule covers the call and the policy denies such calls: waiting will not help.
-        StatusCode::FORBIDDEN
-    } else if deny_status != StatusCode::OK && j.decision.outcome() == tollgate::Outcome::TooLarge {
-        // A cost that can never fit: waiting never helps, so not a 429 that clients retry
-        // (the headers add `x-should-retry: false`).
-        StatusCode::PAYLOAD_TOO_LARGE
-    } else {
-        deny_status
-    };
-    let body = if style.expose_rule_names {
-        decision_body(j, permit)
-    } else {
-        crate::api::anonymous_body(j, permit)
-    };
-    let mut r = Response::new(axum::body::Body::from(body));
-    *r.status_mut() = status;
-    r.headers_mut().reserve(10);
-    r.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    add_decision_headers(r.headers_mut(), j, style.headers, style.expose_rule_names);
-    r
 }
 
 async fn authed<S: Store>(app: &App<S>, headers: &HeaderMap) -> Result<Principal, ApiError> {
@@ -657,68 +529,9 @@ pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
     Ok(pairs)
 }
 
-/// The client's address: walking `X-Forwarded-For` from the right while the hop that added an
-/// entry is a trusted proxy; the peer address when the peer is not trusted.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
-    if !is_trusted(peer) {
-        return peer;
-    }
-    let mut client = peer;
-    let hops = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect::<Vec<_>>();
-    for hop in hops.iter().rev() {
-        let Some(ip) = parse_hop(hop) else {
-            // A garbled entry: stop at the last address we could trust.
-            break;
-        };
-        client = ip;
-        if !is_trusted(ip) {
-            break;
-        }
-    }
-    client
-}
-
-fn parse_hop(hop: &str) -> Option<IpAddr> {
-    if let Ok(ip) = hop.parse::<IpAddr>() {
-        return Some(ip);
-    }
-    // `1.2.3.4:5678` or `[::1]:5678`.
-    hop.parse::<SocketAddr>().ok().map(|s| s.ip())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn client_ip_walks_forwarded_for_from_the_right() {
-        let trusted: Vec<Cidr> = vec!["10.0.0.0/8".parse().unwrap()];
-        let mut h = HeaderMap::new();
-        h.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("6.6.6.6, 1.2.3.4, 10.0.0.2"),
-        );
-        let peer: IpAddr = "10.0.0.1".parse().unwrap();
-        assert_eq!(
-            client_ip(peer, &h, &trusted),
-            "1.2.3.4".parse::<IpAddr>().unwrap()
-        );
-        // An untrusted peer's header is ignored.
-        let outsider: IpAddr = "8.8.8.8".parse().unwrap();
-        assert_eq!(client_ip(outsider, &h, &trusted), outsider);
-        // No trusted proxies: the peer.
-        assert_eq!(client_ip(peer, &h, &[]), peer);
-        // Garbage stops the walk at the last trusted hop.
-        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4, junk"));
-        assert_eq!(client_ip(peer, &h, &trusted), peer);
-    }
 
     #[test]
     fn query_strings_decode_strictly() {
@@ -749,15 +562,5 @@ mod tests {
             assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");
             assert!(e.message.starts_with(field), "{bad}: {}", e.message);
         }
-    }
-
-    #[test]
-    fn bearer_tokens() {
-        let mut h = HeaderMap::new();
-        assert_eq!(bearer(&h), None);
-        h.insert("authorization", HeaderValue::from_static("Bearer abc"));
-        assert_eq!(bearer(&h), Some("abc"));
-        h.insert("authorization", HeaderValue::from_static("Basic abc"));
-        assert_eq!(bearer(&h), None);
     }
 }

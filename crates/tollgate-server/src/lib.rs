@@ -52,6 +52,8 @@ pub mod openapi;
 pub mod preflight;
 mod reflection;
 mod reload;
+mod request;
+mod respond;
 pub mod server;
 pub mod store;
 pub mod subject_limits;
