@@ -77,7 +77,7 @@ pub(crate) fn spawn<S: Store>(
             .set_service_status(RLS_SERVICE, tonic_health::ServingStatus::Serving)
             .await;
         let mut acceptor = Acceptor::new(listener, Arc::clone(&conns), Protocol::Grpc);
-        let stop = crate::server::stopped(stop);
+        let stop = crate::shutdown::stopped(stop);
         tokio::pin!(stop);
         loop {
             let (tcp, peer, registration) = tokio::select! {

@@ -55,6 +55,7 @@ mod reload;
 mod request;
 mod respond;
 pub mod server;
+mod shutdown;
 pub mod store;
 pub mod subject_limits;
 pub mod telemetry;

@@ -13,13 +13,17 @@
 //! every rule with the built-in default.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{Config, ConfigError};
-use crate::server::{stopped, Reloader};
+use crate::shutdown::stopped;
+
+/// The reload entry point handed to the watcher.
+pub(crate) type Reloader = Arc<dyn Fn() -> Result<u64, ConfigError> + Send + Sync>;
 
 /// How long file events must stay quiet before a reload.
 const SETTLE: Duration = Duration::from_millis(150);

@@ -16,6 +16,8 @@ use tollgate::{Clock, MemoryStore, SystemClock};
 use crate::app::App;
 use crate::config::{Config, ConfigError, RedisOptions, StoreConfig};
 use crate::conn::Connections;
+use crate::reload::Reloader;
+use crate::shutdown::stopped;
 use crate::store::ServedStore;
 
 /// Why the service could not start.
@@ -521,17 +523,9 @@ fn sweep_buckets<S: ServedStore>(app: &App<S>) -> usize {
     n
 }
 
-/// The reload entry point handed to the watcher.
-pub(crate) type Reloader = Arc<dyn Fn() -> Result<u64, ConfigError> + Send + Sync>;
-
 fn control_reloader(control: &Arc<dyn Control>) -> Reloader {
     let c = Arc::clone(control);
     Arc::new(move || c.reload())
-}
-
-/// Resolves once `true` is sent on the shutdown channel (or the sender is gone).
-pub(crate) async fn stopped(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
 }
 
 /// Waits for SIGTERM or ctrl-c.
