@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 use hdrhistogram::Histogram;
 use serde_json::json;
 
-use crate::cli::ClientOpts;
+use crate::args::ClientOpts;
 
 /// The longest run allowed.
 const MAX_DURATION: Duration = Duration::from_secs(3600);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::cli::{ClientOpts, DecisionArgs, ResetArgs, UsageArgs};
+use crate::args::{ClientOpts, DecisionArgs, ResetArgs, UsageArgs};
 
 /// Exit code of a denial.
 pub const DENIED: u8 = 1;
@@ -285,8 +285,8 @@ pub async fn reset(a: ResetArgs) -> ExitCode {
 }
 
 /// `tollgate limits set | clear | list`.
-pub async fn limits(c: crate::cli::LimitsCommand) -> ExitCode {
-    use crate::cli::LimitsCommand;
+pub async fn limits(c: crate::args::LimitsCommand) -> ExitCode {
+    use crate::args::LimitsCommand;
     let client = match http_client() {
         Ok(c) => c,
         Err(e) => return fail(e),
@@ -360,7 +360,7 @@ pub async fn limits(c: crate::cli::LimitsCommand) -> ExitCode {
 const MAX_PAGES: usize = 100;
 
 /// `tollgate subjects`.
-pub async fn subjects(a: crate::cli::SubjectsArgs) -> ExitCode {
+pub async fn subjects(a: crate::args::SubjectsArgs) -> ExitCode {
     let client = match http_client() {
         Ok(c) => c,
         Err(e) => return fail(e),

@@ -31,6 +31,7 @@ pub mod acquire;
 pub mod admin;
 pub mod api;
 pub mod app;
+mod args;
 pub mod bench;
 pub mod cli;
 pub mod client;
