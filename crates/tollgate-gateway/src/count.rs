@@ -26,7 +26,8 @@ use serde_json::{json, Value};
 
 use crate::config::{EstimateConfig, ProviderKind, TokenizerChoice};
 use crate::estimate::{output_reservation, Encoding, Estimator};
-use crate::provider::{self, CallInfo, Endpoint};
+use crate::provider::{CallInfo, Endpoint};
+use crate::providers;
 
 /// A call's estimate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,7 +63,7 @@ pub fn estimate(
     config: &EstimateConfig,
     smallest_limit: Option<u64>,
 ) -> Result<Estimate, String> {
-    let p = provider::of(kind);
+    let p = providers::of(kind);
     let call = p.call_info(endpoint, body)?;
     let estimator = estimator_for(tokenizer, &call.model, config);
     let input_tokens = p.count_input(endpoint, body, &estimator);

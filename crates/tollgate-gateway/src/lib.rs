@@ -46,6 +46,7 @@ pub mod learned;
 pub mod metrics;
 pub mod openai;
 pub mod provider;
+pub mod providers;
 pub mod relay;
 pub mod route;
 pub mod settle;

@@ -1,7 +1,8 @@
 //! What the relay needs to know about a provider's API, and nothing else: one implementation
-//! per provider ([`crate::openai`], [`crate::anthropic`]), so that the next provider is one
-//! file. The relay, the reservation and the settlement ([`crate::relay`]) never look at a
-//! provider's paths, body fields, usage shapes, error shapes or header names themselves.
+//! per provider ([`crate::openai`], [`crate::anthropic`]; [`crate::providers::of`] picks one),
+//! so that the next provider is one file. The relay, the reservation and the settlement
+//! ([`crate::relay`]) never look at a provider's paths, body fields, usage shapes, error shapes
+//! or header names themselves.
 
 use http::{HeaderMap, Method, StatusCode};
 use serde_json::Value;
@@ -210,14 +211,6 @@ pub trait Provider: Send + Sync + 'static {
 
     /// What an upstream's response headers say about its own limits.
     fn observe(&self, headers: &HeaderMap, now_unix_micros: u64) -> Observed;
-}
-
-/// The provider of `kind`.
-pub fn of(kind: ProviderKind) -> &'static dyn Provider {
-    match kind {
-        ProviderKind::OpenAi => &crate::openai::OpenAi,
-        ProviderKind::Anthropic => &crate::anthropic::Anthropic,
-    }
 }
 
 /// A non-negative integer field.

@@ -27,6 +27,7 @@ use crate::config::{KeyMode, ProviderKind};
 use crate::keys::KeyError;
 use crate::learned::Gate;
 use crate::provider::{self, Endpoint, ErrorKind, Forward, Provider, StreamReader};
+use crate::providers;
 use crate::settle::{CallLog, Path, Ticket};
 use crate::sse::{parse_event, Framer};
 use crate::{Gateway, Live};
@@ -38,7 +39,7 @@ pub(crate) fn router<S: Store>(gw: Gateway<S>) -> axum::Router {
     let mut paths = BTreeSet::new();
     for kind in [ProviderKind::OpenAi, ProviderKind::Anthropic] {
         if gw.serves(kind) {
-            for (_, p, _) in provider::of(kind).routes() {
+            for (_, p, _) in providers::of(kind).routes() {
                 paths.insert(*p);
             }
         }
@@ -149,7 +150,7 @@ fn resolve<S: Store>(
         if !gw.serves(kind) {
             continue;
         }
-        let p = provider::of(kind);
+        let p = providers::of(kind);
         for (m, route, ep) in p.routes() {
             if *route == path {
                 if m == method {
