@@ -38,6 +38,28 @@ pub fn model_label(model: &str) -> String {
     "other".to_owned()
 }
 
+/// Puts the gateway's counters at zero for each of `providers` (and the settlements for each
+/// exit path), so that a dashboard or an alert (`rate(...)`, `increase(...)`) sees each series
+/// from start-up rather than from its first event, as with the service's own counters. The
+/// counters labelled by model, endpoint or status appear with their first event.
+pub fn start_at_zero<'a>(providers: impl IntoIterator<Item = &'a str>) {
+    for path in crate::settle::Path::ALL {
+        metrics::counter!("tollgate_gateway_settlements_total", "path" => path.as_str())
+            .increment(0);
+    }
+    for provider in providers {
+        for name in [
+            "tollgate_gateway_admitted_total",
+            "tollgate_gateway_upstream_429_total",
+            "tollgate_gateway_usage_missing_total",
+            "tollgate_gateway_learned_denials_total",
+        ] {
+            metrics::counter!(name, "provider" => provider.to_owned()).increment(0);
+        }
+    }
+    metrics::gauge!("tollgate_gateway_open_streams").increment(0.0);
+}
+
 /// Counts an answer.
 pub fn request(provider: &str, endpoint: &'static str, status: u16) {
     metrics::counter!(

@@ -34,6 +34,15 @@ pub enum Path {
 }
 
 impl Path {
+    /// Every path, in the order above.
+    pub const ALL: [Path; 5] = [
+        Path::Completed,
+        Path::UsageMissing,
+        Path::UpstreamError,
+        Path::ClientGone,
+        Path::StreamBroken,
+    ];
+
     /// The label in logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -208,6 +208,44 @@ fn metrics_pass_promtool_check_metrics() {
 }
 
 #[test]
+fn the_gateways_counters_start_at_zero_for_each_upstream() {
+    // Nothing listens on the discard port: no call is made, only the counters are read.
+    let tollgate = Service::start(
+        SDK_POLICY,
+        &[
+            "--upstream",
+            "openai=http://127.0.0.1:9/v1",
+            "--upstream",
+            "anthropic=http://127.0.0.1:9",
+        ],
+    )
+    .expect("tollgate serve starts with two upstreams");
+    let (_, fresh) = tollgate.get("/metrics").unwrap();
+    for provider in ["openai", "anthropic"] {
+        for name in [
+            "tollgate_gateway_admitted_total",
+            "tollgate_gateway_upstream_429_total",
+            "tollgate_gateway_usage_missing_total",
+            "tollgate_gateway_learned_denials_total",
+        ] {
+            let series = format!("{name}{{provider=\"{provider}\"}} 0");
+            assert!(fresh.contains(&series), "{series} missing from\n{fresh}");
+        }
+    }
+    for path in [
+        "completed",
+        "usage_missing",
+        "upstream_error",
+        "client_gone",
+        "stream_broken",
+    ] {
+        let series = format!("tollgate_gateway_settlements_total{{path=\"{path}\"}} 0");
+        assert!(fresh.contains(&series), "{series} missing from\n{fresh}");
+    }
+    assert!(fresh.contains("tollgate_gateway_open_streams 0"), "{fresh}");
+}
+
+#[test]
 fn the_limit_label_survives_a_changed_amount() {
     let tollgate = Service::start(SDK_POLICY, &[]).expect("tollgate serve starts");
     let before = scraped(&tollgate);
