@@ -137,7 +137,10 @@ impl<S: Store> Gateway<S> {
         // The tokenizers' tables take a moment to load: not on the first call.
         if config.enabled() {
             std::thread::spawn(estimate::warm_up);
-            metrics::start_at_zero(config.upstreams.iter().map(|u| u.name.as_str()));
+            metrics::start_at_zero(
+                config.upstreams.iter().map(|u| u.name.as_str()),
+                settle::Path::ALL.map(settle::Path::as_str),
+            );
         }
         Ok(Gateway {
             inner: Arc::new(Inner {

@@ -38,14 +38,17 @@ pub fn model_label(model: &str) -> String {
     "other".to_owned()
 }
 
-/// Puts the gateway's counters at zero for each of `providers` (and the settlements for each
-/// exit path), so that a dashboard or an alert (`rate(...)`, `increase(...)`) sees each series
-/// from start-up rather than from its first event, as with the service's own counters. The
-/// counters labelled by model, endpoint or status appear with their first event.
-pub fn start_at_zero<'a>(providers: impl IntoIterator<Item = &'a str>) {
-    for path in crate::settle::Path::ALL {
-        metrics::counter!("tollgate_gateway_settlements_total", "path" => path.as_str())
-            .increment(0);
+/// Puts the gateway's counters at zero for each of `providers` and the settlements for each
+/// of `paths` (the labels of every exit path, `settle::Path::ALL`), so that a dashboard or an
+/// alert (`rate(...)`, `increase(...)`) sees each series from start-up rather than from its
+/// first event, as with the service's own counters. The counters labelled by model, endpoint
+/// or status appear with their first event.
+pub fn start_at_zero<'a>(
+    providers: impl IntoIterator<Item = &'a str>,
+    paths: impl IntoIterator<Item = &'static str>,
+) {
+    for path in paths {
+        metrics::counter!("tollgate_gateway_settlements_total", "path" => path).increment(0);
     }
     for provider in providers {
         for name in [
