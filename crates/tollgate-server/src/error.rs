@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Response};
 pub struct ApiError {
     /// The HTTP status.
     pub status: StatusCode,
-    /// A stable code: `bad_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`,
+    /// A stable code: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `method_not_allowed`, `conflict`,
     /// `payload_too_large`, `unavailable`, `internal`.
     pub code: &'static str,
     /// What went wrong.
@@ -40,6 +41,14 @@ impl ApiError {
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+    /// 405: the path exists, not with this method (the `Allow` header lists those it has).
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            message,
+        )
     }
     /// 409.
     pub fn conflict(message: impl Into<String>) -> Self {

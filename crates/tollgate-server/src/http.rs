@@ -131,6 +131,7 @@ pub fn router<S: ServedStore>(app: Arc<App<S>>, max_body: usize) -> Router {
         .route("/readyz", get(readyz::<S>))
         .route("/openapi.json", get(crate::openapi::openapi))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(app)
 }
@@ -151,6 +152,14 @@ fn forward_auth_methods<S: ServedStore>() -> axum::routing::MethodRouter<Arc<App
 
 async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint; see /openapi.json")
+}
+
+/// A known path asked with a method it does not serve: the JSON error every other refusal
+/// gets (axum adds the `Allow` header).
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::method_not_allowed(format!(
+        "this endpoint does not answer {method}; see the Allow header and /openapi.json"
+    ))
 }
 
 fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {

@@ -352,3 +352,34 @@ async fn header_styles_follow_the_config() {
     assert_eq!(d.header("retry-after"), Some("1800"));
     s.stop().await;
 }
+
+/// A known path asked with a method it does not serve is a 405 with the JSON error every
+/// other refusal has, and the `Allow` header.
+#[tokio::test]
+async fn a_method_a_path_does_not_serve_is_a_json_405_with_allow() {
+    let s = start("").await;
+    let wrong = s.get("/v1/check", None).await;
+    assert_eq!(wrong.status, 405, "{}", wrong.body);
+    assert_eq!(
+        wrong.body["error"]["code"], "method_not_allowed",
+        "{}",
+        wrong.body
+    );
+    assert!(wrong.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("GET"));
+    assert_eq!(wrong.header("allow"), Some("POST"));
+    let query = reqwest::Client::new()
+        .request(
+            reqwest::Method::from_bytes(b"QUERY").unwrap(),
+            s.url("/v1/forward-auth"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(query.status(), 405);
+    assert!(query.headers().get("allow").is_some());
+    let body: serde_json::Value = query.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+}
