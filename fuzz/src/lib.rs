@@ -170,7 +170,16 @@ pub fn check_answer(status: StatusCode, body: &[u8]) {
                 String::from_utf8_lossy(body)
             )
         });
-        let message = v["error"]["message"].as_str().unwrap_or_default();
+        // A refusal is either an error (`{"error": {"message", ...}}`) or a decision that
+        // refuses (a cost that can never fit is 413, a rule that denies is 403): then it
+        // names its outcome and says why.
+        let message = match v["outcome"].as_str() {
+            Some(outcome) => {
+                assert_eq!(v["allowed"], false, "{status} with outcome {outcome}: {v}");
+                v["message"].as_str().unwrap_or_default()
+            }
+            None => v["error"]["message"].as_str().unwrap_or_default(),
+        };
         assert!(!message.is_empty(), "{status} without a message: {v}");
     }
 }
