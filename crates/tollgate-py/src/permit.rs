@@ -384,12 +384,31 @@ impl Acquire {
         let Some(p) = permit.take() else {
             return ready(py, Ok(no()));
         };
-        if exc_type.is_some_and(|t| !t.is_none()) {
-            // The refund does not wait for the task, which may be being cancelled.
-            engine::detach(async move {
-                let _ = p.cancel().await;
+        if let Some(t) = exc_type.filter(|t| !t.is_none()) {
+            let cancelled = py.import("asyncio")?.getattr("CancelledError")?;
+            let is_cancel = py
+                .import("builtins")?
+                .getattr("issubclass")?
+                .call1((&t, &cancelled))?
+                .is_truthy()?;
+            if is_cancel {
+                // A cancelled task may be cancelled again while it awaits, which would drop
+                // the refund half-way: it runs on its own and the block exits at once.
+                engine::detach(async move {
+                    let _ = p.cancel().await;
+                });
+                return ready(py, Ok(no()));
+            }
+            // Any other exception: the refund is made before the block exits, so that what
+            // runs next sees it.
+            return awaitable(py, p.cancel(), move |py, r| {
+                errors::check(py, r).map(|_| {
+                    pyo3::types::PyBool::new(py, false)
+                        .to_owned()
+                        .into_any()
+                        .unbind()
+                })
             });
-            return ready(py, Ok(no()));
         }
         awaitable(py, p.commit(permit.finishing_cost()), move |py, r| {
             errors::check(py, r).map(|()| {
