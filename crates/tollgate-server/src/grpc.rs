@@ -238,20 +238,7 @@ fn status_of(j: &Judged, unspent: Option<Cost>, expose: bool) -> DescriptorStatu
 /// limits by rule only where `expose` (`[server] expose_rule_names`).
 fn headers_of(j: &Judged, style: Headers, expose: bool) -> Vec<HeaderValue> {
     let mut buf = Vec::with_capacity(384);
-    let mut spans = Vec::with_capacity(9);
-    let emit = |name, range| spans.push((name, range));
-    match style {
-        Headers::Style(s) => {
-            let names = if expose {
-                tollgate::headers::PolicyNames::Rules
-            } else {
-                tollgate::headers::PolicyNames::Hidden
-            };
-            tollgate::headers::render_with(&j.decision, s, names, &mut buf, emit);
-        }
-        Headers::None => tollgate::headers::render_retry_after(&j.decision, &mut buf, emit),
-    }
-    spans
+    crate::respond::render_headers(&j.decision, style, expose, &mut buf)
         .into_iter()
         .map(|(k, range)| HeaderValue {
             key: k.to_owned(),

@@ -57,13 +57,16 @@ impl Rendering {
     }
 }
 
-/// Adds the decision's rate-limit headers to `headers` (and [`DEGRADED`] when it is degraded).
-pub fn add_decision_headers(headers: &mut HeaderMap, j: &Judged, style: Headers, expose: bool) {
-    if j.decision.is_degraded() {
-        headers.insert(DEGRADED, HeaderValue::from_static("true"));
-    }
-    // Every value is rendered into one buffer, which the header values then share.
-    let mut buf = Vec::with_capacity(384);
+/// The rate-limit headers of `decision` as `style` says, naming limits by rule only where
+/// `expose` (`[server] expose_rule_names`): their values are written into `buf`, and each
+/// header's name is returned with its value's range there. HTTP, forward-auth and gRPC all
+/// render through this.
+pub(crate) fn render_headers(
+    decision: &tollgate::Decision,
+    style: Headers,
+    expose: bool,
+    buf: &mut Vec<u8>,
+) -> Vec<(&'static str, std::ops::Range<usize>)> {
     let mut spans = Vec::with_capacity(9);
     let emit = |name, range| spans.push((name, range));
     match style {
@@ -73,10 +76,21 @@ pub fn add_decision_headers(headers: &mut HeaderMap, j: &Judged, style: Headers,
             } else {
                 tollgate::headers::PolicyNames::Hidden
             };
-            tollgate::headers::render_with(&j.decision, s, names, &mut buf, emit);
+            tollgate::headers::render_with(decision, s, names, buf, emit);
         }
-        Headers::None => tollgate::headers::render_retry_after(&j.decision, &mut buf, emit),
+        Headers::None => tollgate::headers::render_retry_after(decision, buf, emit),
     }
+    spans
+}
+
+/// Adds the decision's rate-limit headers to `headers` (and [`DEGRADED`] when it is degraded).
+pub fn add_decision_headers(headers: &mut HeaderMap, j: &Judged, style: Headers, expose: bool) {
+    if j.decision.is_degraded() {
+        headers.insert(DEGRADED, HeaderValue::from_static("true"));
+    }
+    // Every value is rendered into one buffer, which the header values then share.
+    let mut buf = Vec::with_capacity(384);
+    let spans = render_headers(&j.decision, style, expose, &mut buf);
     headers.reserve(spans.len());
     let buf = Bytes::from(buf);
     for (name, range) in spans {
