@@ -95,24 +95,16 @@ struct HostDelay {
 }
 
 impl HostDelay {
-    /// The most the host delayed a timer of this process between `from` and `to`.
-    fn worst_between(&self, from: Duration, to: Duration) -> Duration {
+    /// Between `from` and `to`: the most the host delayed a timer of this process, and the
+    /// highest silence threshold the probe read.
+    fn worst_between(&self, from: Duration, to: Duration) -> (Duration, Duration) {
         self.late
             .iter()
             .filter(|(at, late, _)| *at + *late >= from && *at <= to)
-            .map(|(_, late, _)| *late)
-            .max()
-            .unwrap_or_default()
-    }
-
-    /// The highest silence threshold the probe read between `from` and `to`.
-    fn threshold_between(&self, from: Duration, to: Duration) -> Duration {
-        self.late
-            .iter()
-            .filter(|(at, late, _)| *at + *late >= from && *at <= to)
-            .map(|(_, _, threshold)| *threshold)
-            .max()
-            .unwrap_or_default()
+            .fold(
+                (Duration::ZERO, Duration::ZERO),
+                |(l, t), (_, late, threshold)| (l.max(*late), t.max(*threshold)),
+            )
     }
 }
 
@@ -314,9 +306,8 @@ fn check_window(
         .iter()
         .filter(|s| s.degraded)
         .map(|s| {
-            let (from, to) = (s.at, s.at + s.latency);
-            let threshold = w.threshold.max(host.threshold_between(from, to));
-            (s, threshold, host.worst_between(from, to))
+            let (late, threshold) = host.worst_between(s.at, s.at + s.latency);
+            (s, w.threshold.max(threshold), late)
         })
         .find(|(s, threshold, late)| {
             s.latency
@@ -325,7 +316,7 @@ fn check_window(
                     .saturating_add(Duration::from_millis(5))
                     + *late
         });
-    let host_worst = host.worst_between(w.from, w.to);
+    let (host_worst, _) = host.worst_between(w.from, w.to);
     let degraded = inside.iter().filter(|s| s.degraded).count();
     report.push_str(&format!(
         "{:<28} decisions {:>6}  degraded {:>6}  p99 {:>9.3?}  max {:>9.3?}  max degraded {:>9.3?}  threshold {:>9.3?}  host's worst timer delay {:>9.3?}\n",
